@@ -1,0 +1,1 @@
+"""menndl_py: evolutionary neural architecture search for deep materials informatics."""

@@ -1,0 +1,200 @@
+"""The `menndl` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from menndl_py.errors import UserError
+
+
+def _overrides(data: dict, settings: list[str]) -> dict:
+    """Apply `--set section.key=value` (value read as YAML) to the raw config mapping."""
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {setting}: expected section.key=value")
+        node = data
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {setting}: {part} is not a section")
+        node[last] = yaml.safe_load(text)
+    return data
+
+
+def load_config(path: str, settings: list[str], name: str | None = None):
+    from menndl_py import config
+
+    cfg_path = Path(path)
+    if not cfg_path.is_file():
+        raise UserError(f"{path}: no such config file")
+    raw = yaml.safe_load(cfg_path.read_text()) if settings or name else None
+    if raw is None:
+        return config.load(cfg_path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: must be a mapping of sections")
+    if name:
+        raw.setdefault("run", {})["name"] = name
+    return config.from_dict(_overrides(raw, settings))
+
+
+def config_of_run(run_dir: str):
+    from menndl_py import config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; is {run_dir} a run directory?")
+    raw = yaml.safe_load(path.read_text())
+    raw["run"] = {"directory": str(Path(run_dir).parent), "name": Path(run_dir).name}
+    return config.from_dict(raw)
+
+
+def cmd_run(args) -> int:
+    from menndl_py.run import search
+
+    search(load_config(args.config, args.set, args.name), progress=not args.no_progress)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from menndl_py.run import search
+
+    search(config_of_run(args.run_dir), resume=True, progress=not args.no_progress)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from menndl_py.report.plots import make_report
+
+    out = make_report(args.run_dir)
+    print((out / "summary.md").read_text())
+    print(f"[menndl] plots in {out}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from menndl_py.tasks import BUILT_IN, task_class
+
+    for name in BUILT_IN:
+        cls = task_class(name)
+        print(f"{name:12s} {cls.summary}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from menndl_py.run import say
+    from menndl_py.tasks import make_task
+
+    options = {}
+    data_dir = args.data_dir
+    if args.config:
+        cfg = load_config(args.config, [])
+        options, data_dir = cfg.task.options, args.data_dir or cfg.task.data_dir
+    task = make_task(args.task, options, data_dir or "data")
+    if task.data_path.exists() and not args.force:
+        task.check_data()
+        say(f"{task.data_path}: already made (use --force to make it again)")
+        return 0
+    say(task.make_data())
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from menndl_py import config
+    from menndl_py.baseline import format_baselines, run_baselines
+    from menndl_py.tasks import make_task
+
+    target = Path(args.target)
+    if target.is_file():
+        cfg = load_config(args.target, args.set)
+    elif Path("configs", f"{args.target}.yaml").is_file():
+        cfg = load_config(str(Path("configs", f"{args.target}.yaml")), args.set)
+    else:
+        cfg = config.from_dict(_overrides({"task": {"name": args.target}}, args.set))
+    results = run_baselines(cfg)
+    task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    print(format_baselines(results, task.metric, task.unit))
+    print(f"[menndl] written to {cfg.run_dir / 'baselines.json'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="menndl", description="Evolutionary neural architecture search for "
+                                "deep materials informatics, on one process or many MPI ranks.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start a search (or continue an unfinished one of the same config)")
+    run.add_argument("config")
+    run.add_argument("--name", help="run name (default: run.name of the config)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    resume = sub.add_parser("resume", help="continue a run that was stopped or killed")
+    resume.add_argument("run_dir")
+    resume.add_argument("--no-progress", action="store_true")
+    resume.set_defaults(func=cmd_resume)
+
+    report = sub.add_parser("report", help="summary table and plots of a run")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
+    tasks = sub.add_parser("tasks", help="list the tasks")
+    tasks.set_defaults(func=cmd_tasks)
+
+    data = sub.add_parser("data", help="data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    make = data_sub.add_parser("make", help="make a task's data set")
+    make.add_argument("task")
+    make.add_argument("--config", help="take the task options and data directory from this config")
+    make.add_argument("--data-dir", help="where to write (default: data/)")
+    make.add_argument("--force", action="store_true", help="make it again even if it exists")
+    make.set_defaults(func=cmd_data)
+
+    baseline = sub.add_parser("baseline", help="train a task's hand-made baselines on the search's data and budget")
+    baseline.add_argument("target", help="a config file, or a task name (uses configs/<task>.yaml if present)")
+    baseline.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    baseline.set_defaults(func=cmd_baseline)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        if _rank() == 0:
+            print(f"menndl: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BaseException:
+        _abort_if_mpi()
+        raise
+
+
+def _rank() -> int:
+    import os
+
+    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def _abort_if_mpi() -> None:
+    """An unexpected crash on one rank must not leave the others waiting forever."""
+    if "mpi4py.MPI" in sys.modules:
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""YAML run configuration → frozen, validated dataclasses.
+
+Every key is checked once at start; errors name the key, say what is expected and what was found.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from menndl_py.errors import UserError
+
+
+def _f(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **rules):
+    """A dataclass field with validation rules (min, max, choices) in its metadata."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = _f("run")
+    directory: str = _f("runs")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = _f("elemnet")
+    data_dir: str = _f("data")
+    options: dict = _f(factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    population: int = _f(16, min=2)
+    max_evaluations: Optional[int] = _f(100, min=1)
+    max_minutes: Optional[float] = _f(None, min=0.0)
+    crossover_rate: float = _f(0.5, min=0.0, max=1.0)
+    mutation_rate: float = _f(0.9, min=0.0, max=1.0)
+    tournament_size: int = _f(3, min=1)
+    surrogate: bool = _f(True)
+    screen_factor: int = _f(8, min=1)
+    explore_fraction: float = _f(0.25, min=0.0, max=1.0)
+    surrogate_min_results: int = _f(8, min=2)
+    surrogate_max_train: int = _f(256, min=8)
+    surrogate_refit_every: int = _f(4, min=1)
+    seed: int = _f(0, min=0)
+    space: dict = _f(factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    ranks_per_candidate: int = _f(1, min=1)
+    candidate_timeout: float = _f(600.0, min=0.1)
+    threads_per_rank: Optional[int] = _f(None, min=1)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = _f(20, min=1)
+    time_budget: Optional[float] = _f(None, min=0.1)
+    eval_batch_size: int = _f(4096, min=1)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    exception: float = _f(0.0, min=0.0, max=1.0)
+    nonfinite: float = _f(0.0, min=0.0, max=1.0)
+    timeout: float = _f(0.0, min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    inject_faults: FaultConfig = _f(factory=FaultConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = _f(factory=RunConfig)
+    task: TaskConfig = _f(factory=TaskConfig)
+    search: SearchConfig = _f(factory=SearchConfig)
+    cluster: ClusterConfig = _f(factory=ClusterConfig)
+    training: TrainingConfig = _f(factory=TrainingConfig)
+    debug: DebugConfig = _f(factory=DebugConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the search (the run name and directory excluded)."""
+        d = self.to_dict()
+        d.pop("run")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.directory) / self.run.name
+
+
+_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+
+
+def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    if dataclasses.is_dataclass(typ):
+        return build(typ, value, key)
+    ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    bounds = ""
+    if "min" in rules:
+        bounds += f" >= {rules['min']}"
+    if "max" in rules:
+        bounds += f" and <= {rules['max']}" if bounds else f" <= {rules['max']}"
+    if not ok or ("min" in rules and value < rules["min"]) or ("max" in rules and value > rules["max"]):
+        raise UserError(f"{key}: must be {_KIND[typ]}{bounds}, got {value!r}")
+    return value
+
+
+def build(cls, data: Any, prefix: str = ""):
+    """Make dataclass `cls` from a mapping, checking types, bounds and unknown keys."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise UserError(f"{prefix + '.' if prefix else ''}{key}: unknown key (expected one of: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _check_value(f"{prefix + '.' if prefix else ''}{name}", data[name], hints[name], dict(f.metadata))
+    return cls(**values)
+
+
+def from_dict(data: Any) -> Config:
+    cfg = build(Config, data)
+    if cfg.search.max_evaluations is None and cfg.search.max_minutes is None:
+        raise UserError("search: set max_evaluations or max_minutes (or both), or the search never ends")
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    return from_dict(data)
+
+
+def save(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,200 @@
+"""Search spaces: where genomes may go. Sampling, mutation and crossover never leave the bounds."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+from deap import tools
+
+from menndl_py.errors import CandidateRefused, UserError
+from menndl_py.genome.genome import Genome
+from menndl_py.rng import driving_global_random
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An ordered set of allowed values. Mutation usually steps to a neighbour, sometimes jumps anywhere."""
+
+    values: tuple
+
+    def sample(self, rng: random.Random) -> Any:
+        return rng.choice(self.values)
+
+    def mutate(self, value: Any, rng: random.Random) -> Any:
+        if len(self.values) == 1:
+            return value
+        i = self.values.index(value) if value in self.values else rng.randrange(len(self.values))
+        if rng.random() < 0.7:
+            j = min(max(i + rng.choice((-1, 1)), 0), len(self.values) - 1)
+            if j != i:
+                return self.values[j]
+        return rng.choice([v for v in self.values if v != value])
+
+    @property
+    def numeric(self) -> bool:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+
+    def encode(self, values: Sequence[Any]) -> list[float]:
+        """Features of a list of this gene's values: numeric genes by their mean position in the ordered
+        values (0 to 1, so geometric grids such as widths and learning rates come out evenly spaced),
+        categorical genes by the fraction taking each value."""
+        if self.numeric:
+            top = max(len(self.values) - 1, 1)
+            return [float(np.mean([self.values.index(v) / top for v in values]))] if values else [0.0]
+        n = max(len(values), 1)
+        return [sum(v == c for v in values) / n for c in self.values]
+
+
+class LayerKind(Protocol):
+    """How one layer gene dict becomes cost figures and a torch module, for a given input shape."""
+
+    def cost(self, genes: Mapping[str, Any], shape: tuple) -> tuple[int, int, tuple]:
+        """(parameters, FLOPs per sample, output shape); raises CandidateRefused."""
+
+    def module(self, genes: Mapping[str, Any], shape: tuple):
+        """The torch module for these genes."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Layers of one kind, each a dict of `layer_genes`; `training_genes` once; depth within `depth`."""
+
+    layer_genes: Mapping[str, Choice]
+    training_genes: Mapping[str, Choice]
+    depth: tuple[int, int]
+    layer: LayerKind
+    head: LayerKind
+    input_shape: tuple
+    max_params: int = 50_000_000
+
+    # -- making and changing genomes -------------------------------------------------------------
+    def sample_layer(self, rng: random.Random) -> dict:
+        return {name: gene.sample(rng) for name, gene in self.layer_genes.items()}
+
+    def sample(self, rng: random.Random) -> Genome:
+        depth = rng.randint(*self.depth)
+        return Genome([self.sample_layer(rng) for _ in range(depth)],
+                      {name: gene.sample(rng) for name, gene in self.training_genes.items()})
+
+    def mutate(self, genome: Genome, rng: random.Random) -> Genome:
+        """One structural or gene change: add, remove or alter a layer, or alter a training gene."""
+        layers, training = [dict(layer) for layer in genome.layers], dict(genome.training)
+        moves = ["alter_layer", "alter_training"]
+        if len(layers) < self.depth[1]:
+            moves.append("add_layer")
+        if len(layers) > self.depth[0]:
+            moves.append("remove_layer")
+        move = rng.choice(moves)
+        if move == "add_layer":
+            at = rng.randint(0, len(layers))
+            template = layers[min(at, len(layers) - 1)] if layers else self.sample_layer(rng)
+            new = dict(template) if rng.random() < 0.5 else self.sample_layer(rng)
+            layers.insert(at, new)
+        elif move == "remove_layer":
+            layers.pop(rng.randrange(len(layers)))
+        elif move == "alter_layer" and layers:
+            layer = rng.choice(layers)
+            name = rng.choice(list(self.layer_genes))
+            layer[name] = self.layer_genes[name].mutate(layer[name], rng)
+        else:
+            name = rng.choice(list(self.training_genes))
+            training[name] = self.training_genes[name].mutate(training[name], rng)
+        return Genome(layers, training)
+
+    def crossover(self, a: Genome, b: Genome, rng: random.Random) -> tuple[Genome, Genome]:
+        """DEAP's messy one-point crossover of the layer lists; training genes swapped uniformly."""
+        la, lb = [dict(x) for x in a.layers], [dict(x) for x in b.layers]
+        with driving_global_random(rng):
+            la, lb = tools.cxMessyOnePoint(la, lb)
+        ta, tb = dict(a.training), dict(b.training)
+        for name in self.training_genes:
+            if rng.random() < 0.5:
+                ta[name], tb[name] = tb[name], ta[name]
+        return Genome(self._fit_depth(la, rng), ta), Genome(self._fit_depth(lb, rng), tb)
+
+    def _fit_depth(self, layers: list[dict], rng: random.Random) -> list[dict]:
+        while len(layers) > self.depth[1]:
+            layers.pop(rng.randrange(len(layers)))
+        while len(layers) < self.depth[0]:
+            layers.append(self.sample_layer(rng))
+        return layers
+
+    def contains(self, genome: Genome) -> bool:
+        if not self.depth[0] <= genome.depth <= self.depth[1]:
+            return False
+        if set(genome.training) != set(self.training_genes):
+            return False
+        if any(v not in self.training_genes[k].values for k, v in genome.training.items()):
+            return False
+        return all(set(layer) == set(self.layer_genes)
+                   and all(v in self.layer_genes[k].values for k, v in layer.items()) for layer in genome.layers)
+
+    # -- cost, features and modules -------------------------------------------------------------
+    def cost(self, genome: Genome) -> tuple[int, int]:
+        """(parameters, FLOPs per sample) from the genes alone; raises CandidateRefused, also over `max_params`."""
+        shape, params, flops = self.input_shape, 0, 0
+        for layer in genome.layers:
+            p, f, shape = self.layer.cost(layer, shape)
+            params, flops = params + p, flops + f
+        p, f, _ = self.head.cost({}, shape)
+        params, flops = params + p, flops + f
+        if params > self.max_params:
+            raise CandidateRefused(f"{params:,} parameters exceed the limit of {self.max_params:,}")
+        return params, flops
+
+    def build(self, genome: Genome):
+        """The torch module for a genome, or CandidateRefused with the reason."""
+        import torch.nn as nn
+
+        self.cost(genome)
+        shape, modules = self.input_shape, []
+        for layer in genome.layers:
+            modules.append(self.layer.module(layer, shape))
+            shape = self.layer.cost(layer, shape)[2]
+        modules.append(self.head.module({}, shape))
+        return nn.Sequential(*modules)
+
+    def feature_names(self) -> list[str]:
+        names = ["depth", "log10_params", "log10_flops"]
+        for prefix, genes in (("layer", self.layer_genes), ("train", self.training_genes)):
+            for name, gene in genes.items():
+                names += [f"{prefix}.{name}"] if gene.numeric else [f"{prefix}.{name}={v}" for v in gene.values]
+        return names
+
+    def features(self, genome: Genome, cost: tuple[int, int] | None = None) -> np.ndarray:
+        """A fixed-length vector for the surrogate: size, cost, mean layer genes, training genes."""
+        params, flops = cost if cost is not None else self.cost(genome)
+        row = [genome.depth, math.log10(max(params, 1)), math.log10(max(flops, 1))]
+        for name, gene in self.layer_genes.items():
+            row += gene.encode([layer[name] for layer in genome.layers])
+        for name, gene in self.training_genes.items():
+            row += gene.encode([genome.training[name]])
+        return np.asarray(row, dtype=np.float64)
+
+    # -- user overrides ------------------------------------------------------------------------------
+    def restricted(self, overrides: Mapping[str, Any]) -> "SearchSpace":
+        """Apply `search.space` from the config: `depth: [min, max]`, or `<gene>: [allowed values]`."""
+        layer, training, depth = dict(self.layer_genes), dict(self.training_genes), self.depth
+        for key, value in overrides.items():
+            where = f"search.space.{key}"
+            if key == "depth":
+                if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+                        or not 1 <= value[0] <= value[1]):
+                    raise UserError(f"{where}: must be [min, max] with 1 <= min <= max, got {value!r}")
+                depth = (value[0], value[1])
+                continue
+            genes = layer if key in layer else training if key in training else None
+            if genes is None:
+                raise UserError(f"{where}: unknown gene (expected depth or one of: "
+                                f"{', '.join([*layer, *training])})")
+            if not isinstance(value, list) or not value:
+                raise UserError(f"{where}: must be a non-empty list of values, got {value!r}")
+            if genes[key].numeric and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise UserError(f"{where}: must be a list of numbers, got {value!r}")
+            if not genes[key].numeric and not set(value) <= set(genes[key].values):
+                raise UserError(f"{where}: values must be among {list(genes[key].values)}, got {value!r}")
+            genes[key] = replace(genes[key], values=tuple(sorted(value) if genes[key].numeric else value))
+        return replace(self, layer_genes=layer, training_genes=training, depth=depth)

@@ -1,0 +1,1 @@
+"""Plots and Markdown summary of a run directory (`menndl report`)."""

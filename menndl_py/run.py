@@ -1,0 +1,187 @@
+"""Start, resume and finish a search: set up the run directory, the data and the ranks, then hand over to
+the serial or MPI transport."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from menndl_py import config as config_module
+from menndl_py.cluster import mpi
+from menndl_py.cluster.master import Master
+from menndl_py.cluster.serial import run_serial
+from menndl_py.cluster.worker import Evaluator, pick_device, set_threads
+from menndl_py.config import Config
+from menndl_py.errors import UserError
+from menndl_py.store import read_checkpoint, write_json_atomic
+from menndl_py.tasks import make_task
+from menndl_py.tasks.base import Task
+from menndl_py.train.group import HorovodGroup, LocalGroup
+from menndl_py.train.trainer import score
+
+
+def say(text: str) -> None:
+    print(f"[menndl] {text}", flush=True)
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> str:
+    """Create the run directory, or check that it holds an unfinished run of this config. Returns what to do."""
+    run_dir = cfg.run_dir
+    checkpoint = read_checkpoint(run_dir / "checkpoint.json")
+    if checkpoint is None:
+        if resume and (run_dir / "results.csv").exists():
+            raise UserError(f"{run_dir}/checkpoint.json: missing; cannot resume this run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_module.save(cfg, run_dir / "config.yaml")
+        return "new"
+    if checkpoint["fingerprint"] != cfg.fingerprint():
+        raise UserError(f"{run_dir}: holds a run of another configuration; choose another run.name "
+                        f"or use 'menndl resume {run_dir}'")
+    if checkpoint["finished"]:
+        return "finished"
+    config_module.save(cfg, run_dir / "config.yaml")  # the budget may have been changed
+    return "resume"
+
+
+def ensure_data(task: Task) -> None:
+    if not task.data_path.exists():
+        say(f"making the {task.name} data set (first use): {task.data_path}")
+        say(task.make_data())
+    task.check_data()
+
+
+def scheduler_facts() -> dict:
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NTASKS_PER_NODE", "SLURM_GPUS_PER_TASK", "SLURM_RESTART_COUNT")
+    return {k.lower(): os.environ[k] for k in keys if k in os.environ}
+
+
+def write_run_json(cfg: Config, task: Task, **extra) -> None:
+    path = cfg.run_dir / "run.json"
+    facts = json.loads(path.read_text()) if path.exists() else {}
+    facts.update(task=task.name, metric=f"val_{task.metric}", unit=task.unit,
+                 higher_is_better=task.higher_is_better, fingerprint=cfg.fingerprint(), **extra)
+    write_json_atomic(path, facts)
+
+
+def setup(cfg: Config, resume: bool) -> tuple[str, Task]:
+    """Rank 0's checks before any other rank starts work; raises UserError."""
+    task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    task.space().restricted(cfg.search.space)
+    state = prepare_run_dir(cfg, resume)
+    if state != "finished":
+        ensure_data(task)
+    return state, task
+
+
+def search(cfg: Config, resume: bool = False, progress: bool = True) -> Optional[Path]:
+    """Run (or resume) the search of `cfg` on whatever ranks this process was launched with."""
+    comm = mpi.world()
+    if comm is None or comm.size == 1:
+        return _search_serial(cfg, resume, progress)
+    return _search_mpi(comm, cfg, resume, progress)
+
+
+def _search_serial(cfg: Config, resume: bool, progress: bool) -> Optional[Path]:
+    state, task = setup(cfg, resume)
+    if state == "finished":
+        say(f"{cfg.run_dir}: this run is already finished")
+        return cfg.run_dir
+    say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir} in one process")
+    threads = set_threads(cfg, 1)
+    write_run_json(cfg, task, world_size=1, groups=1, ranks_per_candidate=1, hosts=[socket.gethostname()],
+                   threads_per_rank=threads, scheduler=scheduler_facts(), finished=False)
+    master = Master(cfg, task, n_groups=1, progress=progress)
+    try:
+        run_serial(master, Evaluator(cfg, task, LocalGroup(), pick_device(0)))
+    finally:
+        master.close()
+    return finish(cfg, task, master)
+
+
+def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> Optional[Path]:
+    k = cfg.cluster.ranks_per_candidate
+    setup_error = None
+    if comm.rank == 0:
+        try:
+            mpi.check_geometry(comm.size, k)
+            state, task = setup(cfg, resume)
+        except UserError as exc:
+            setup_error, state = str(exc), None
+        for rank in range(1, comm.size):
+            comm.send((setup_error, state), dest=rank, tag=mpi.TAG_SETUP)
+    else:
+        (setup_error, state), _, _ = mpi.receive(comm, 0, mpi.TAG_SETUP)
+    if setup_error:
+        raise UserError(setup_error)
+    if state == "finished":
+        if comm.rank == 0:
+            say(f"{cfg.run_dir}: this run is already finished")
+        return cfg.run_dir
+    layout = mpi.make_layout(comm, k)
+    threads = set_threads(cfg, layout.ranks_on_node)
+    hosts = comm.gather(socket.gethostname(), root=0)
+    if comm.rank == 0:
+        say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir}: {comm.size} ranks = master + "
+            f"{layout.n_groups} groups of {k} (Horovod), {threads} threads per rank")
+        write_run_json(cfg, task, world_size=comm.size, groups=layout.n_groups, ranks_per_candidate=k,
+                       hosts=sorted(set(hosts)), threads_per_rank=threads, scheduler=scheduler_facts(),
+                       finished=False)
+        master = Master(cfg, task, n_groups=layout.n_groups, progress=progress)
+        try:
+            mpi.master_loop(comm, layout, master)
+        finally:
+            master.close()
+        return finish(cfg, task, master)
+    group = HorovodGroup(layout.group)
+    task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    mpi.worker_loop(comm, layout, lambda: Evaluator(cfg, task, group, pick_device(layout.local_rank)))
+    return None
+
+
+def finish(cfg: Config, task: Task, master: Master) -> Path:
+    """Score the best network on the test split and print it; mark the run finished."""
+    finished = master.done and not master.stopping
+    summary = {"finished": finished, "evaluations": len(master.store.rows)}
+    if master.best is not None and (cfg.run_dir / "best" / "model.pt").exists():
+        test = test_metrics(cfg, task)
+        summary.update(best_id=master.best[1], best_val=master.best[0], best_test=test)
+        result = json.loads((cfg.run_dir / "best" / "result.json").read_text())
+        genome = json.loads((cfg.run_dir / "best" / "genome.json").read_text())
+        say(f"best of {len(master.store.rows)} evaluations: id {master.best[1]}, {result['params']:,} parameters")
+        say(f"  architecture: {describe(genome)}")
+        say(f"  validation {task.metric} {master.best[0]:.4f} {task.unit}, "
+            f"test {task.metric} {test[task.metric]:.4f} {task.unit}")
+    else:
+        failures = {}
+        for row in master.store.rows:
+            failures[row["status"]] = failures.get(row["status"], 0) + 1
+        say(f"no candidate succeeded in {len(master.store.rows)} evaluations: {failures}; first message: "
+            f"{master.store.rows[0]['message'] if master.store.rows else '-'}")
+    write_run_json(cfg, task, **summary)
+    return cfg.run_dir
+
+
+def test_metrics(cfg: Config, task: Task) -> dict:
+    best = cfg.run_dir / "best"
+    from menndl_py.genome import Genome
+
+    genome = Genome.from_json(json.loads((best / "genome.json").read_text()))
+    model = task.space().restricted(cfg.search.space).build(genome)
+    model.load_state_dict(torch.load(best / "model.pt", weights_only=True))
+    x, y = (torch.as_tensor(a) for a in task.load("test"))
+    return score(model, task, x, y, LocalGroup(), cfg.training.eval_batch_size)
+
+
+def describe(genome: dict) -> str:
+    """A compact one-line architecture: layer genes, then training genes."""
+    def short(layer: dict) -> str:
+        return "/".join(k if v is True else str(v) for k, v in layer.items() if v not in (False, 0))
+
+    layers = " > ".join(short(layer) for layer in genome["layers"])
+    training = ", ".join(f"{k}={v}" for k, v in genome["training"].items())
+    return f"[{len(genome['layers'])} layers] {layers} | {training}"

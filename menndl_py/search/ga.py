@@ -1,0 +1,155 @@
+"""Asynchronous steady-state genetic algorithm on DEAP's operators: ask() and tell(), no generation barrier."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from deap import base, tools
+
+from menndl_py.errors import CandidateRefused
+from menndl_py.genome import Genome, SearchSpace
+from menndl_py.rng import driving_global_random, state_from_json, state_to_json
+from menndl_py.search.surrogate import Surrogate
+
+
+@dataclass
+class Proposal:
+    """A genome to evaluate, with where it came from and what the surrogate expected of it."""
+
+    genome: Genome
+    parents: tuple[str, ...] = ()
+    origin: str = "random"
+    predicted: Optional[float] = None
+    screened: bool = False
+    params: int = 0
+    flops: int = 0
+
+
+class _Fitness(base.Fitness):
+    weights = (1.0,)  # internal scores are signed so that higher is better
+
+
+@dataclass
+class _Member:
+    genome: Genome
+    fitness: _Fitness = field(default_factory=_Fitness)
+
+
+class AsyncGA:
+    """Steady state (μ+1): each result joins the population, which keeps its best `population` members (elitism).
+
+    Offspring come from tournament selection, DEAP's messy one-point crossover and the space's mutation; a genome
+    that was evaluated or is in flight is never proposed again. With a surrogate, each offspring is the best of
+    `screen_factor` candidates, except for an `explore_fraction` share that is sent unscreened.
+    """
+
+    def __init__(self, space: SearchSpace, *, population: int, higher_is_better: bool, seed: int,
+                 crossover_rate: float = 0.5, mutation_rate: float = 0.9, tournament_size: int = 3,
+                 surrogate: Optional[Surrogate] = None, screen_factor: int = 8, explore_fraction: float = 0.25):
+        self.space, self.mu = space, population
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.rng = random.Random(seed)
+        self.crossover_rate, self.mutation_rate = crossover_rate, mutation_rate
+        self.surrogate, self.screen_factor, self.explore_fraction = surrogate, screen_factor, explore_fraction
+        self.toolbox = base.Toolbox()
+        self.toolbox.register("select", tools.selTournament, tournsize=tournament_size)
+        self.toolbox.register("mate", space.crossover, rng=self.rng)
+        self.toolbox.register("mutate", space.mutate, rng=self.rng)
+        self.population: list[_Member] = []
+        self.seen: set[str] = set()  # evaluated or in flight
+        self.n_random = 0
+        self.n_refused = 0
+
+    # -- the two calls ---------------------------------------------------------------------------------
+    def ask(self) -> Proposal:
+        if self.n_random < self.mu or len(self.population) < 2:
+            self.n_random += 1
+            proposal = self._fresh(lambda: (self.space.sample(self.rng), (), "random"))
+        elif self.surrogate is not None and self.surrogate.ready:
+            proposal = self._screened()
+        else:
+            proposal = self._fresh(self._offspring)
+        self.seen.add(proposal.genome.key)
+        return proposal
+
+    def tell(self, genome: Genome, fitness: Optional[float], refit: bool = True) -> Optional[dict]:
+        """Fold in one result (fitness None = failed). Returns a closed surrogate log row, if any.
+        `refit=False` while replaying a stored history (the surrogate is fitted once at the end)."""
+        self.seen.add(genome.key)
+        closed = None
+        if self.surrogate is not None:
+            try:
+                closed = self.surrogate.observe(self.space.features(genome), fitness, refit)
+            except CandidateRefused:
+                pass
+        if fitness is not None:
+            member = _Member(genome)
+            member.fitness.values = (self.sign * fitness,)
+            self.population.append(member)
+            if len(self.population) > self.mu:
+                self.population.remove(min(self.population, key=lambda m: m.fitness.values[0]))
+        return closed
+
+    def mark_in_flight(self, genome: Genome) -> None:
+        """A genome sent out before a restart: never propose it again."""
+        self.seen.add(genome.key)
+
+    @property
+    def best(self) -> Optional[tuple[Genome, float]]:
+        if not self.population:
+            return None
+        top = max(self.population, key=lambda m: m.fitness.values[0])
+        return top.genome, self.sign * top.fitness.values[0]
+
+    # -- making proposals ------------------------------------------------------------------------------
+    def _offspring(self) -> tuple[Genome, tuple[str, ...], str]:
+        with driving_global_random(self.rng):
+            a, b = self.toolbox.select(self.population, 2)
+        child, parents = a.genome, (a.genome.key,)
+        if self.rng.random() < self.crossover_rate and a.genome.key != b.genome.key:
+            child = self.toolbox.mate(a.genome, b.genome)[0]
+            parents = (a.genome.key, b.genome.key)
+        if self.rng.random() < self.mutation_rate or child.key in self.seen:
+            child = self.toolbox.mutate(child)
+        return child, parents, "offspring"
+
+    def _fresh(self, make, tries: int = 64) -> Proposal:
+        """A proposal that is new, and that the space does not refuse; random if breeding keeps repeating."""
+        for attempt in range(tries):
+            genome, parents, origin = make() if attempt < tries // 2 else (self.space.sample(self.rng), (), "random")
+            if genome.key in self.seen:
+                continue
+            try:
+                params, flops = self.space.cost(genome)
+            except CandidateRefused:
+                self.n_refused += 1
+                continue
+            return Proposal(genome, parents, origin, params=params, flops=flops)
+        raise RuntimeError(f"no new genome found in {tries} tries: the search space is exhausted or too small")
+
+    def _screened(self) -> Proposal:
+        """The surrogate's pick of `screen_factor` offspring, or (an `explore_fraction` share) one unscreened."""
+        explore = self.rng.random() < self.explore_fraction
+        pool: list[Proposal] = []
+        while len(pool) < (1 if explore else self.screen_factor):
+            proposal = self._fresh(self._offspring)
+            if all(p.genome.key != proposal.genome.key for p in pool):
+                pool.append(proposal)
+        x = np.stack([self.space.features(p.genome, (p.params, p.flops)) for p in pool])
+        if explore:
+            chosen, predicted = 0, float(self.surrogate.predict(x)[0][0])
+        else:
+            chosen, predicted = self.surrogate.choose(x)
+        proposal = pool[chosen]
+        proposal.predicted, proposal.screened = predicted, not explore
+        return proposal
+
+    # -- checkpointing ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"rng": state_to_json(self.rng), "n_random": self.n_random}
+
+    def restore(self, state: dict) -> None:
+        state_from_json(self.rng, state["rng"])
+        self.n_random = state["n_random"]

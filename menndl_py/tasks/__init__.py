@@ -1,0 +1,33 @@
+"""The task registry. A task is named in the config by its short name, or as 'package.module:Class'."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Mapping
+
+from menndl_py.errors import UserError
+from menndl_py.tasks.base import Task
+
+BUILT_IN = {
+    "elemnet": "menndl_py.tasks.elemnet:ElemNetTask",
+    "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
+}
+
+
+def task_class(name: str) -> type[Task]:
+    target = BUILT_IN.get(name, name)
+    if ":" not in target:
+        raise UserError(f"task.name: unknown task {name!r} (built in: {', '.join(BUILT_IN)}; "
+                        f"or give 'package.module:Class')")
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"task.name: cannot load task {name!r} ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise UserError(f"task.name: {name!r} is not a menndl_py Task subclass")
+    return cls
+
+
+def make_task(name: str, options: Mapping[str, Any] | None = None, data_dir: str | Path = "data") -> Task:
+    return task_class(name)(options, data_dir)

@@ -1,0 +1,74 @@
+"""What a task gives the search: data, shapes, loss, metrics, a search space and hand-made baselines."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+
+from menndl_py import config as config_module
+from menndl_py.genome import Genome, SearchSpace
+
+
+class Task(ABC):
+    """One application. Tasks know nothing of MPI: they are handed a shard (rank, size) to load."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    metric: ClassVar[str]  # the fitness: one of `metric_names`
+    metric_names: ClassVar[tuple[str, ...]]
+    unit: ClassVar[str]
+    higher_is_better: ClassVar[bool] = False
+    Options: ClassVar[type]  # a dataclass of task options, validated like the rest of the config
+
+    def __init__(self, options: Mapping[str, Any] | None = None, data_dir: str | Path = "data"):
+        self.options = config_module.build(self.Options, dict(options or {}), "task.options")
+        self.data_dir = Path(data_dir)
+
+    # -- data ----------------------------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir / f"{self.name}.h5"
+
+    @abstractmethod
+    def make_data(self) -> str:
+        """Write the data set to `data_path`; return a one-paragraph summary of what was made."""
+
+    @abstractmethod
+    def check_data(self) -> None:
+        """Raise UserError (naming the file) if the data set is missing, corrupt or too small."""
+
+    @abstractmethod
+    def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of one split ('train', 'val', 'test'), rows `rank::size` for shard (rank, size)."""
+
+    # -- model ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def space(self) -> SearchSpace:
+        """The default search space (the config's `search.space` may narrow it)."""
+
+    @abstractmethod
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss (a scalar tensor)."""
+
+    @abstractmethod
+    def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Additive terms (a 1-D tensor) over a batch; summed over batches and ranks, then `metrics` is applied."""
+
+    @abstractmethod
+    def metrics(self, sums: torch.Tensor) -> dict[str, float]:
+        """Metric values from the summed terms; must include `metric`."""
+
+    def evaluate(self, genome: Genome, trainer) -> "Outcome":
+        """Evaluate one candidate; tasks that need no training (benchmarks) override this."""
+        return trainer.evaluate(genome)
+
+    def baseline_genomes(self) -> dict[str, Genome]:
+        """Published hand-made networks expressed in this task's space, trained like any candidate."""
+        return {}
+
+    def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
+        """Baselines that are not networks (random forests, physics models): name → {'<split>_<metric>': value}."""
+        return {}

@@ -1,0 +1,54 @@
+"""A task with no training: fitness is a smooth function of the genome, optionally after a simulated delay.
+
+For benchmarks of the search machinery (master overhead, utilization) and tests of the cluster, where the cost of
+training would hide what is measured.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from menndl_py.config import _f
+from menndl_py.genome import Genome
+from menndl_py.tasks.elemnet import ElemNetTask
+from menndl_py.train.trainer import Outcome
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    seconds: float = _f(0.0, min=0.0)  # mean evaluation time
+    sigma: float = _f(0.0, min=0.0)  # log-normal spread of the evaluation time
+    failure_rate: float = _f(0.0, min=0.0, max=1.0)
+
+
+class SyntheticTask(ElemNetTask):
+    """ElemNet's search space with an analytic landscape in place of training."""
+
+    name = "synthetic"
+    summary = "no training: analytic fitness over ElemNet's space, with simulated evaluation times (benchmarks)"
+    unit = "a.u."
+    Options = SyntheticOptions
+
+    def make_data(self) -> str:
+        return "synthetic: no data needed"
+
+    def check_data(self) -> None:
+        pass
+
+    def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((0, 86), np.float32), np.zeros(0, np.float32)
+
+    def evaluate(self, genome: Genome, trainer) -> Outcome:
+        rng = random.Random(int(hashlib.sha1(genome.key.encode()).hexdigest()[:8], 16))
+        if self.options.seconds > 0:
+            mu = math.log(self.options.seconds) - self.options.sigma ** 2 / 2
+            time.sleep(rng.lognormvariate(mu, self.options.sigma))
+        if rng.random() < self.options.failure_rate:
+            return Outcome("error", message="synthetic failure")
+        x = trainer.space.features(genome)
+        fitness = float(np.sum((x[3:] - 0.35) ** 2) + 0.02 * (x[0] - 6) ** 2 + 0.05 * rng.random())
+        return Outcome("ok", fitness, {"val_mae": fitness, "val_rmse": fitness}, epochs=1)

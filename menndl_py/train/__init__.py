@@ -1,0 +1,1 @@
+"""Training one candidate, alone or data-parallel over a worker group."""

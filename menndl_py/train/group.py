@@ -1,0 +1,50 @@
+"""The ranks that train one candidate together: one process alone, or a Horovod group on an MPI sub-communicator."""
+from __future__ import annotations
+
+import torch
+
+
+class LocalGroup:
+    """A group of one process: collectives are identities."""
+
+    size, rank = 1, 0
+
+    def broadcast_parameters(self, model: torch.nn.Module) -> None:
+        pass
+
+    def distributed_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
+        return optimizer
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+class HorovodGroup:
+    """Data-parallel training over an MPI sub-communicator. Horovod is initialised once per process."""
+
+    def __init__(self, comm):
+        import horovod.torch as hvd
+
+        hvd.init(comm=comm)
+        self.hvd = hvd
+        self.size, self.rank = hvd.size(), hvd.rank()
+        self._ops = 0
+
+    def _name(self, what: str) -> str:
+        self._ops += 1
+        return f"menndl.{what}.{self._ops}"
+
+    def broadcast_parameters(self, model: torch.nn.Module) -> None:
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+
+    def distributed_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
+        return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name=self._name("sum"))
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.hvd.allreduce(tensor, op=self.hvd.Max, name=self._name("max"))
