@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import time
 from pathlib import Path
 from typing import Optional
@@ -147,6 +148,10 @@ def finish(cfg: Config, task: Task, master: Master) -> Path:
     """Score the best network on the test split and print it; mark the run finished."""
     finished = master.done and not master.stopping
     summary = {"finished": finished, "evaluations": len(master.store.rows)}
+    if master.handling_seconds:
+        summary["master_ms_per_result"] = {
+            "median": 1e3 * statistics.median(master.handling_seconds),
+            "p95": 1e3 * sorted(master.handling_seconds)[int(0.95 * (len(master.handling_seconds) - 1))]}
     if master.best is not None and (cfg.run_dir / "best" / "model.pt").exists():
         test = test_metrics(cfg, task)
         summary.update(best_id=master.best[1], best_val=master.best[0], best_test=test)

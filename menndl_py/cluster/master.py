@@ -44,6 +44,7 @@ class Master:
         self._restore()
         self.launched = self.clock()
         self.busy_seconds = 0.0
+        self.handling_seconds: list[float] = []  # master time per result: store, tell, ask, send
         self.progress = Progress(self, progress)
 
     # -- resume --------------------------------------------------------------------------------------

@@ -117,10 +117,12 @@ def master_loop(comm, layout: Layout, master) -> None:
             comm.send(work, dest=leader, tag=TAG_WORK)
     while master.in_flight:
         result, source, _ = receive(comm, MPI.ANY_SOURCE, TAG_RESULT)
+        start = time.perf_counter()
         master.on_result(result)
         work = master.next_work(leaders.index(source))
         if work is not None:
             comm.send(work, dest=source, tag=TAG_WORK)
+        master.handling_seconds.append(time.perf_counter() - start)
     stop_all(comm, leaders)
 
 

@@ -1,10 +1,17 @@
 """The same master and worker logic in one process: laptops, tests, and the default without a launcher."""
 from __future__ import annotations
 
+import time
+
 from menndl_py.cluster.master import Master
 from menndl_py.cluster.worker import Evaluator
 
 
 def run_serial(master: Master, evaluator: Evaluator) -> None:
-    while (work := master.next_work(group=0)) is not None:
-        master.on_result(evaluator.evaluate(work))
+    work = master.next_work(group=0)
+    while work is not None:
+        result = evaluator.evaluate(work)
+        start = time.perf_counter()
+        master.on_result(result)
+        work = master.next_work(group=0)
+        master.handling_seconds.append(time.perf_counter() - start)
