@@ -110,11 +110,12 @@ def cmd_baseline(args) -> int:
 
     target = Path(args.target)
     if target.is_file():
-        cfg = load_config(args.target, args.set)
+        cfg = load_config(args.target, args.set, args.name)
     elif Path("configs", f"{args.target}.yaml").is_file():
-        cfg = load_config(str(Path("configs", f"{args.target}.yaml")), args.set)
+        cfg = load_config(str(Path("configs", f"{args.target}.yaml")), args.set, args.name)
     else:
-        cfg = config.from_dict(_overrides({"task": {"name": args.target}}, args.set))
+        raw = {"task": {"name": args.target}, "run": {"name": args.name or f"{args.target}-baselines"}}
+        cfg = config.from_dict(_overrides(raw, args.set))
     results = run_baselines(cfg)
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
     print(format_baselines(results, task.metric, task.unit))
@@ -157,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
 
     baseline = sub.add_parser("baseline", help="train a task's hand-made baselines on the search's data and budget")
     baseline.add_argument("target", help="a config file, or a task name (uses configs/<task>.yaml if present)")
+    baseline.add_argument("--name", help="run directory to write baselines.json into (default: run.name)")
     baseline.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     baseline.set_defaults(func=cmd_baseline)
     return p

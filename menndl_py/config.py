@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,8 @@ def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
     ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
+    if ok and typ is float and math.isnan(value):  # NaN passes every bound check: refuse it outright
+        ok = False
     bounds = ""
     if "min" in rules:
         bounds += f" >= {rules['min']}"
@@ -161,6 +164,8 @@ def load(path: str | Path) -> Config:
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -161,6 +161,14 @@ def finish(cfg: Config, task: Task, master: Master) -> Path:
         say(f"  architecture: {describe(genome)}")
         say(f"  validation {task.metric} {master.best[0]:.4f} {task.unit}, "
             f"test {task.metric} {test[task.metric]:.4f} {task.unit}")
+        baselines = cfg.run_dir / "baselines.json"
+        if baselines.exists():
+            from menndl_py.baseline import format_baselines
+
+            rows = {f"menndl_py search (best of {len(master.store.rows)})":
+                    {f"val_{task.metric}": master.best[0], f"test_{task.metric}": test[task.metric]},
+                    **json.loads(baselines.read_text())}
+            print(format_baselines(rows, task.metric, task.unit), flush=True)
     else:
         failures = {}
         for row in master.store.rows:

@@ -60,7 +60,7 @@ class Evaluator:
     def evaluate(self, work: dict) -> dict:
         """The result message for one work message (complete on the group's rank 0)."""
         start = time.time()
-        outcome = self.task.evaluate(Genome.from_json(work["genome"]), self.trainer)
+        outcome = self.task.evaluate(Genome.from_json(work["genome"]), self.trainer, str(work["id"]))
         weights = None
         if self.group.rank == 0 and outcome.model is not None and \
                 better(outcome.fitness, work.get("best"), self.task.higher_is_better):

@@ -181,7 +181,8 @@ class SearchSpace:
         for key, value in overrides.items():
             where = f"search.space.{key}"
             if key == "depth":
-                if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+                if (not isinstance(value, list) or len(value) != 2
+                        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
                         or not 1 <= value[0] <= value[1]):
                     raise UserError(f"{where}: must be [min, max] with 1 <= min <= max, got {value!r}")
                 depth = (value[0], value[1])
@@ -194,7 +195,17 @@ class SearchSpace:
                 raise UserError(f"{where}: must be a non-empty list of values, got {value!r}")
             if genes[key].numeric and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 raise UserError(f"{where}: must be a list of numbers, got {value!r}")
-            if not genes[key].numeric and not set(value) <= set(genes[key].values):
+            if genes[key].numeric:
+                # New grid points are fine, but within the task's range and of its kind: a width of -5, a
+                # dropout of 1.5 or a batch size of 16.5 would make every candidate fail at run time.
+                lo, hi = min(genes[key].values), max(genes[key].values)
+                whole = all(isinstance(v, int) for v in genes[key].values)
+                if not all(lo <= v <= hi and (isinstance(v, int) or not whole) for v in value):
+                    raise UserError(f"{where}: values must be {'integers' if whole else 'numbers'} from {lo} to "
+                                    f"{hi}, got {value!r}")
+            if not genes[key].numeric and not all(v in genes[key].values for v in value):
                 raise UserError(f"{where}: values must be among {list(genes[key].values)}, got {value!r}")
+            if len(set(value)) != len(value):  # a repeated value leaves mutation nothing to change to
+                raise UserError(f"{where}: values must be distinct, got {value!r}")
             genes[key] = replace(genes[key], values=tuple(sorted(value) if genes[key].numeric else value))
         return replace(self, layer_genes=layer, training_genes=training, depth=depth)

@@ -14,6 +14,10 @@ from menndl_py.rng import driving_global_random, state_from_json, state_to_json
 from menndl_py.search.surrogate import Surrogate
 
 
+class SpaceExhausted(RuntimeError):
+    """No genome that was neither evaluated nor in flight could be found."""
+
+
 @dataclass
 class Proposal:
     """A genome to evaluate, with where it came from and what the surrogate expected of it."""
@@ -127,16 +131,25 @@ class AsyncGA:
                 self.n_refused += 1
                 continue
             return Proposal(genome, parents, origin, params=params, flops=flops)
-        raise RuntimeError(f"no new genome found in {tries} tries: the search space is exhausted or too small")
+        raise SpaceExhausted(f"no new genome found in {tries} tries: the search space is exhausted or too small")
 
     def _screened(self) -> Proposal:
         """The surrogate's pick of `screen_factor` offspring, or (an `explore_fraction` share) one unscreened."""
         explore = self.rng.random() < self.explore_fraction
         pool: list[Proposal] = []
-        while len(pool) < (1 if explore else self.screen_factor):
-            proposal = self._fresh(self._offspring)
-            if all(p.genome.key != proposal.genome.key for p in pool):
+        try:
+            while len(pool) < (1 if explore else self.screen_factor):
+                try:
+                    proposal = self._fresh(self._offspring)
+                except SpaceExhausted:
+                    if not pool:
+                        raise
+                    break  # fewer new genomes are left than a full pool: screen those there are
                 pool.append(proposal)
+                self.seen.add(proposal.genome.key)  # so that the pool holds distinct genomes
+        finally:
+            for p in pool:
+                self.seen.discard(p.genome.key)  # ask() marks the chosen one
         x = np.stack([self.space.features(p.genome, (p.params, p.flops)) for p in pool])
         if explore:
             chosen, predicted = 0, float(self.surrogate.predict(x)[0][0])

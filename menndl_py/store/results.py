@@ -32,6 +32,10 @@ def columns(metric_names: Iterable[str]) -> list[str]:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_, np.integer)):
+        value = int(value)
+    elif isinstance(value, np.floating):
+        value = float(value)  # repr(np.float64(x)) is 'np.float64(x)', which no reader parses
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -119,9 +123,9 @@ class ResultStore:
 
     def append(self, row: dict) -> None:
         """Write one evaluation to both files and flush them."""
-        row = {k: row.get(k) for k in self.columns}
-        self._write_line([_cell(row[k]) for k in self.columns])
-        stored = {k: _parse(k, _cell(row[k])) for k in self.columns}
+        cells = [_cell(row.get(k)) for k in self.columns]
+        stored = {k: _parse(k, cell) for k, cell in zip(self.columns, cells)}  # a bad value fails before writing
+        self._write_line(cells)
         self._write_h5(self._h5, stored)
         self._h5.flush()
         self.rows.append(stored)

@@ -61,9 +61,9 @@ class Task(ABC):
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:
         """Metric values from the summed terms; must include `metric`."""
 
-    def evaluate(self, genome: Genome, trainer) -> "Outcome":
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> "Outcome":
         """Evaluate one candidate; tasks that need no training (benchmarks) override this."""
-        return trainer.evaluate(genome)
+        return trainer.evaluate(genome, fault_key)
 
     def baseline_genomes(self) -> dict[str, Genome]:
         """Published hand-made networks expressed in this task's space, trained like any candidate."""

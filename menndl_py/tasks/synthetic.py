@@ -42,7 +42,7 @@ class SyntheticTask(ElemNetTask):
     def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((0, 86), np.float32), np.zeros(0, np.float32)
 
-    def evaluate(self, genome: Genome, trainer) -> Outcome:
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> Outcome:
         rng = random.Random(int(hashlib.sha1(genome.key.encode()).hexdigest()[:8], 16))
         if self.options.seconds > 0:
             mu = math.log(self.options.seconds) - self.options.sigma ** 2 / 2

@@ -99,12 +99,13 @@ class Trainer:
         self.task, self.space, self.group, self.data = task, space, group, data
         self.budget, self.device, self.seed, self.faults = budget, device, seed, faults
 
-    def evaluate(self, genome: Genome) -> Outcome:
+    def evaluate(self, genome: Genome, fault_key: Optional[str] = None) -> Outcome:
+        """Train and score one genome. `fault_key` (the evaluation id) decides injected faults, if any."""
         start = time.monotonic()
         try:
             torch.manual_seed(candidate_seed(self.seed, genome.key))
             model = self.space.build(genome).to(self.device)
-            return self._train(model, genome, start)
+            return self._train(model, genome, start, self.faults.plan(fault_key or genome.key, self.seed))
         except CandidateRefused as exc:
             return Outcome("refused", message=str(exc))
         except _Stop as exc:
@@ -115,7 +116,7 @@ class Trainer:
             status = "oom" if "out of memory" in str(exc).lower() else "error"
             return Outcome(status, message=_one_line(exc))
 
-    def _train(self, model: torch.nn.Module, genome: Genome, start: float) -> Outcome:
+    def _train(self, model: torch.nn.Module, genome: Genome, start: float, fault: Optional[str]) -> Outcome:
         genes, group, budget = genome.training, self.group, self.budget
         group.broadcast_parameters(model)
         optimizer = group.distributed_optimizer(
@@ -124,7 +125,6 @@ class Trainer:
         x, y = self.data["train"]
         batch = min(max(1, genes["batch_size"] // group.size), len(x))
         steps = len(x) // batch
-        fault = self.faults.plan(genome.key, self.seed)
         shuffle = torch.Generator().manual_seed(candidate_seed(self.seed, genome.key) + group.rank)
         train_start, curve, epoch, step = time.monotonic(), [], 0, 0
         for epoch in range(1, budget.epochs + 1):

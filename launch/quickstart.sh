@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install everything, then run a real ElemNet search on this machine: 5 MPI ranks (master + 2 groups of 2
+# Horovod ranks), beside the two published baselines trained on the same data and budget.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$repo/launch/install.sh"
+source "$repo/launch/env.sh"
+cd "$repo"
+name="elemnet-$(date +%Y%m%d-%H%M%S)"
+ranks="${MENNDL_RANKS:-5}"
+menndl data make elemnet --config configs/elemnet.yaml
+menndl baseline configs/elemnet.yaml --name "$name"
+mpirun --oversubscribe -np "$ranks" menndl run configs/elemnet.yaml --name "$name"
+menndl report "runs/$name" > /dev/null
+echo "[quickstart] report: runs/$name/report/summary.md and its PNG plots"

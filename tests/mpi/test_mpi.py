@@ -1,0 +1,131 @@
+"""The engine under real MPI: Horovod groups, failures, a killed job resumed, launch errors. Each job runs in a
+subprocess with a timeout, so a hang fails the test."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+from conftest import MENNDL, MPIRUN, PYTHON, mpi_env, mpirun
+
+HERE = Path(__file__).parent
+
+
+def write_config(tmp: Path, data_dir: Path, **sections) -> Path:
+    cfg = {"run": {"name": "job", "directory": str(tmp / "runs")},
+           "task": {"name": "elemnet", "data_dir": str(data_dir),
+                    "options": {"train_size": 2000, "val_size": 500, "test_size": 500}},
+           "search": {"population": 4, "max_evaluations": 12, "surrogate_min_results": 4, "screen_factor": 4,
+                      "seed": 3, "space": {"depth": [1, 3], "width": [16, 32, 64]}},
+           "cluster": {"ranks_per_candidate": 2, "candidate_timeout": 60},
+           "training": {"epochs": 2}}
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "results.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_both_ranks_of_a_group_hold_identical_weights(elemnet_data, tmp_path):
+    out = mpirun(5, PYTHON, str(HERE / "mpi_scripts.py"), "identical_weights", str(elemnet_data),
+                 timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert sorted(r["group"] for r in results) == [0, 1]
+    for r in results:
+        assert r["status"] == "ok"
+        assert r["n_weights"] > 5000
+        assert r["max_abs_diff"] == 0.0  # bit for bit: the same averaged gradients on both ranks
+        assert not r["same_shard"]  # ...computed from different shards of the data
+        assert r["fitness"][0] == r["fitness"][1]  # the validation metric is reduced over the group
+
+
+def test_search_with_injected_failures_finishes(elemnet_data, tmp_path):
+    # Faults are drawn per evaluation id: with seed 1, ids 0-15 hold 4 exceptions, 3 NaNs and 1 time-out.
+    config = write_config(tmp_path, elemnet_data, search={"max_evaluations": 16, "seed": 1},
+                          cluster={"ranks_per_candidate": 2, "candidate_timeout": 6},
+                          debug={"inject_faults": {"exception": 0.2, "nonfinite": 0.2, "timeout": 0.12}})
+    out = mpirun(5, MENNDL, "run", str(config), "--no-progress", timeout=420, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    stored = rows(tmp_path / "runs" / "job")
+    assert len(stored) == 16
+    statuses = [r["status"] for r in stored]
+    assert {s: statuses.count(s) for s in set(statuses)} == {"ok": 8, "error": 4, "nonfinite": 3, "timeout": 1}
+    for r in stored:
+        if r["status"] == "error":
+            assert "injected fault" in r["message"]
+        if r["status"] == "timeout":
+            assert "time-out" in r["message"]
+            assert float(r["end_time"]) - float(r["start_time"]) < 6 + 6
+    assert {r["ranks"] for r in stored} == {"2"}
+    assert {r["group"] for r in stored} == {"0", "1"}
+    assert json.loads((tmp_path / "runs" / "job" / "run.json").read_text())["finished"] is True
+    assert (tmp_path / "runs" / "job" / "best" / "model.pt").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def test_sigkill_of_the_whole_job_then_resume_loses_and_repeats_nothing(elemnet_data, tmp_path):
+    config = write_config(tmp_path, elemnet_data, search={"max_evaluations": 24}, training={"epochs": 3})
+    run_dir = tmp_path / "runs" / "job"
+    job = subprocess.Popen([MPIRUN, "--oversubscribe", "-np", "5", MENNDL, "run", str(config), "--no-progress"],
+                           cwd=tmp_path, env=mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and job.poll() is None:
+            if (run_dir / "results.csv").exists() and len(rows(run_dir)) >= 5:
+                break
+            time.sleep(0.2)
+        assert job.poll() is None, "the job ended before it could be killed"
+        for pid in _descendants(job.pid):
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        job.kill()
+        job.wait(timeout=30)
+    before = rows(run_dir)
+    assert 5 <= len(before) < 24
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert checkpoint["finished"] is False
+
+    out = mpirun(5, MENNDL, "resume", str(run_dir), "--no-progress", timeout=420, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = rows(run_dir)
+    assert after[: len(before)] == before  # nothing stored was lost or changed
+    assert sorted(int(r["id"]) for r in after) == list(range(24))  # nothing repeated, nothing skipped
+    assert len({r["genome_hash"] for r in after}) == 24
+    assert json.loads((run_dir / "checkpoint.json").read_text())["finished"] is True
+
+
+def test_a_world_that_cannot_form_groups_is_a_one_line_error(elemnet_data, tmp_path):
+    config = write_config(tmp_path, elemnet_data, cluster={"ranks_per_candidate": 2})
+    out = mpirun(4, MENNDL, "run", str(config), "--no-progress", timeout=120, cwd=tmp_path)
+    assert out.returncode == 2
+    ours = [line for line in out.stderr.splitlines() if line.startswith("menndl: error:")]
+    assert ours == ["menndl: error: cluster.ranks_per_candidate: 4 ranks = 1 master + 3 workers, which cannot "
+                    "form groups of 2; launch 1 + a multiple of 2 ranks"]
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs" / "job" / "results.csv").exists()

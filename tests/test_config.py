@@ -1,0 +1,242 @@
+"""menndl_py.config: defaults, YAML → frozen dataclasses, and error messages that name the key."""
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from menndl_py import config
+from menndl_py.config import (ClusterConfig, Config, DebugConfig, FaultConfig, RunConfig, SearchConfig, TaskConfig,
+                              TrainingConfig, from_dict, load)
+from menndl_py.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def error_of(data) -> str:
+    with pytest.raises(UserError) as info:
+        from_dict(data)
+    return str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ defaults
+
+@pytest.mark.parametrize("data", [{}, None])
+def test_defaults(data):
+    cfg = from_dict(data)
+    assert cfg == Config()
+    assert cfg.run == RunConfig(name="run", directory="runs")
+    assert cfg.run_dir == Path("runs") / "run"
+    assert cfg.task == TaskConfig(name="elemnet", data_dir="data", options={})
+    s = cfg.search
+    assert (s.population, s.max_evaluations, s.max_minutes, s.seed) == (16, 100, None, 0)
+    assert (s.crossover_rate, s.mutation_rate, s.tournament_size) == (0.5, 0.9, 3)
+    assert (s.surrogate, s.screen_factor, s.explore_fraction) == (True, 8, 0.25)
+    assert (s.surrogate_min_results, s.surrogate_max_train, s.surrogate_refit_every) == (8, 256, 4)
+    assert s.space == {}
+    assert cfg.cluster == ClusterConfig(ranks_per_candidate=1, candidate_timeout=600.0, threads_per_rank=None)
+    assert cfg.training == TrainingConfig(epochs=20, time_budget=None, eval_batch_size=4096)
+    assert cfg.debug == DebugConfig(FaultConfig(0.0, 0.0, 0.0))
+
+
+def test_yaml_becomes_frozen_dataclasses(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("""
+run: {name: trial, directory: /scratch/runs}
+task:
+  name: synthetic
+  options: {seconds: 0.5}
+search:
+  population: 10
+  max_evaluations: 40
+  max_minutes: 3
+  crossover_rate: 1
+  surrogate: false
+  space:
+    depth: [1, 4]
+    width: [16, 32]
+cluster: {ranks_per_candidate: 2, candidate_timeout: 30}
+training: {epochs: 3, time_budget: 1.5}
+debug:
+  inject_faults: {exception: 0.1}
+""")
+    cfg = load(path)
+    assert isinstance(cfg, Config) and isinstance(cfg.search, SearchConfig)
+    assert isinstance(cfg.debug.inject_faults, FaultConfig)
+    assert cfg.run_dir == Path("/scratch/runs/trial")
+    assert cfg.task.name == "synthetic" and cfg.task.options == {"seconds": 0.5}
+    assert (cfg.search.population, cfg.search.max_evaluations, cfg.search.surrogate) == (10, 40, False)
+    assert cfg.search.max_minutes == 3.0 and type(cfg.search.max_minutes) is float
+    assert cfg.search.crossover_rate == 1.0 and type(cfg.search.crossover_rate) is float
+    assert cfg.search.mutation_rate == 0.9  # not given: default
+    assert cfg.search.space == {"depth": [1, 4], "width": [16, 32]}
+    assert cfg.cluster.ranks_per_candidate == 2 and cfg.cluster.candidate_timeout == 30.0
+    assert cfg.training.epochs == 3 and cfg.training.time_budget == 1.5
+    assert cfg.debug.inject_faults == FaultConfig(exception=0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.search.population = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["elemnet.yaml", "elemnet-tiny.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load(CONFIGS / name)
+    assert cfg.task.name == "elemnet"
+
+
+def test_save_then_load_gives_the_same_config(tmp_path):
+    cfg = from_dict({"search": {"population": 5, "max_minutes": 2.5, "space": {"width": [16]}},
+                     "debug": {"inject_faults": {"timeout": 0.5}}})
+    config.save(cfg, tmp_path / "config.yaml")
+    assert load(tmp_path / "config.yaml") == cfg
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")
+    assert load(tmp_path / "empty.yaml") == Config()
+
+
+# ---------------------------------------------------------------------------------------------- bad keys
+
+@pytest.mark.parametrize("data, key", [
+    ({"search": {"populaton": 10}}, "search.populaton"),
+    ({"serach": {"population": 10}}, "serach"),
+    ({"debug": {"inject_faults": {"exceptoin": 0.1}}}, "debug.inject_faults.exceptoin"),
+    ({"training": {"epochs": 2, "lr": 0.1}}, "training.lr"),
+])
+def test_unknown_key_names_the_full_path(data, key):
+    message = error_of(data)
+    assert message.startswith(f"{key}: unknown key")
+    assert "expected one of:" in message
+
+
+def test_unknown_key_lists_the_keys_of_its_section():
+    message = error_of({"search": {"populaton": 10}})
+    for name in ("population", "max_evaluations", "explore_fraction", "space"):
+        assert name in message
+    assert "epochs" not in message  # a training key: not of this section
+
+
+# --------------------------------------------------------------------------------------------- bad values
+
+@pytest.mark.parametrize("data, message", [
+    ({"search": {"population": "ten"}}, "search.population: must be an integer >= 2, got 'ten'"),
+    ({"search": {"population": 1}}, "search.population: must be an integer >= 2, got 1"),
+    ({"search": {"population": 10.0}}, "search.population: must be an integer >= 2, got 10.0"),
+    ({"search": {"population": None}}, "search.population: must be an integer >= 2, got None"),
+    ({"search": {"crossover_rate": 1.5}}, "search.crossover_rate: must be a number >= 0.0 and <= 1.0, got 1.5"),
+    ({"search": {"surrogate": "yes"}}, "search.surrogate: must be true or false, got 'yes'"),
+    ({"search": {"surrogate": 1}}, "search.surrogate: must be true or false, got 1"),
+    ({"run": {"name": 5}}, "run.name: must be a string, got 5"),
+    ({"task": {"options": [1, 2]}}, "task.options: must be a mapping, got [1, 2]"),
+    ({"search": "fast"}, "search: must be a mapping, got 'fast'"),
+    ({"cluster": {"candidate_timeout": 0}}, "cluster.candidate_timeout: must be a number >= 0.1, got 0.0"),
+    ({"debug": {"inject_faults": {"timeout": -0.1}}},
+     "debug.inject_faults.timeout: must be a number >= 0.0 and <= 1.0, got -0.1"),
+    ([1, 2], "config: must be a mapping, got [1, 2]"),
+])
+def test_bad_value_message(data, message):
+    assert error_of(data) == message
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"search": {"population": True}}, "search.population: must be an integer >= 2, got True"),
+    ({"search": {"seed": False}}, "search.seed: must be an integer >= 0, got False"),
+    ({"training": {"epochs": True}}, "training.epochs: must be an integer >= 1, got True"),
+    ({"search": {"crossover_rate": True}}, "search.crossover_rate: must be a number >= 0.0 and <= 1.0, got True"),
+])
+def test_bool_is_not_a_number(data, message):
+    assert error_of(data) == message
+
+
+def test_int_is_accepted_for_a_float():
+    cfg = from_dict({"search": {"crossover_rate": 1, "explore_fraction": 0, "max_minutes": 5},
+                     "cluster": {"candidate_timeout": 60}, "training": {"time_budget": 2}})
+    for value, expected in ((cfg.search.crossover_rate, 1.0), (cfg.search.explore_fraction, 0.0),
+                            (cfg.search.max_minutes, 5.0), (cfg.cluster.candidate_timeout, 60.0),
+                            (cfg.training.time_budget, 2.0)):
+        assert value == expected and type(value) is float
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"search": {"crossover_rate": math.nan}}, "search.crossover_rate: must be a number >= 0.0 and <= 1.0, got nan"),
+    ({"search": {"max_evaluations": None, "max_minutes": math.nan}},
+     "search.max_minutes: must be a number >= 0.0, got nan"),
+])
+def test_nan_is_refused(data, message):
+    # NaN compares false with every bound; a NaN max_minutes used to pass and the search never ended.
+    assert error_of(data) == message
+
+
+def test_optional_values_accept_null():
+    cfg = from_dict({"search": {"max_minutes": None}, "training": {"time_budget": None},
+                     "cluster": {"threads_per_rank": None}})
+    assert cfg.search.max_minutes is None and cfg.training.time_budget is None
+    assert cfg.cluster.threads_per_rank is None
+
+
+# --------------------------------------------------------------------------------------------- the budget
+
+def test_a_search_needs_an_end():
+    message = error_of({"search": {"max_evaluations": None}})
+    assert message.startswith("search:") and "max_evaluations" in message and "max_minutes" in message
+    assert from_dict({"search": {"max_evaluations": None, "max_minutes": 5}}).search.max_evaluations is None
+    assert from_dict({"search": {"max_evaluations": 7, "max_minutes": None}}).search.max_evaluations == 7
+
+
+# ------------------------------------------------------------------------------------------------- files
+
+@pytest.mark.parametrize("text, line", [
+    ("search:\n  population: 4\n\tseed: 1\n", 3),
+    ("search:\n  population: 4\n  seed: 1\ncluster:\n  ranks_per_candidate: 1\n   epochs: 2\n", 6),
+])
+def test_malformed_yaml_names_the_line(tmp_path, text, line):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: malformed YAML at line {line}, column ")
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nowhere.yaml"
+    with pytest.raises(UserError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: cannot read config")
+
+
+def test_binary_file_is_a_user_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"search:\n  population: 4\n\xff\xfe\x00\x01")
+    with pytest.raises(UserError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: not a UTF-8 text file")
+
+
+def test_file_errors_carry_the_key_path(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("search:\n  population: ten\n")
+    with pytest.raises(UserError, match=r"^search\.population: must be an integer >= 2, got 'ten'$"):
+        load(path)
+
+
+# ------------------------------------------------------------------------------------------- fingerprint
+
+def test_fingerprint_ignores_run_name_and_directory():
+    base = {"search": {"population": 6, "seed": 3}}
+    a = from_dict({**base, "run": {"name": "a", "directory": "/x"}})
+    b = from_dict({**base, "run": {"name": "b", "directory": "/y"}})
+    assert a.fingerprint() == b.fingerprint()
+    assert len(a.fingerprint()) == 16 and int(a.fingerprint(), 16) >= 0
+
+
+@pytest.mark.parametrize("change", [
+    {"search": {"population": 6, "seed": 4}},
+    {"search": {"population": 7, "seed": 3}},
+    {"search": {"population": 6, "seed": 3, "space": {"depth": [1, 2]}}},
+    {"search": {"population": 6, "seed": 3}, "task": {"options": {"train_size": 10}}},
+    {"search": {"population": 6, "seed": 3}, "training": {"epochs": 3}},
+])
+def test_fingerprint_follows_the_search(change):
+    assert from_dict({"search": {"population": 6, "seed": 3}}).fingerprint() != from_dict(change).fingerprint()
