@@ -54,16 +54,18 @@ def config_of_run(run_dir: str):
 
 
 def cmd_run(args) -> int:
+    cfg = load_config(args.config, args.set, args.name)
     from menndl_py.run import search
 
-    search(load_config(args.config, args.set, args.name), progress=not args.no_progress)
+    search(cfg, progress=not args.no_progress)
     return 0
 
 
 def cmd_resume(args) -> int:
+    cfg = config_of_run(args.run_dir)
     from menndl_py.run import search
 
-    search(config_of_run(args.run_dir), resume=True, progress=not args.no_progress)
+    search(cfg, resume=True, progress=not args.no_progress)
     return 0
 
 

@@ -95,9 +95,12 @@ class Config:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of everything that defines the search (the run name and directory excluded)."""
+        """Hash of what defines the search: all but the run's name and directory and the budget (which a
+        resumed run may extend)."""
         d = self.to_dict()
         d.pop("run")
+        d["search"].pop("max_evaluations")
+        d["search"].pop("max_minutes")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

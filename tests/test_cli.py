@@ -1,0 +1,90 @@
+"""Bad input on the command line: one line on stderr, exit status 2, no traceback, nothing damaged."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+MENNDL = str(Path(sys.executable).with_name("menndl"))
+
+
+def menndl(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([MENNDL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(out: subprocess.CompletedProcess) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("menndl: error: "), out.stderr
+    return lines[0][len("menndl: error: "):]
+
+
+def synthetic_config(tmp: Path, **search) -> dict:
+    return {"run": {"name": "job", "directory": str(tmp / "runs")}, "task": {"name": "synthetic"},
+            "search": {"population": 4, "max_evaluations": 10, **search}}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("search: [unclosed", "malformed YAML at line 1"),
+    ("search:\n  populaton: 10\n", "search.populaton: unknown key"),
+    ("search:\n  population: ten\n", "search.population: must be an integer >= 2, got 'ten'"),
+    ("cluster:\n  ranks_per_candidate: 0\n", "cluster.ranks_per_candidate: must be an integer >= 1, got 0"),
+    ("task:\n  name: alchemy\n", "task.name: unknown task 'alchemy'"),
+    ("task:\n  options:\n    train_size: -5\n", "task.options.train_size: must be an integer >= 1, got -5"),
+    ("training: 12\n", "training: must be a mapping, got 12"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path, text, expected):
+    (tmp_path / "c.yaml").write_text(text)
+    message = one_line_error(menndl("run", "c.yaml", cwd=tmp_path))
+    assert expected in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_config_file(tmp_path):
+    assert "nowhere.yaml: no such config file" in one_line_error(menndl("run", "nowhere.yaml", cwd=tmp_path))
+
+
+def test_corrupt_data_file_is_named(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "elemnet.h5").write_bytes(b"\x89HDF\r\n\x1a\n but then nothing sensible " * 10)
+    cfg = {"run": {"directory": str(tmp_path / "runs")}, "task": {"name": "elemnet", "data_dir": "data"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    message = one_line_error(menndl("run", "c.yaml", cwd=tmp_path))
+    assert "data/elemnet.h5" in message and "menndl data make elemnet" in message
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_run_directory_of_another_config_is_refused_and_left_intact(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(synthetic_config(tmp_path, seed=1)))
+    first = menndl("run", "a.yaml", "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run_dir = tmp_path / "runs" / "job"
+    before = {p.name: _digest(p) for p in run_dir.iterdir() if p.is_file()}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(synthetic_config(tmp_path, seed=2)))
+    message = one_line_error(menndl("run", "b.yaml", cwd=tmp_path))
+    assert "runs/job: holds a run of another configuration" in message
+    assert {p.name: _digest(p) for p in run_dir.iterdir() if p.is_file()} == before
+    again = menndl("run", "a.yaml", "--no-progress", cwd=tmp_path)  # the same config: nothing left to do
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert {p.name: _digest(p) for p in run_dir.iterdir() if p.is_file()} == before
+
+
+def test_resume_of_a_directory_that_is_no_run(tmp_path):
+    assert "is runs/none a run directory?" in one_line_error(menndl("resume", "runs/none", cwd=tmp_path))
+
+
+def test_set_overrides_are_validated_too(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(synthetic_config(tmp_path)))
+    message = one_line_error(menndl("run", "a.yaml", "--set", "search.mutation_rate=2", cwd=tmp_path))
+    assert message == "search.mutation_rate: must be a number >= 0.0 and <= 1.0, got 2.0"
+
+
+def test_tasks_lists_the_tasks(tmp_path):
+    out = menndl("tasks", cwd=tmp_path)
+    assert out.returncode == 0
+    assert [line.split()[0] for line in out.stdout.splitlines()] == ["elemnet", "synthetic"]
