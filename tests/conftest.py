@@ -10,10 +10,6 @@ import torch
 from menndl_py.config import Config, from_dict
 from menndl_py.tasks.elemnet_data import make_dataset
 
-# Row counts the tests train on: small enough for seconds per test on two shared cores.
-TINY_OPTIONS = {"train_size": 600, "val_size": 300, "test_size": 300}
-
-
 def merged(base: dict, over: dict) -> dict:
     """`base` with `over` laid on top, mappings merged key by key (neither argument is changed)."""
     out = copy.deepcopy(base)
