@@ -231,6 +231,13 @@ def test_fingerprint_ignores_run_name_and_directory():
     assert len(a.fingerprint()) == 16 and int(a.fingerprint(), 16) >= 0
 
 
+def test_fingerprint_ignores_the_budget():
+    # a resumed run may be given more evaluations or minutes
+    a = from_dict({"search": {"max_evaluations": 10}})
+    b = from_dict({"search": {"max_evaluations": 50, "max_minutes": 30}})
+    assert a.fingerprint() == b.fingerprint()
+
+
 @pytest.mark.parametrize("change", [
     {"search": {"population": 6, "seed": 4}},
     {"search": {"population": 7, "seed": 3}},

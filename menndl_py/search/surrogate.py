@@ -93,8 +93,9 @@ class Surrogate:
         row["n_scored"] = len(self._scored)
         if len(self._scored) >= 3:
             pred, actual = np.array(self._scored).T
-            rho = spearmanr(pred, actual).statistic
-            row["spearman"] = None if np.isnan(rho) else float(rho)
+            if np.ptp(pred) > 0 and np.ptp(actual) > 0:  # else undefined (and scipy warns on every refit)
+                rho = spearmanr(pred, actual).statistic
+                row["spearman"] = None if np.isnan(rho) else float(rho)
         self._scored = []
         return row
 

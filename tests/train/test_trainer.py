@@ -1,0 +1,120 @@
+"""menndl_py.train.trainer on tiny ElemNet data in one process (LocalGroup, CPU): scores, guards, budgets."""
+import math
+import time
+
+import pytest
+import torch
+
+from menndl_py.genome import Genome
+from menndl_py.tasks.elemnet import ElemNetTask
+from menndl_py.train.group import LocalGroup
+from menndl_py.train.trainer import Budget, Faults, Trainer
+
+
+def layer(width=32, activation="relu", dropout=0.0, batch_norm=False):
+    return {"width": width, "activation": activation, "dropout": dropout, "batch_norm": batch_norm}
+
+
+def genome(depth=2, *, learning_rate=1e-3, optimizer="adam", batch_size=64, **layer_genes):
+    return Genome([layer(**layer_genes)] * depth, {"learning_rate": learning_rate, "batch_size": batch_size,
+                                                   "optimizer": optimizer, "weight_decay": 0.0})
+
+
+@pytest.fixture(scope="module")
+def task(elemnet_data_dir):
+    return ElemNetTask({"train_size": 1500, "val_size": 500}, elemnet_data_dir)
+
+
+@pytest.fixture(scope="module")
+def data(task, cpu):
+    return {split: tuple(torch.as_tensor(a) for a in task.load(split)) for split in ("train", "val")}
+
+
+@pytest.fixture
+def make_trainer(task, data, cpu):
+    def make(epochs=4, time_budget=None, timeout=60.0, seed=0, faults=Faults()):
+        return Trainer(task, task.space(), LocalGroup(), data, Budget(epochs, time_budget, timeout),
+                       device=cpu, seed=seed, faults=faults)
+
+    return make
+
+
+def test_ok_candidate_beats_predicting_the_mean(make_trainer, data):
+    out = make_trainer(epochs=6).evaluate(genome(width=64, learning_rate=5e-3))
+    assert out.status == "ok" and out.message == ""
+    assert math.isfinite(out.fitness) and out.fitness == out.metrics["val_mae"]
+    assert set(out.metrics) == {"val_mae", "val_rmse"} and out.metrics["val_rmse"] >= out.metrics["val_mae"]
+    (_, y_train), (_, y_val) = data["train"], data["val"]
+    mean_mae = float((y_val - y_train.mean()).abs().mean())
+    assert out.fitness < 0.8 * mean_mae, (out.fitness, mean_mae)  # about 0.33 against 0.55 eV/atom
+    assert out.epochs == 6 and [c["epoch"] for c in out.curve] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(c["train_loss"]) for c in out.curve)
+    assert out.curve[-1]["train_loss"] < out.curve[0]["train_loss"]
+    assert 0 < out.train_seconds and out.curve[-1]["seconds"] <= out.train_seconds
+    assert isinstance(out.model, torch.nn.Module)
+
+
+def test_metrics_score_the_returned_model(make_trainer, data, task):
+    out = make_trainer(epochs=1).evaluate(genome(batch_norm=True, dropout=0.1))
+    x, y = data["val"]
+    out.model.eval()
+    with torch.no_grad():
+        mae = float((out.model(x).squeeze(-1).double() - y.double()).abs().mean())
+    assert out.fitness == pytest.approx(mae, rel=1e-6)
+
+
+def test_injected_exception_is_an_error_result(make_trainer):
+    out = make_trainer(faults=Faults(exception=1.0)).evaluate(genome())
+    assert out.status == "error" and out.fitness is None and out.model is None
+    assert "injected fault: exception during training" in out.message and "\n" not in out.message
+
+
+def test_injected_nonfinite_loss(make_trainer):
+    out = make_trainer(faults=Faults(nonfinite=1.0)).evaluate(genome())
+    assert out.status == "nonfinite" and out.fitness is None and "non-finite" in out.message
+
+
+def test_injected_hang_times_out(make_trainer):
+    start = time.monotonic()
+    out = make_trainer(epochs=1000, timeout=1.0, faults=Faults(timeout=1.0)).evaluate(genome())
+    took = time.monotonic() - start
+    assert out.status == "timeout" and out.fitness is None
+    assert out.message == "exceeded the candidate time-out of 1 s"
+    assert 1.0 <= took < 1.0 + 3.0
+
+
+def test_faults_are_off_by_default_and_shares_add_up():
+    assert all(Faults().plan(f"{i:016x}", 0) is None for i in range(200))
+    plans = [Faults(exception=0.2, nonfinite=0.3, timeout=0.1).plan(f"{i:016x}", 0) for i in range(2000)]
+    shares = {kind: plans.count(kind) / len(plans) for kind in ("exception", "nonfinite", "timeout", None)}
+    assert shares["exception"] == pytest.approx(0.2, abs=0.04) and shares["nonfinite"] == pytest.approx(0.3, abs=0.04)
+    assert shares["timeout"] == pytest.approx(0.1, abs=0.04) and shares[None] == pytest.approx(0.4, abs=0.04)
+
+
+def test_huge_learning_rate_is_nonfinite(make_trainer):
+    # elu is linear above zero, so weights blow up multiplicatively (a relu net would just die at a finite loss)
+    out = make_trainer(epochs=3).evaluate(genome(3, activation="elu", learning_rate=1e6, optimizer="sgd"))
+    assert out.status == "nonfinite" and out.fitness is None and out.model is None
+    assert "non-finite" in out.message
+
+
+def test_too_big_a_network_is_refused(make_trainer):
+    out = make_trainer().evaluate(genome(9, width=1024))
+    assert out.status == "refused" and "exceed the limit" in out.message and out.epochs == 0
+
+
+def test_time_budget_stops_training_early(make_trainer):
+    out = make_trainer(epochs=100_000, time_budget=0.5).evaluate(genome(batch_size=32))
+    assert out.status == "ok" and math.isfinite(out.fitness)
+    assert 1 <= out.epochs < 100_000 and len(out.curve) == out.epochs
+    assert 0.5 <= out.train_seconds < 0.5 + 1.5
+
+
+def test_same_seed_same_fitness(make_trainer):
+    g = genome(2, dropout=0.2, batch_norm=True)
+    first, again = make_trainer(epochs=2).evaluate(g), make_trainer(epochs=2).evaluate(g)
+    assert first.status == again.status == "ok"
+    assert first.fitness == again.fitness and first.curve[-1]["train_loss"] == again.curve[-1]["train_loss"]
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert make_trainer(epochs=2, seed=1).evaluate(g).fitness != first.fitness  # the seed matters
