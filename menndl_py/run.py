@@ -148,6 +148,8 @@ def finish(cfg: Config, task: Task, master: Master) -> Path:
     """Score the best network on the test split and print it; mark the run finished."""
     finished = master.done and not master.stopping
     summary = {"finished": finished, "evaluations": len(master.store.rows)}
+    if master.exhausted:
+        say(f"stopped early: {master.exhausted}")
     if master.handling_seconds:
         summary["master_ms_per_result"] = {
             "median": 1e3 * statistics.median(master.handling_seconds),

@@ -14,6 +14,7 @@ from typing import Optional
 from menndl_py.config import Config
 from menndl_py.genome import Genome
 from menndl_py.search import AsyncGA, Surrogate
+from menndl_py.search.ga import SpaceExhausted
 from menndl_py.store import ResultStore, read_checkpoint, write_json_atomic
 from menndl_py.tasks.base import Task
 
@@ -41,6 +42,7 @@ class Master:
         self.next_id, self.elapsed_before = 0, 0.0
         self.best: Optional[tuple[float, int]] = None
         self.stopping = False
+        self.exhausted: Optional[str] = None  # why no new genome could be found, if so
         self._restore()
         self.launched = self.clock()
         self.busy_seconds = 0.0
@@ -76,7 +78,7 @@ class Master:
 
     def may_dispatch(self) -> bool:
         s = self.cfg.search
-        if self.stopping:
+        if self.stopping or self.exhausted:
             return False
         if s.max_minutes is not None and self.elapsed >= 60 * s.max_minutes:
             return False
@@ -94,7 +96,11 @@ class Master:
         if self.resend:
             work = self.resend.pop(0)
         else:
-            proposal = self.ga.ask()
+            try:
+                proposal = self.ga.ask()
+            except SpaceExhausted as exc:
+                self.exhausted = str(exc)
+                return None
             genome = proposal.genome
             work = {"id": self.next_id, "genome": genome.to_json(), "parents": [self.ids[k] for k in proposal.parents],
                     "origin": proposal.origin, "predicted": proposal.predicted, "screened": proposal.screened,

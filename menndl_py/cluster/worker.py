@@ -56,6 +56,7 @@ class Evaluator:
                                device=device, seed=cfg.search.seed,
                                faults=Faults(f.exception, f.nonfinite, f.timeout))
         self.host = socket.gethostname()
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimizer imports torch._dynamo (~3 s)
 
     def evaluate(self, work: dict) -> dict:
         """The result message for one work message (complete on the group's rank 0)."""

@@ -177,3 +177,13 @@ def test_without_surrogate_a_resumed_run_repeats_the_uninterrupted_one(setup):
     dead, _ = interrupt(cfg, task, evaluator, 6)  # kept: its files stay open, as in a killed job
     resumed = run(cfg, task, evaluator)
     assert [r["genome_hash"] for r in resumed.store.rows] == whole
+
+
+def test_a_space_with_fewer_genomes_than_the_budget_ends_the_run_cleanly(setup):
+    one_genome = {"depth": [1, 1], "width": [16], "activation": ["relu"], "dropout": [0.0], "batch_norm": [False],
+                  "learning_rate": [1e-3], "batch_size": [32], "optimizer": ["adam"], "weight_decay": [0.0]}
+    cfg, task, evaluator = setup(space=one_genome, surrogate=False)
+    master = run(cfg, task, evaluator)
+    assert len(read_rows(cfg.run_dir)) == 1
+    assert "exhausted" in master.exhausted
+    assert read_checkpoint(cfg.run_dir / "checkpoint.json")["finished"] is True

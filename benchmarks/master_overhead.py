@@ -1,0 +1,368 @@
+#!/usr/bin/env python
+"""The master's time per result with a zero-cost task, and whether it grows with the length of the history.
+
+Two measurements, one after the other in this script:
+
+1. MPI: ``mpirun --oversubscribe -np RANKS menndl run <config> --no-progress`` with the ``synthetic`` task
+   (``options.seconds: 0``), one rank per candidate, the surrogate on (default ``surrogate_max_train``).
+   ``menndl run`` writes the median and p95 of the master's time per result (store + tell + ask + send, timed by
+   ``mpi.master_loop``) to ``run.json`` as ``master_ms_per_result``. The run's ``results.csv`` also gives the
+   results per second in each window of history (the workers cost nothing, so the master is the bottleneck).
+2. In process: the same ``Master`` (same config, same seed) driven without MPI, RANKS-1 simulated groups answering
+   instantly with results made by ``SyntheticTask.evaluate`` (through the worker's ``Evaluator``). Each result is
+   timed like ``master_loop`` does (``on_result`` + ``next_work``, no send), and split into parts by wrapping bound
+   methods of the instance from the outside: ``store.append``, ``ga.tell``, ``ga.ask``, ``checkpoint`` (and inside
+   them ``store._write_h5``, ``surrogate.refit``, ``surrogate.predict``, ``ga.state``, ``cfg.fingerprint``,
+   ``write_json_atomic``). Medians are printed per window of history (0-1k, 1k-2k, ...).
+
+Target: median master time per result <= 2 ms, not growing with history. The script reports; it does not assert.
+
+    python benchmarks/master_overhead.py                 # 10,000 evaluations: about 15-25 min on 2 shared cores
+    python benchmarks/master_overhead.py --quick         # 500 evaluations: about 2-3 min (MPI start-up dominates)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+TARGET_MS = 2.0
+GROWTH_LIMIT = 1.25  # last window's median / first window's median: at most this to call it flat
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def percentile(values, q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * (len(values) - 1)))] if values else float("nan")
+
+
+def table(header: list[str], rows: list[list], title: str = "") -> str:
+    cells = [[str(c) for c in header]] + [[c if isinstance(c, str) else f"{c}" for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    out = [title] if title else []
+    out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells[0], widths))))
+    out.append(line.replace("+", "|"))
+    for r in cells[1:]:
+        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return "\n".join(out)
+
+
+def ms(seconds: float, digits: int = 2) -> str:
+    return f"{1e3 * seconds:.{digits}f}"
+
+
+def window_label(start: int, stop: int) -> str:
+    def k(n: int) -> str:
+        return f"{n // 1000}k" if n % 1000 == 0 and n else str(n)
+    return f"{k(start)}-{k(stop)}"
+
+
+def windows(n: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def config_dict(directory: Path, name: str, evaluations: int, seed: int) -> dict:
+    return {"run": {"name": name, "directory": str(directory)},
+            "task": {"name": "synthetic", "data_dir": str(directory / "data"), "options": {"seconds": 0}},
+            "search": {"max_evaluations": evaluations, "surrogate": True, "seed": seed},
+            "cluster": {"ranks_per_candidate": 1, "threads_per_rank": 1}}
+
+
+# -- 1. the real thing under mpirun --------------------------------------------------------------------------
+def menndl_command() -> list[str]:
+    script = Path(sys.executable).with_name("menndl")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("menndl")
+    return [found] if found else [sys.executable, "-m", "menndl_py.cli"]
+
+
+def run_mpi(args, workdir: Path) -> dict:
+    cfg_path = workdir / "mpi.yaml"
+    cfg_path.write_text(yaml.safe_dump(config_dict(workdir / "runs", "mpi", args.evaluations, args.seed)))
+    command = ["mpirun", "--oversubscribe", "-np", str(args.ranks), *menndl_command(), "run", str(cfg_path),
+               "--no-progress"]
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    print(f"$ {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.mpi_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"mpirun timed out after {args.mpi_timeout:g} s"}
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"error": f"mpirun exited {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"}
+    run_dir = workdir / "runs" / "mpi"
+    facts = json.loads((run_dir / "run.json").read_text())
+    with open(run_dir / "results.csv", newline="") as fh:
+        ends = sorted(float(r["end_time"]) for r in csv.DictReader(fh))
+    return {"wall": wall, "facts": facts, "ends": ends, "run_dir": run_dir}
+
+
+# -- 2. the same Master in process, timed in parts -------------------------------------------------------------
+class PartTimer:
+    """Wraps callables; the time of a call nested in another wrapped call is booked as 'outer > inner'."""
+
+    def __init__(self):
+        self.stack: list[str] = []
+        self.current: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, fn, label: str):
+        def timed(*a, **k):
+            name = f"{self.stack[0]} > {label}" if self.stack else label
+            self.stack.append(label)
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.current[name] += time.perf_counter() - start
+                self.calls[name] += 1
+                self.stack.pop()
+        return timed
+
+    def take(self) -> dict[str, float]:
+        parts, self.current = dict(self.current), defaultdict(float)
+        return parts
+
+
+TOP_PARTS = ["store.append", "ga.tell", "ga.ask", "checkpoint"]
+
+
+def run_in_process(args, workdir: Path) -> dict:
+    import torch
+
+    from menndl_py import config
+    from menndl_py.cluster import master as master_module
+    from menndl_py.cluster.master import Master
+    from menndl_py.cluster.worker import Evaluator
+    from menndl_py.run import prepare_run_dir
+    from menndl_py.tasks import make_task
+    from menndl_py.train.group import LocalGroup
+
+    torch.set_num_threads(1)
+    cfg = config.from_dict(config_dict(workdir / "runs", "inprocess", args.evaluations, args.seed))
+    prepare_run_dir(cfg, resume=False)
+    task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    n_groups = args.ranks - 1
+    master = Master(cfg, task, n_groups=n_groups, progress=False)
+    evaluator = Evaluator(cfg, task, LocalGroup(), torch.device("cpu"))
+
+    timer = PartTimer()
+    master.store.append = timer.wrap(master.store.append, "store.append")
+    master.store._write_h5 = timer.wrap(master.store._write_h5, "h5 write")
+    master.ga.tell = timer.wrap(master.ga.tell, "ga.tell")
+    master.ga.ask = timer.wrap(master.ga.ask, "ga.ask")
+    master.ga.state = timer.wrap(master.ga.state, "ga.state")
+    master.checkpoint = timer.wrap(master.checkpoint, "checkpoint")
+    object.__setattr__(master.cfg, "fingerprint", timer.wrap(master.cfg.fingerprint, "cfg.fingerprint"))
+    if master.ga.surrogate is not None:
+        master.ga.surrogate.refit = timer.wrap(master.ga.surrogate.refit, "surrogate.refit")
+        master.ga.surrogate.predict = timer.wrap(master.ga.surrogate.predict, "surrogate.predict")
+    saved_writer = master_module.write_json_atomic
+    master_module.write_json_atomic = timer.wrap(saved_writer, "write_json_atomic")
+
+    mid_checkpoint = None
+    totals: list[float] = []
+    parts: list[dict[str, float]] = []
+    try:
+        queue = [w for w in (master.next_work(g) for g in range(n_groups)) if w is not None]
+        timer.take()
+        start = time.perf_counter()
+        while queue:
+            work = queue.pop(0)  # groups answer in turn: every evaluation takes the same (zero) time
+            result = evaluator.evaluate(work)
+            t0 = time.perf_counter()
+            master.on_result(result)
+            follow = master.next_work(work["group"])
+            elapsed = time.perf_counter() - t0
+            master.handling_seconds.append(elapsed)
+            totals.append(elapsed)
+            parts.append(timer.take())
+            if len(totals) == args.evaluations // 2:  # a mid-run checkpoint, with genomes in flight
+                mid_checkpoint = json.loads((cfg.run_dir / "checkpoint.json").read_text())
+            if follow is not None:
+                queue.append(follow)
+        wall = time.perf_counter() - start
+    finally:
+        master_module.write_json_atomic = saved_writer
+        master.close()
+    return {"totals": totals, "parts": parts, "wall": wall, "calls": dict(timer.calls), "run_dir": cfg.run_dir,
+            "checkpoint": mid_checkpoint, "max_train": cfg.search.surrogate_max_train,
+            "refits": len(master.ga.surrogate.log) if master.ga.surrogate else 0}
+
+
+def checkpoint_anatomy(payload: dict, directory: Path, repeat: int = 200) -> list[list]:
+    """What one checkpoint write of this size costs, piece by piece. `write_json_atomic` streams through
+    json.dump, which uses the pure-Python encoder; json.dumps uses the C one."""
+    import io
+
+    from menndl_py.store import write_json_atomic
+
+    path = directory / "anatomy.json"
+    tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(payload)
+
+    def median_ms(fn) -> str:
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return ms(statistics.median(samples), 3)
+
+    def encoded_then_written():
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(payload))
+            fh.flush()
+        os.replace(tmp, path)
+
+    def write_and_replace():
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+        os.replace(tmp, path)
+
+    n_flight = len(payload.get("in_flight", []))
+    return [[f"payload (mid-run): {len(text):,} bytes of JSON, {n_flight} genomes in flight", ""],
+            ["write_json_atomic(path, payload)  (as now: json.dump to the file)",
+             median_ms(lambda: write_json_atomic(path, payload))],
+            ["  json.dump(payload, StringIO)  (pure-Python encoder)", median_ms(lambda: json.dump(payload, io.StringIO()))],
+            ["  open + write + flush + os.replace of the encoded text", median_ms(write_and_replace)],
+            ["json.dumps(payload)  (C encoder)", median_ms(lambda: json.dumps(payload))],
+            ["the same write with json.dumps + one write", median_ms(encoded_then_written)]]
+
+
+# -- the report ------------------------------------------------------------------------------------------------
+def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
+    print()
+    rows = []
+    if mpi is not None and "error" not in mpi:
+        m = mpi["facts"].get("master_ms_per_result", {})
+        med = m.get("median", float("nan"))
+        rows.append([f"MPI, {args.ranks} ranks (run.json master_ms_per_result)", f"{med:.2f}",
+                     f"{m.get('p95', float('nan')):.2f}", f"<= {TARGET_MS:g}", "yes" if med <= TARGET_MS else "NO"])
+    if inproc is not None:
+        t = inproc["totals"]
+        med = statistics.median(t)
+        rows.append([f"in process, {args.ranks - 1} simulated groups", ms(med), ms(percentile(t, 0.95)),
+                     f"<= {TARGET_MS:g}", "yes" if 1e3 * med <= TARGET_MS else "NO"])
+        spans = windows(len(t), args.window)
+        first = statistics.median(t[spans[0][0]:spans[0][1]])
+        last = statistics.median(t[spans[-1][0]:spans[-1][1]])
+        growth = last / first
+        rows.append([f"in process, growth: median of last / first window", f"x{growth:.2f}", "",
+                     f"<= x{GROWTH_LIMIT:g}", "yes" if growth <= GROWTH_LIMIT else "NO"])
+    if rows:
+        print(table(["master time per result", "median ms", "p95 ms", "target", "met"], rows,
+                    f"== Master overhead: {args.evaluations:,} evaluations, synthetic task (0 s), surrogate on =="))
+        print()
+
+    if mpi is not None:
+        if "error" in mpi:
+            print(f"MPI run failed: {mpi['error']}\n")
+        else:
+            ends = mpi["ends"]
+            print(f"MPI run: {len(ends):,} results, mpirun wall {mpi['wall']:.0f} s "
+                  f"(of which searching {ends[-1] - ends[0]:.0f} s; the rest is start-up of {args.ranks} ranks)\n")
+
+    if inproc is None:
+        return
+    t, parts = inproc["totals"], inproc["parts"]
+    ends = mpi["ends"] if mpi and "error" not in mpi else None
+    rows = []
+    for a, b in windows(len(t), args.window):
+        w = t[a:b]
+        mean_part = {p: statistics.fmean(x.get(p, 0.0) for x in parts[a:b]) for p in TOP_PARTS}
+        other = statistics.fmean(w) - sum(mean_part.values())
+        row = [window_label(a, b), ms(statistics.median(w)), ms(percentile(w, 0.95)),
+               *(ms(mean_part[p]) for p in TOP_PARTS), ms(other)]
+        if ends is not None:
+            e = ends[a:b] if b <= len(ends) else []
+            rate = (len(e) - 1) / (e[-1] - e[0]) if len(e) > 1 and e[-1] > e[0] else float("nan")
+            row += [f"{1e3 / rate:.2f}" if rate == rate else "-"]
+        rows.append(row)
+    header = ["history", "median ms", "p95 ms", *(f"{p} (mean)" for p in TOP_PARTS), "other (mean)"]
+    if ends is not None:
+        header.append("MPI ms/result (wall)")
+    print(table(header, rows, f"== In process, by window of history (ms per result; parts are means, they add up "
+                              f"to the mean total) =="))
+    print()
+
+    # every wrapped piece, over the whole run
+    n = len(t)
+    names = sorted({k for p in parts for k in p}, key=lambda k: (TOP_PARTS.index(k.split(" > ")[0])
+                                                                 if k.split(" > ")[0] in TOP_PARTS else 99, k))
+    total_mean = statistics.fmean(t)
+    rows = []
+    for name in names:
+        s = sum(p.get(name, 0.0) for p in parts)
+        calls = inproc["calls"].get(name, 0)
+        rows.append([("  " if " > " in name else "") + name, f"{calls / n:.2f}", ms(s / max(calls, 1), 3),
+                     ms(s / n, 3), f"{100 * s / n / total_mean:.0f} %"])
+    rest = total_mean - sum(statistics.fmean(p.get(k, 0.0) for p in parts) for k in TOP_PARTS)
+    rows.append(["other (Genome.from_json, row building, progress, ...)", "", "", ms(rest, 3),
+                 f"{100 * rest / total_mean:.0f} %"])
+    rows.append(["total", "", "", ms(total_mean, 3), "100 %"])
+    print(table(["part (indented: inside the part above)", "calls/result", "ms per call", "ms per result",
+                 "share of mean"], rows,
+                f"== In process, where the time goes ({n:,} results, surrogate_max_train {inproc['max_train']}, "
+                f"{inproc['refits']} refits logged) =="))
+    print()
+    print(table(["one checkpoint write, piece by piece", "median ms"],
+                checkpoint_anatomy(inproc["checkpoint"], workdir),
+                "== Anatomy of Master.checkpoint's file write (called twice per result) =="))
+    print()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="500 evaluations, windows of 100")
+    p.add_argument("--evaluations", type=int, default=None, help="search.max_evaluations (default 10000)")
+    p.add_argument("--window", type=int, default=None, help="results per window of history (default 1000)")
+    p.add_argument("--ranks", type=int, default=9, help="MPI ranks: master + ranks-1 groups of 1 (default 9)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-mpi", action="store_true", help="only the in-process measurement")
+    p.add_argument("--skip-inprocess", action="store_true", help="only the MPI measurement")
+    p.add_argument("--mpi-timeout", type=float, default=4 * 3600.0, help="seconds before mpirun is given up")
+    p.add_argument("--keep", action="store_true", help="keep the temporary run directories")
+    args = p.parse_args(argv)
+    args.evaluations = args.evaluations or (500 if args.quick else 10_000)
+    args.window = args.window or (100 if args.quick else 1000)
+
+    workdir = Path(tempfile.mkdtemp(prefix="menndl-master-overhead-"))
+    print(f"master_overhead: {args.evaluations:,} evaluations, {args.ranks} ranks, windows of {args.window}, "
+          f"work dir {workdir}", flush=True)
+    mpi = inproc = None
+    try:
+        if not args.skip_mpi:
+            t0 = time.perf_counter()
+            mpi = run_mpi(args, workdir)
+            print(f"  MPI run done in {time.perf_counter() - t0:.0f} s", flush=True)
+        if not args.skip_inprocess:
+            t0 = time.perf_counter()
+            inproc = run_in_process(args, workdir)
+            print(f"  in-process run done in {time.perf_counter() - t0:.0f} s", flush=True)
+        report(args, mpi, inproc, workdir)
+    finally:
+        if args.keep:
+            print(f"run directories kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

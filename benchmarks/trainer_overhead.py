@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Training throughput of menndl's Trainer against a plain PyTorch loop, in one process, interleaved.
+
+Both train the same ElemNet-sized network (a fixed genome: 4 dense layers of 256, ReLU, batch 128, Adam, lr 1e-3),
+built by the task's search space from the same seed, on the same ElemNet training tensors (a subset), for the same
+number of epochs and steps, on the CPU. menndl's side is ``Trainer(..., LocalGroup(), ...).evaluate(genome)``
+with no time budget; the plain side is::
+
+    for epoch: order = randperm; for batch: forward, L1 loss, zero_grad, backward, step
+
+Samples/s = epochs x steps x batch / training seconds (menndl: the Trainer's own ``train_seconds``; plain: the
+loop above timed with perf_counter). The two alternate (ABBA order), and the ratio menndl/plain is taken within
+each pair; its median is compared with the target (>= 0.95). Both also score the validation split, and the two
+validation MAEs are printed: equal MAEs show that the two loops did the same arithmetic. The script reports; it
+does not assert.
+
+    python benchmarks/trainer_overhead.py            # 20,000 rows, 8 epochs, 5 pairs: about 2 min
+    python benchmarks/trainer_overhead.py --quick    # 5,000 rows, 3 epochs, 3 pairs: about 20 s
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 0.95
+
+
+def table(header: list[str], rows: list[list], title: str = "") -> str:
+    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    out = [title] if title else []
+    for n, r in enumerate(cells):
+        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            out.append("|".join("-" * (w + 2) for w in widths))
+    return "\n".join(out)
+
+
+def find_data(data_dir: str | None, scratch: Path) -> Path:
+    """A directory holding elemnet.h5: --data-dir, ./data, a copy of /tmp/elemnet_full.h5, or one made now."""
+    for d in ([data_dir] if data_dir else ["data"]):
+        if (Path(d) / "elemnet.h5").exists():
+            return Path(d)
+    if data_dir:
+        target = Path(data_dir)
+    else:
+        target = scratch / "data"
+    target.mkdir(parents=True, exist_ok=True)
+    full = Path("/tmp/elemnet_full.h5")
+    if full.exists():
+        os.symlink(full, target / "elemnet.h5")
+        return target
+    from menndl_py.tasks.elemnet import ElemNetTask
+
+    print(f"making the ElemNet data set in {target} (about 10 s)", flush=True)
+    print(ElemNetTask(data_dir=target).make_data(), flush=True)
+    return target
+
+
+def make_genome(width: int, depth: int, batch: int):
+    from menndl_py.genome import Genome
+
+    layers = [{"width": width, "activation": "relu", "dropout": 0.0, "batch_norm": False}] * depth
+    return Genome(layers, {"learning_rate": 1e-3, "batch_size": batch, "optimizer": "adam", "weight_decay": 0.0})
+
+
+def plain_pytorch(space, genome, data: dict, epochs: int, seed: int) -> dict:
+    """The reference: the textbook loop, nothing else."""
+    import torch
+    import torch.nn.functional as F
+
+    from menndl_py.train.trainer import candidate_seed
+
+    x, y = data["train"]
+    genes = genome.training
+    torch.manual_seed(candidate_seed(seed, genome.key))
+    model = space.build(genome)
+    optimizer = torch.optim.Adam(model.parameters(), lr=genes["learning_rate"], weight_decay=genes["weight_decay"])
+    batch = genes["batch_size"]
+    steps = len(x) // batch
+    shuffle = torch.Generator().manual_seed(candidate_seed(seed, genome.key))
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=shuffle)
+        for i in range(steps):
+            idx = order[i * batch:(i + 1) * batch]
+            loss = F.l1_loss(model(x[idx]).squeeze(-1), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - start
+    model.eval()
+    xv, yv = data["val"]
+    with torch.no_grad():
+        err = sum(float((model(xv[i:i + 4096]).squeeze(-1).double() - yv[i:i + 4096].double()).abs().sum())
+                  for i in range(0, len(xv), 4096))
+    return {"seconds": seconds, "samples": epochs * steps * batch, "val_mae": err / len(xv)}
+
+
+def menndl_trainer(trainer, genome, epochs: int) -> dict:
+    outcome = trainer.evaluate(genome)
+    if outcome.status != "ok":
+        raise RuntimeError(f"menndl's trainer failed: {outcome.status}: {outcome.message}")
+    batch = genome.training["batch_size"]
+    steps = len(trainer.data["train"][0]) // batch
+    return {"seconds": outcome.train_seconds, "samples": epochs * steps * batch, "val_mae": outcome.fitness,
+            "epochs": outcome.epochs}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="5,000 rows, 3 epochs, 3 pairs")
+    p.add_argument("--rows", type=int, default=None, help="training rows (default 20000)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per training (default 8)")
+    p.add_argument("--repeats", type=int, default=None, help="pairs of (menndl, plain) trainings (default 5)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: the machine is "
+                                                          "shared, one thread is the steadiest measurement)")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="directory with elemnet.h5 (default: ./data, else /tmp/elemnet_full.h5, "
+                                      "else it is made)")
+    args = p.parse_args(argv)
+    rows = args.rows or (5000 if args.quick else 20000)
+    epochs = args.epochs or (3 if args.quick else 8)
+    repeats = args.repeats or (3 if args.quick else 5)
+
+    import torch
+
+    from menndl_py.tasks.elemnet import ElemNetTask
+    from menndl_py.train.group import LocalGroup
+    from menndl_py.train.trainer import Budget, Trainer
+
+    torch.set_num_threads(args.threads)
+    scratch = Path(tempfile.mkdtemp(prefix="menndl-trainer-overhead-"))
+    try:
+        data_dir = find_data(args.data_dir, scratch)
+        task = ElemNetTask({"train_size": rows, "val_size": 5000}, data_dir=data_dir)
+        data = {split: tuple(torch.as_tensor(a) for a in task.load(split)) for split in ("train", "val")}
+        space = task.space()
+        genome = make_genome(args.width, args.depth, args.batch)
+        params, _ = space.cost(genome)
+        trainer = Trainer(task, space, LocalGroup(), data, Budget(epochs, None, 1e9, 4096),
+                          device=torch.device("cpu"), seed=args.seed)
+        print(f"trainer_overhead: torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}, "
+              f"interop threads {torch.get_num_interop_threads()}, CPU")
+        print(f"  data {data_dir / 'elemnet.h5'}: {len(data['train'][0]):,} training rows, "
+              f"{len(data['val'][0]):,} validation rows")
+        print(f"  genome: {args.depth} x dense {args.width} relu, {params:,} parameters, batch {args.batch}, adam "
+              f"lr 1e-3, {epochs} epochs ({len(data['train'][0]) // args.batch} steps each), {repeats} pairs",
+              flush=True)
+
+        # warm-up (allocator, kernels, first-call costs), not counted
+        warm = Trainer(task, space, LocalGroup(), data, Budget(1, None, 1e9, 4096), device=torch.device("cpu"),
+                       seed=args.seed)
+        menndl_trainer(warm, genome, 1)
+        plain_pytorch(space, genome, data, 1, args.seed)
+
+        samples = {"menndl": [], "plain": []}
+        ratios, maes = [], {"menndl": [], "plain": []}
+        for r in range(repeats):
+            order = ("menndl", "plain") if r % 2 == 0 else ("plain", "menndl")
+            pair = {}
+            for who in order:
+                out = menndl_trainer(trainer, genome, epochs) if who == "menndl" else \
+                    plain_pytorch(space, genome, data, epochs, args.seed)
+                pair[who] = out["samples"] / out["seconds"]
+                samples[who].append(pair[who])
+                maes[who].append(out["val_mae"])
+            ratios.append(pair["menndl"] / pair["plain"])
+            print(f"  pair {r + 1} ({' then '.join(order)}): menndl {pair['menndl']:,.0f} samples/s, plain "
+                  f"{pair['plain']:,.0f} samples/s, ratio {ratios[-1]:.3f}", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print()
+    rows_out = []
+    for who in ("menndl", "plain"):
+        s = samples[who]
+        rows_out.append([f"{who} ({'Trainer, LocalGroup' if who == 'menndl' else 'PyTorch loop'})",
+                         f"{statistics.median(s):,.0f}", f"{min(s):,.0f}", f"{max(s):,.0f}", f"{maes[who][-1]:.6f}"])
+    print(table(["training loop", "median samples/s", "min", "max", "val MAE (eV/atom)"], rows_out,
+                f"== Trainer overhead: {args.depth} x dense {args.width}, batch {args.batch}, {epochs} epochs, "
+                f"{torch.get_num_threads()} torch thread(s), {repeats} interleaved pairs =="))
+    print()
+    ratio = statistics.median(ratios)
+    per_step_us = 1e6 * args.batch * (1 / statistics.median(samples["menndl"]) - 1 / statistics.median(samples["plain"]))
+    print(table(["menndl / plain", "median", "min", "max", "target", "met"],
+                [["samples/s ratio (paired)", f"{ratio:.3f}", f"{min(ratios):.3f}", f"{max(ratios):.3f}",
+                  f">= {TARGET:.2f}", "yes" if ratio >= TARGET else "NO"]]))
+    print()
+    same = all(abs(a - b) <= 1e-5 * max(abs(b), 1e-12) for a, b in zip(maes["menndl"], maes["plain"]))
+    print(f"extra time per step in menndl's loop: {per_step_us:+.0f} us (of "
+          f"{1e6 * args.batch / statistics.median(samples['plain']):.0f} us per plain step); validation MAEs "
+          f"{'identical' if same else 'DIFFERENT'} (the two loops {'did' if same else 'did not do'} the same "
+          f"arithmetic)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

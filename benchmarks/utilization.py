@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Worker utilization of the asynchronous GA against a generational (DEAP eaSimple-style) loop.
+
+W worker threads in one process; each evaluation is a real ``time.sleep`` of a duration drawn from a log-normal
+(given mean, sigma 0.5 and 1.0). The i-th genome asked for sleeps the i-th duration in both loops, and both use
+``AsyncGA`` (``SyntheticTask().space()``, the config's default GA and surrogate settings, the same seed), so the
+only difference is the barrier:
+
+* asynchronous: ask one genome whenever a worker frees (``concurrent.futures.wait(FIRST_COMPLETED)``), tell
+  each result as it returns;
+* generational: ask a whole generation of W, wait for all of it, tell all, repeat.
+
+Utilization = total busy seconds (measured in the workers) / (W x wall seconds from the first submission to the
+last result). Target: >= 95 % for the asynchronous loop. The script reports; it does not assert.
+
+    python benchmarks/utilization.py            # 800 evaluations per run, 4 runs: about 3 min
+    python benchmarks/utilization.py --quick    # 96 evaluations per run: about 25 s
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+import types
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+import numpy as np
+
+TARGET = 0.95
+
+
+def table(header: list[str], rows: list[list], title: str = "") -> str:
+    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    out = [title] if title else []
+    for n, r in enumerate(cells):
+        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            out.append("|".join("-" * (w + 2) for w in widths))
+    return "\n".join(out)
+
+
+def make_ga(seed: int, surrogate: bool):
+    from menndl_py.config import SearchConfig
+    from menndl_py.search import AsyncGA, Surrogate
+    from menndl_py.tasks.synthetic import SyntheticTask
+
+    s = SearchConfig()  # the config's defaults
+    task = SyntheticTask()
+    space = task.space()
+    sur = Surrogate(task.higher_is_better, min_results=s.surrogate_min_results, max_train=s.surrogate_max_train,
+                    refit_every=s.surrogate_refit_every) if surrogate else None
+    ga = AsyncGA(space, population=s.population, higher_is_better=task.higher_is_better, seed=seed,
+                 crossover_rate=s.crossover_rate, mutation_rate=s.mutation_rate, tournament_size=s.tournament_size,
+                 surrogate=sur, screen_factor=s.screen_factor, explore_fraction=s.explore_fraction)
+    return task, ga
+
+
+def evaluate(task, trainer, genome, seconds: float):
+    """One evaluation in a worker thread: sleep, then the synthetic fitness. Returns (fitness, start, end)."""
+    start = time.perf_counter()
+    time.sleep(seconds)
+    outcome = task.evaluate(genome, trainer)  # options.seconds is 0: no sleep of its own, just the fitness
+    end = time.perf_counter()
+    return (outcome.fitness if outcome.status == "ok" else None), start, end
+
+
+class Run:
+    def __init__(self, name: str):
+        self.name = name
+        self.intervals: list[tuple[float, float]] = []
+        self.master: list[float] = []  # seconds of tell + ask per result
+        self.last_dispatch = 0.0
+        self.t0 = self.t1 = 0.0
+        self.best = math.inf
+
+    def figures(self, workers: int) -> dict:
+        busy = sum(b - a for a, b in self.intervals)
+        wall = self.t1 - self.t0
+        # before the drain: only up to the last dispatch (after it, workers can only run out of work)
+        cut = self.last_dispatch
+        busy_before = sum(max(0.0, min(b, cut) - max(a, self.t0)) for a, b in self.intervals)
+        return {"busy": busy, "wall": wall, "util": busy / (workers * wall),
+                "util_before_drain": busy_before / (workers * max(cut - self.t0, 1e-9)),
+                "master_ms": 1e3 * statistics.median(self.master) if self.master else float("nan"),
+                "master_p95_ms": 1e3 * sorted(self.master)[int(0.95 * (len(self.master) - 1))] if self.master
+                else float("nan")}
+
+
+def run_async(durations, workers: int, seed: int, surrogate: bool) -> Run:
+    task, ga = make_ga(seed, surrogate)
+    trainer = types.SimpleNamespace(space=ga.space)
+    run, n, asked = Run("asynchronous"), len(durations), 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = {}
+        run.t0 = time.perf_counter()
+        for _ in range(min(workers, n)):
+            g = ga.ask().genome
+            pending[pool.submit(evaluate, task, trainer, g, durations[asked])] = g
+            asked += 1
+        run.last_dispatch = time.perf_counter()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                t0 = time.perf_counter()
+                genome = pending.pop(future)
+                fitness, a, b = future.result()
+                run.intervals.append((a, b))
+                ga.tell(genome, fitness)
+                if fitness is not None:
+                    run.best = min(run.best, fitness)
+                if asked < n:
+                    g = ga.ask().genome
+                    pending[pool.submit(evaluate, task, trainer, g, durations[asked])] = g
+                    asked += 1
+                    run.last_dispatch = time.perf_counter()
+                run.master.append(time.perf_counter() - t0)
+        run.t1 = max(b for _, b in run.intervals)
+    return run
+
+
+def run_generational(durations, workers: int, seed: int, surrogate: bool) -> Run:
+    task, ga = make_ga(seed, surrogate)
+    trainer = types.SimpleNamespace(space=ga.space)
+    run, n, asked = Run("generational"), len(durations), 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        run.t0 = time.perf_counter()
+        while asked < n:
+            t0 = time.perf_counter()
+            batch = []
+            for _ in range(min(workers, n - asked)):
+                g = ga.ask().genome
+                batch.append((pool.submit(evaluate, task, trainer, g, durations[asked]), g))
+                asked += 1
+            run.last_dispatch = time.perf_counter()
+            ask_seconds = run.last_dispatch - t0
+            wait([f for f, _ in batch], return_when=ALL_COMPLETED)
+            t0 = time.perf_counter()
+            for future, genome in batch:
+                fitness, a, b = future.result()
+                run.intervals.append((a, b))
+                ga.tell(genome, fitness)
+                if fitness is not None:
+                    run.best = min(run.best, fitness)
+            tell_seconds = time.perf_counter() - t0
+            run.master += [(ask_seconds + tell_seconds) / len(batch)] * len(batch)
+        run.t1 = max(b for _, b in run.intervals)
+    return run
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="96 evaluations per run")
+    p.add_argument("--evaluations", type=int, default=None, help="per run, rounded up to a multiple of W "
+                                                                  "(default 800)")
+    p.add_argument("--workers", type=int, default=8, help="W worker threads (default 8)")
+    p.add_argument("--mean", type=float, default=0.2, help="mean evaluation time in seconds (default 0.2)")
+    p.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0], help="log-normal sigmas (default 0.5 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-surrogate", action="store_true", help="the GA without its SVM surrogate")
+    args = p.parse_args(argv)
+    w = args.workers
+    n = args.evaluations or (96 if args.quick else 800)
+    n = w * math.ceil(n / w)
+    surrogate = not args.no_surrogate
+
+    print(f"utilization: W = {w} worker threads, {n} evaluations per run, log-normal times with mean "
+          f"{args.mean:g} s, sigma {', '.join(f'{s:g}' for s in args.sigmas)}; AsyncGA seed {args.seed}, "
+          f"surrogate {'on' if surrogate else 'off'}", flush=True)
+    results = []
+    for sigma in args.sigmas:
+        mu = math.log(args.mean) - sigma ** 2 / 2  # so that the mean is args.mean
+        durations = np.random.default_rng(args.seed).lognormal(mu, sigma, n).tolist()
+        for runner in (run_async, run_generational):
+            t0 = time.perf_counter()
+            run = runner(durations, w, args.seed, surrogate)
+            print(f"  sigma {sigma:g}, {run.name}: {time.perf_counter() - t0:.1f} s", flush=True)
+            results.append((sigma, run, run.figures(w)))
+    print()
+
+    rows = []
+    for sigma, run, f in results:
+        rows.append([f"{sigma:g}", run.name, len(run.intervals), f"{f['wall']:.1f}", f"{f['busy']:.1f}",
+                     f"{100 * f['util']:.1f} %", f"{100 * f['util_before_drain']:.1f} %",
+                     f"{f['master_ms']:.2f}", f"{f['master_p95_ms']:.2f}", f"{run.best:.4f}"])
+    print(table(["sigma", "loop", "evals", "wall s", "busy s", "utilization", "util. before drain",
+                 "master ms/result", "p95 ms", "best fitness"], rows,
+                f"== Utilization, W = {w}, mean evaluation {args.mean:g} s =="))
+    print()
+    rows = []
+    for sigma in args.sigmas:
+        a = next(f for s, r, f in results if s == sigma and r.name == "asynchronous")
+        g = next(f for s, r, f in results if s == sigma and r.name == "generational")
+        rows.append([f"{sigma:g}", f"{100 * a['util']:.1f} %", f"{100 * g['util']:.1f} %",
+                     f"x{a['util'] / g['util']:.2f}", f"x{g['wall'] / a['wall']:.2f}", f">= {100 * TARGET:.0f} %",
+                     "yes" if a["util"] >= TARGET else "NO"])
+    print(table(["sigma", "asynchronous", "generational", "ratio async/gen", "wall gen/async", "target (async)",
+                 "met"], rows, "== Asynchronous against generational =="))
+    print()
+    print("utilization = busy seconds / (W x wall); 'before drain' stops at the last dispatch, leaving out the end "
+          "of the run when workers can only run out of work. master ms/result = the main thread's tell + ask per "
+          "result (generational: per generation, divided by W).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
