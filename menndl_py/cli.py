@@ -57,16 +57,14 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, args.set, args.name)
     from menndl_py.run import search
 
-    search(cfg, progress=not args.no_progress)
-    return 0
+    return search(cfg, progress=not args.no_progress)
 
 
 def cmd_resume(args) -> int:
     cfg = config_of_run(args.run_dir)
     from menndl_py.run import search
 
-    search(cfg, resume=True, progress=not args.no_progress)
-    return 0
+    return search(cfg, resume=True, progress=not args.no_progress)
 
 
 def cmd_report(args) -> int:

@@ -60,6 +60,7 @@ class SearchConfig:
 class ClusterConfig:
     ranks_per_candidate: int = _f(1, min=1)
     candidate_timeout: float = _f(600.0, min=0.1)
+    stop_grace: float = _f(60.0, min=0.0)  # seconds the master waits for busy groups after a stop signal
     threads_per_rank: Optional[int] = _f(None, min=1)
 
 

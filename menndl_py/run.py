@@ -7,8 +7,6 @@ import os
 import socket
 import statistics
 import time
-from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -16,6 +14,7 @@ from menndl_py import config as config_module
 from menndl_py.cluster import mpi
 from menndl_py.cluster.master import Master
 from menndl_py.cluster.serial import run_serial
+from menndl_py.cluster.signals import EXIT_STOPPED, StopRequest
 from menndl_py.cluster.worker import Evaluator, pick_device, set_threads
 from menndl_py.config import Config
 from menndl_py.errors import UserError
@@ -79,19 +78,21 @@ def setup(cfg: Config, resume: bool) -> tuple[str, Task]:
     return state, task
 
 
-def search(cfg: Config, resume: bool = False, progress: bool = True) -> Optional[Path]:
-    """Run (or resume) the search of `cfg` on whatever ranks this process was launched with."""
+def search(cfg: Config, resume: bool = False, progress: bool = True) -> int:
+    """Run (or resume) the search of `cfg` on whatever ranks this process was launched with. Returns the exit
+    status: 0, or EXIT_STOPPED when a signal stopped it early (resumable)."""
+    StopRequest.install()
     comm = mpi.world()
     if comm is None or comm.size == 1:
         return _search_serial(cfg, resume, progress)
     return _search_mpi(comm, cfg, resume, progress)
 
 
-def _search_serial(cfg: Config, resume: bool, progress: bool) -> Optional[Path]:
+def _search_serial(cfg: Config, resume: bool, progress: bool) -> int:
     state, task = setup(cfg, resume)
     if state == "finished":
         say(f"{cfg.run_dir}: this run is already finished")
-        return cfg.run_dir
+        return 0
     say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir} in one process")
     threads = set_threads(cfg, 1)
     write_run_json(cfg, task, world_size=1, groups=1, ranks_per_candidate=1, hosts=[socket.gethostname()],
@@ -104,7 +105,7 @@ def _search_serial(cfg: Config, resume: bool, progress: bool) -> Optional[Path]:
     return finish(cfg, task, master)
 
 
-def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> Optional[Path]:
+def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> int:
     k = cfg.cluster.ranks_per_candidate
     setup_error = None
     if comm.rank == 0:
@@ -122,7 +123,7 @@ def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> Optional[Pat
     if state == "finished":
         if comm.rank == 0:
             say(f"{cfg.run_dir}: this run is already finished")
-        return cfg.run_dir
+        return 0
     layout = mpi.make_layout(comm, k)
     threads = set_threads(cfg, layout.ranks_on_node)
     hosts = comm.gather(socket.gethostname(), root=0)
@@ -134,19 +135,27 @@ def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> Optional[Pat
                        finished=False)
         master = Master(cfg, task, n_groups=layout.n_groups, progress=progress)
         try:
-            mpi.master_loop(comm, layout, master)
+            mpi.master_loop(comm, layout, master, cfg.cluster.stop_grace)
         finally:
             master.close()
         return finish(cfg, task, master)
     group = HorovodGroup(layout.group)
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
-    mpi.worker_loop(comm, layout, lambda: Evaluator(cfg, task, group, pick_device(layout.local_rank)))
-    return None
+    if layout.is_leader:  # the master's stop message, or this rank's own signal
+        def interrupted() -> bool:
+            return StopRequest.requested() or comm.iprobe(source=0, tag=mpi.TAG_STOP)
+    else:
+        interrupted = StopRequest.requested
+    mpi.worker_loop(comm, layout, lambda: Evaluator(cfg, task, group, pick_device(layout.local_rank), interrupted))
+    return 0
 
 
-def finish(cfg: Config, task: Task, master: Master) -> Path:
-    """Score the best network on the test split and print it; mark the run finished."""
+def finish(cfg: Config, task: Task, master: Master) -> int:
+    """Score the best network on the test split and print it; record how the run ended. Returns the exit status."""
     finished = master.done and not master.stopping
+    if master.stopping:
+        say(f"stopped by {master.stopping} after {len(master.store.rows)} evaluations; "
+            f"{len(master.in_flight)} in flight will be sent again by 'menndl resume {cfg.run_dir}'")
     summary = {"finished": finished, "evaluations": len(master.store.rows)}
     if master.exhausted:
         say(f"stopped early: {master.exhausted}")
@@ -178,7 +187,7 @@ def finish(cfg: Config, task: Task, master: Master) -> Path:
         say(f"no candidate succeeded in {len(master.store.rows)} evaluations: {failures}; first message: "
             f"{master.store.rows[0]['message'] if master.store.rows else '-'}")
     write_run_json(cfg, task, **summary)
-    return cfg.run_dir
+    return EXIT_STOPPED if master.stopping else 0
 
 
 def test_metrics(cfg: Config, task: Task) -> dict:

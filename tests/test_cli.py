@@ -88,3 +88,36 @@ def test_tasks_lists_the_tasks(tmp_path):
     out = menndl("tasks", cwd=tmp_path)
     assert out.returncode == 0
     assert [line.split()[0] for line in out.stdout.splitlines()] == ["elemnet", "synthetic"]
+
+
+def test_usr1_stops_a_serial_run_with_status_3_and_it_resumes(tmp_path):
+    import csv
+    import json
+    import signal
+    import time
+
+    cfg = synthetic_config(tmp_path, max_evaluations=30)
+    cfg["task"]["options"] = {"seconds": 0.2}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    results = tmp_path / "runs" / "job" / "results.csv"
+    job = subprocess.Popen([MENNDL, "run", "a.yaml", "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (results.exists() and len(results.read_text().splitlines()) > 5):
+            time.sleep(0.1)
+        job.send_signal(signal.SIGUSR1)
+        stdout, _ = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert job.returncode == 3 and "stopped by SIGUSR1" in stdout
+    with open(results) as fh:
+        before = list(csv.DictReader(fh))
+    assert 5 <= len(before) < 30
+    assert json.loads((tmp_path / "runs" / "job" / "checkpoint.json").read_text())["finished"] is False
+    again = menndl("run", "a.yaml", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    with open(results) as fh:
+        after = list(csv.DictReader(fh))
+    assert after[: len(before)] == before
+    assert sorted(int(r["id"]) for r in after) == list(range(30))

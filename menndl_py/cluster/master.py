@@ -17,6 +17,7 @@ from menndl_py.search import AsyncGA, Surrogate
 from menndl_py.search.ga import SpaceExhausted
 from menndl_py.store import ResultStore, read_checkpoint, write_json_atomic
 from menndl_py.tasks.base import Task
+from menndl_py.train.trainer import INTERRUPTED
 
 SURROGATE_COLUMNS = ["refit", "n_results", "n_train", "fit_seconds", "spearman", "n_scored"]
 
@@ -41,7 +42,7 @@ class Master:
         self.resend: list[dict] = []
         self.next_id, self.elapsed_before = 0, 0.0
         self.best: Optional[tuple[float, int]] = None
-        self.stopping = False
+        self.stopping: Optional[str] = None  # the signal that stopped the search, if one did
         self.exhausted: Optional[str] = None  # why no new genome could be found, if so
         self._restore()
         self.launched = self.clock()
@@ -84,6 +85,10 @@ class Master:
             return False
         return s.max_evaluations is None or len(self.store.rows) + len(self.in_flight) < s.max_evaluations
 
+    def stop(self, reason: str) -> None:
+        """Hand out no more work; what is in flight stays recorded for the resume."""
+        self.stopping = reason
+
     @property
     def done(self) -> bool:
         return not self.in_flight and not self.may_dispatch()
@@ -113,7 +118,9 @@ class Master:
         return work
 
     def on_result(self, result: dict) -> None:
-        """Store a finished evaluation, then tell the GA."""
+        """Store a finished evaluation, then tell the GA. An abandoned one stays in flight, for the resume."""
+        if result["status"] == INTERRUPTED:
+            return
         work = self.in_flight.pop(result["id"])
         genome = Genome.from_json(work["genome"])
         ok = result["status"] == "ok"

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from menndl_py.cluster.signals import StopRequest
 from menndl_py.errors import UserError
 
 TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_STOP, TAG_GROUP = range(10, 16)
@@ -39,8 +40,10 @@ def world():
     return comm
 
 
-def receive(comm, source: int, tag: int) -> tuple[Any, int, int]:
-    """(message, source, tag) of the next matching message, polling with a sleep that grows to 50 ms."""
+def receive(comm, source: int, tag: int, interrupt: Optional[Callable[[], bool]] = None
+            ) -> Optional[tuple[Any, int, int]]:
+    """(message, source, tag) of the next matching message, polling with a sleep that grows to 50 ms;
+    None as soon as `interrupt()` is true."""
     from mpi4py import MPI
 
     delay = 0.0005
@@ -49,6 +52,8 @@ def receive(comm, source: int, tag: int) -> tuple[Any, int, int]:
         message = comm.improbe(source=source, tag=tag, status=status)
         if message is not None:
             return message.recv(), status.Get_source(), status.Get_tag()
+        if interrupt is not None and interrupt():
+            return None
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 
@@ -98,8 +103,9 @@ def make_layout(comm, k: int) -> Layout:
 
 
 # -- the master ------------------------------------------------------------------------------------------
-def master_loop(comm, layout: Layout, master) -> None:
-    """Hand out genomes as results arrive; no generation barrier. Stops every group at the end."""
+def master_loop(comm, layout: Layout, master, grace: float) -> None:
+    """Hand out genomes as results arrive; no generation barrier. Stops every group at the end, or at once on
+    a stop signal, then waits up to `grace` seconds for the busy groups to report."""
     from mpi4py import MPI
 
     leaders = layout.leaders
@@ -111,19 +117,35 @@ def master_loop(comm, layout: Layout, master) -> None:
     if errors:
         stop_all(comm, leaders)
         raise UserError(errors[0])
+    busy = set()
     for group, leader in enumerate(leaders):
         work = master.next_work(group)
         if work is not None:
             comm.send(work, dest=leader, tag=TAG_WORK)
-    while master.in_flight:
-        result, source, _ = receive(comm, MPI.ANY_SOURCE, TAG_RESULT)
+            busy.add(leader)
+    while busy and not master.stopping:
+        got = receive(comm, MPI.ANY_SOURCE, TAG_RESULT, interrupt=StopRequest.requested)
+        if got is None:
+            break
+        result, source, _ = got
         start = time.perf_counter()
         master.on_result(result)
-        work = master.next_work(leaders.index(source))
+        busy.discard(source)
+        work = None if StopRequest.requested() else master.next_work(leaders.index(source))
         if work is not None:
             comm.send(work, dest=source, tag=TAG_WORK)
+            busy.add(source)
         master.handling_seconds.append(time.perf_counter() - start)
+    if StopRequest.requested():
+        master.stop(StopRequest.signal_name)
     stop_all(comm, leaders)
+    deadline = time.monotonic() + grace
+    while busy:  # stopping early: each busy group finishes or abandons its candidate at its next agreement
+        got = receive(comm, MPI.ANY_SOURCE, TAG_RESULT, interrupt=lambda: time.monotonic() > deadline)
+        if got is None:
+            break
+        master.on_result(got[0])
+        busy.discard(got[1])
 
 
 def stop_all(comm, leaders: list[int]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from menndl_py.cluster.master import Master
+from menndl_py.cluster.signals import StopRequest
 from menndl_py.cluster.worker import Evaluator
 
 
@@ -13,5 +14,7 @@ def run_serial(master: Master, evaluator: Evaluator) -> None:
         result = evaluator.evaluate(work)
         start = time.perf_counter()
         master.on_result(result)
+        if StopRequest.requested():
+            master.stop(StopRequest.signal_name)
         work = master.next_work(group=0)
         master.handling_seconds.append(time.perf_counter() - start)

@@ -5,10 +5,11 @@ import io
 import os
 import socket
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
+from menndl_py.cluster.signals import StopRequest
 from menndl_py.config import Config
 from menndl_py.genome import Genome
 from menndl_py.tasks.base import Task
@@ -40,7 +41,8 @@ def better(fitness: Optional[float], than: Optional[float], higher_is_better: bo
 class Evaluator:
     """Holds this rank's data shard on its device and evaluates the genomes the master sends."""
 
-    def __init__(self, cfg: Config, task: Task, group, device: torch.device):
+    def __init__(self, cfg: Config, task: Task, group, device: torch.device,
+                 interrupted: Callable[[], bool] = StopRequest.requested):
         self.cfg, self.task, self.group = cfg, task, group
         data = {}
         for split in ("train", "val"):
@@ -54,7 +56,7 @@ class Evaluator:
         self.trainer = Trainer(task, task.space().restricted(cfg.search.space), group, data,
                                Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size),
                                device=device, seed=cfg.search.seed,
-                               faults=Faults(f.exception, f.nonfinite, f.timeout))
+                               faults=Faults(f.exception, f.nonfinite, f.timeout), interrupted=interrupted)
         self.host = socket.gethostname()
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimizer imports torch._dynamo (~3 s)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -19,6 +19,7 @@ from menndl_py.tasks.base import Task
 
 SYNC_EVERY = 8  # steps between the group's agreements on stopping
 STATUSES = ("ok", "refused", "error", "nonfinite", "timeout", "oom")
+INTERRUPTED = "interrupted"  # abandoned because the search is stopping: never stored, sent again on resume
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,11 @@ class Trainer:
     """Trains and scores genomes on data already loaded (this rank's shard) onto `device`."""
 
     def __init__(self, task: Task, space: SearchSpace, group, data: dict, budget: Budget, *,
-                 device: torch.device, seed: int = 0, faults: Faults = Faults()):
+                 device: torch.device, seed: int = 0, faults: Faults = Faults(),
+                 interrupted: Callable[[], bool] = lambda: False):
         self.task, self.space, self.group, self.data = task, space, group, data
         self.budget, self.device, self.seed, self.faults = budget, device, seed, faults
+        self.interrupted = interrupted
 
     def evaluate(self, genome: Genome, fault_key: Optional[str] = None) -> Outcome:
         """Train and score one genome. `fault_key` (the evaluation id) decides injected faults, if any."""
@@ -160,12 +163,14 @@ class Trainer:
                        model=model)
 
     def _agree_to_stop(self, loss: torch.Tensor, train_start: float, start: float) -> bool:
-        """Every rank's view of (non-finite, hard time-out, time budget spent), maxed over the group."""
+        """Every rank's view of (stop requested, non-finite, hard time-out, time budget spent), maxed over the group."""
         now = time.monotonic()
-        flags = torch.tensor([float(not torch.isfinite(loss).item()),
+        flags = torch.tensor([float(self.interrupted()), float(not torch.isfinite(loss).item()),
                               float(now - start > self.budget.timeout),
                               float(self.budget.time_budget is not None and now - train_start > self.budget.time_budget)])
-        nonfinite, timed_out, spent = (bool(v) for v in self.group.max(flags))
+        interrupted, nonfinite, timed_out, spent = (bool(v) for v in self.group.max(flags))
+        if interrupted:
+            raise _Stop(INTERRUPTED, "abandoned: the search is stopping")
         if nonfinite:
             raise _Stop("nonfinite", f"training loss became non-finite ({loss.item()})")
         if timed_out:

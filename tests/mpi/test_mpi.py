@@ -129,3 +129,43 @@ def test_a_world_that_cannot_form_groups_is_a_one_line_error(elemnet_data, tmp_p
                     "form groups of 2; launch 1 + a multiple of 2 ranks"]
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "runs" / "job" / "results.csv").exists()
+
+
+def _wait_for_rows(run_dir: Path, n: int, job: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and job.poll() is None:
+        if (run_dir / "results.csv").exists() and len(rows(run_dir)) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{n} results did not appear (job ended: {job.poll() is not None})")
+
+
+def test_usr1_stops_every_rank_cleanly_and_the_same_command_resumes(elemnet_data, tmp_path):
+    """Slurm's `--signal=USR1@120`: stop handing out work, keep what is in flight, exit 3; `menndl run` again
+    (a requeued job runs the same command) continues the run."""
+    config = write_config(tmp_path, elemnet_data, search={"max_evaluations": 20}, training={"epochs": 4})
+    run_dir = tmp_path / "runs" / "job"
+    command = [MPIRUN, "--oversubscribe", "-np", "5", MENNDL, "run", str(config), "--no-progress"]
+    job = subprocess.Popen(command, cwd=tmp_path, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        _wait_for_rows(run_dir, 4, job)
+        job.send_signal(signal.SIGUSR1)  # mpirun forwards it to every rank
+        signalled = time.time()
+        stdout, stderr = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 3, stderr[-3000:]
+    assert time.time() - signalled < 60
+    assert "stopped by SIGUSR1" in stdout
+    before = rows(run_dir)
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert checkpoint["finished"] is False and len(before) < 20
+    assert {w["id"] for w in checkpoint["in_flight"]}.isdisjoint(int(r["id"]) for r in before)
+
+    out = subprocess.run(command, cwd=tmp_path, env=mpi_env(), capture_output=True, text=True, timeout=420)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = rows(run_dir)
+    assert after[: len(before)] == before
+    assert sorted(int(r["id"]) for r in after) == list(range(20))
+    assert len({r["genome_hash"] for r in after}) == 20
