@@ -140,8 +140,7 @@ class Master:
         if closed is not None:
             self._write_surrogate_row(closed)
         self.busy_seconds += max(0.0, row["end_time"] - row["start_time"])
-        self.checkpoint()
-        self.progress.update(row)
+        self.progress.update(row)  # the checkpoint is rewritten by next_work or close (stored ids are never re-sent)
 
     # -- records ---------------------------------------------------------------------------------------
     def _track_best(self, row: dict) -> bool:

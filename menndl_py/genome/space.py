@@ -1,6 +1,7 @@
 """Search spaces: where genomes may go. Sampling, mutation and crossover never leave the bounds."""
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, replace
@@ -41,11 +42,15 @@ class Choice:
         """Features of a list of this gene's values: numeric genes by their mean position in the ordered
         values (0 to 1, so geometric grids such as widths and learning rates come out evenly spaced),
         categorical genes by the fraction taking each value."""
+        n = len(values)
         if self.numeric:
             top = max(len(self.values) - 1, 1)
-            return [float(np.mean([self.values.index(v) / top for v in values]))] if values else [0.0]
-        n = max(len(values), 1)
-        return [sum(v == c for v in values) / n for c in self.values]
+            return [sum(self._position[v] for v in values) / (n * top)] if n else [0.0]
+        return [sum(v == c for v in values) / max(n, 1) for c in self.values]
+
+    @functools.cached_property
+    def _position(self) -> dict:
+        return {v: i for i, v in enumerate(self.values)}
 
 
 class LayerKind(Protocol):

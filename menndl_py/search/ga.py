@@ -65,6 +65,7 @@ class AsyncGA:
         self.seen: set[str] = set()  # evaluated or in flight
         self.n_random = 0
         self.n_refused = 0
+        self._features: dict[str, np.ndarray] = {}  # of genomes in flight, computed when they were screened
 
     # -- the two calls ---------------------------------------------------------------------------------
     def ask(self) -> Proposal:
@@ -85,7 +86,10 @@ class AsyncGA:
         closed = None
         if self.surrogate is not None:
             try:
-                closed = self.surrogate.observe(self.space.features(genome), fitness, refit)
+                features = self._features.pop(genome.key, None)
+                if features is None:
+                    features = self.space.features(genome)
+                closed = self.surrogate.observe(features, fitness, refit)
             except CandidateRefused:
                 pass
         if fitness is not None:
@@ -157,6 +161,7 @@ class AsyncGA:
             chosen, predicted = self.surrogate.choose(x)
         proposal = pool[chosen]
         proposal.predicted, proposal.screened = predicted, not explore
+        self._features[proposal.genome.key] = x[chosen]
         return proposal
 
     # -- checkpointing ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ class Surrogate:
     def observe(self, features: np.ndarray, fitness: Optional[float], refit: bool = True) -> Optional[dict]:
         """Record one result (fitness None = failed). Returns the log row of a refit if one was closed."""
         if self.ready and fitness is not None:
-            self._scored.append((float(self.predict(features[None])[0][0]), fitness))
+            self._scored.append((len(self.x), fitness))  # predicted in one batch when this refit's log closes
         self.x.append(np.asarray(features, dtype=np.float64))
         self.fitness.append(fitness)
         self.since_refit += 1
@@ -61,6 +61,7 @@ class Surrogate:
         return np.array(sorted(chosen))
 
     def refit(self) -> Optional[dict]:
+        closed = self.close_log()  # score the outgoing model before it is replaced
         start = time.perf_counter()
         rows = self._training_rows()
         x = np.stack([self.x[i] for i in rows])
@@ -72,7 +73,6 @@ class Surrogate:
         self.classifier = None
         if failed.sum() >= 2 and (~failed).sum() >= 2:
             self.classifier = make_pipeline(StandardScaler(), SVC(class_weight="balanced")).fit(x, failed)
-        closed = self.close_log()
         self.log.append({"refit": len(self.log) + 1, "n_results": len(self.x), "n_train": len(rows),
                          "fit_seconds": time.perf_counter() - start, "spearman": None, "n_scored": 0})
         self.since_refit = 0
@@ -92,7 +92,8 @@ class Surrogate:
         row = self.log[-1]
         row["n_scored"] = len(self._scored)
         if len(self._scored) >= 3:
-            pred, actual = np.array(self._scored).T
+            rows, actual = (np.array(v) for v in zip(*self._scored))
+            pred = self.predict(np.stack([self.x[i] for i in rows]))[0]
             if np.ptp(pred) > 0 and np.ptp(actual) > 0:  # else undefined (and scipy warns on every refit)
                 rho = spearmanr(pred, actual).statistic
                 row["spearman"] = None if np.isnan(rho) else float(rho)

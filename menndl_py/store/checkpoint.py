@@ -12,8 +12,7 @@ from menndl_py.errors import UserError
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as fh:
-        json.dump(data, fh)
-        fh.flush()
+        fh.write(json.dumps(data))  # json.dumps uses the C encoder; json.dump to a file does not
     os.replace(tmp, path)
 
 

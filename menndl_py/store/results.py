@@ -110,16 +110,14 @@ class ResultStore:
 
     @staticmethod
     def _write_h5(h5: h5py.File, row: dict) -> None:
+        """One group per evaluation: attribute `row` (the CSV row's scalars as JSON), `genome` (JSON), `curve`
+        (epoch, train_loss, seconds). Two attributes rather than one per column: this runs on the master's hot path."""
         grp = h5["evals"].require_group(f"{row['id']:08d}")
-        for key, value in row.items():
-            if key == "curve":
-                curve = json.loads(value) if value else []
-                grp.create_dataset("curve", data=np.array(
-                    [[c["epoch"], c["train_loss"], c["seconds"]] for c in curve], dtype=np.float64).reshape(-1, 3))
-            elif key == "genome":
-                grp.attrs["genome"] = value
-            elif value is not None:
-                grp.attrs[key] = value
+        grp.attrs["row"] = json.dumps({k: v for k, v in row.items() if k not in ("genome", "curve")})
+        grp.attrs["genome"] = row["genome"] or ""
+        curve = json.loads(row["curve"]) if row["curve"] else []
+        grp.create_dataset("curve", data=np.array(
+            [[c["epoch"], c["train_loss"], c["seconds"]] for c in curve], dtype=np.float64).reshape(-1, 3))
 
     def append(self, row: dict) -> None:
         """Write one evaluation to both files and flush them."""

@@ -177,13 +177,11 @@ def test_results_h5_is_rebuilt_from_the_csv(tmp_path, damage):
         assert sorted(evals) == ["00000000", "00000001", "00000002", "00000003"]
         for row, original in zip(store.rows, rows):
             group = evals[f"{row['id']:08d}"]
-            assert group.attrs["status"] == original["status"]
+            stored = json.loads(group.attrs["row"])
+            assert stored["status"] == original["status"]
             assert group.attrs["genome"] == original["genome"]
-            assert group.attrs["params"] == original["params"]
-            if original["fitness"] is None:
-                assert "fitness" not in group.attrs
-            else:
-                assert group.attrs["fitness"] == original["fitness"]
+            assert stored["params"] == original["params"]
+            assert stored["fitness"] == original["fitness"]  # None stays None
             curve = json.loads(original["curve"])
             assert group["curve"].shape == (len(curve), 3)
             if curve:
@@ -195,8 +193,8 @@ def test_h5_matches_csv_after_appends(tmp_path):
     first = write(tmp_path, [make_row(i) for i in range(3)])
     with h5py.File(tmp_path / "results.h5", "r") as h5:
         assert len(h5["evals"]) == 3
-        g = h5["evals/00000001"]
-        assert g.attrs["m:val_mae"] == first.rows[1]["m:val_mae"] and g.attrs["host"] == "node-a"
+        stored = json.loads(h5["evals/00000001"].attrs["row"])
+        assert stored["m:val_mae"] == first.rows[1]["m:val_mae"] and stored["host"] == "node-a"
 
 
 def test_header_mismatch_is_a_user_error(tmp_path):
