@@ -56,7 +56,8 @@ def ensure_data(task: Task) -> None:
 
 
 def scheduler_facts() -> dict:
-    keys = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NTASKS_PER_NODE", "SLURM_GPUS_PER_TASK", "SLURM_RESTART_COUNT")
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_GPUS_PER_TASK",
+            "SLURM_RESTART_COUNT")
     return {k.lower(): os.environ[k] for k in keys if k in os.environ}
 
 
@@ -127,11 +128,13 @@ def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> int:
     layout = mpi.make_layout(comm, k)
     threads = set_threads(cfg, layout.ranks_on_node)
     hosts = comm.gather(socket.gethostname(), root=0)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if comm.rank == 0:
         say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir}: {comm.size} ranks = master + "
             f"{layout.n_groups} groups of {k} (Horovod), {threads} threads per rank")
         write_run_json(cfg, task, world_size=comm.size, groups=layout.n_groups, ranks_per_candidate=k,
-                       hosts=sorted(set(hosts)), threads_per_rank=threads, scheduler=scheduler_facts(),
+                       hosts=sorted(set(hosts)), ranks_per_node={h: hosts.count(h) for h in sorted(set(hosts))},
+                       gpus_per_rank=min(gpus, 1), threads_per_rank=threads, scheduler=scheduler_facts(),
                        finished=False)
         master = Master(cfg, task, n_groups=layout.n_groups, progress=progress)
         try:
