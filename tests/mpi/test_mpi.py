@@ -1,6 +1,5 @@
 """The engine under real MPI: Horovod groups, failures, a killed job resumed, launch errors. Each job runs in a
 subprocess with a timeout, so a hang fails the test."""
-import csv
 import json
 import os
 import signal
@@ -8,34 +7,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import yaml
-from conftest import MENNDL, MPIRUN, PYTHON, mpi_env, mpirun
+from launchers import MENNDL, MPIRUN, PYTHON, mpi_env, mpirun
+from search_jobs import rows, write_config
 
 HERE = Path(__file__).parent
 
 
-def write_config(tmp: Path, data_dir: Path, **sections) -> Path:
-    cfg = {"run": {"name": "job", "directory": str(tmp / "runs")},
-           "task": {"name": "elemnet", "data_dir": str(data_dir),
-                    "options": {"train_size": 2000, "val_size": 500, "test_size": 500}},
-           "search": {"population": 4, "max_evaluations": 12, "surrogate_min_results": 4, "screen_factor": 4,
-                      "seed": 3, "space": {"depth": [1, 3], "width": [16, 32, 64]}},
-           "cluster": {"ranks_per_candidate": 2, "candidate_timeout": 60},
-           "training": {"epochs": 2}}
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "results.csv") as fh:
-        return list(csv.DictReader(fh))
-
-
-def test_both_ranks_of_a_group_hold_identical_weights(elemnet_data, tmp_path):
-    out = mpirun(5, PYTHON, str(HERE / "mpi_scripts.py"), "identical_weights", str(elemnet_data),
+def test_both_ranks_of_a_group_hold_identical_weights(elemnet_data_dir, tmp_path):
+    out = mpirun(5, PYTHON, str(HERE / "mpi_scripts.py"), "identical_weights", str(elemnet_data_dir),
                  timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     results = [json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
@@ -48,9 +27,9 @@ def test_both_ranks_of_a_group_hold_identical_weights(elemnet_data, tmp_path):
         assert r["fitness"][0] == r["fitness"][1]  # the validation metric is reduced over the group
 
 
-def test_search_with_injected_failures_finishes(elemnet_data, tmp_path):
+def test_search_with_injected_failures_finishes(elemnet_data_dir, tmp_path):
     # Faults are drawn per evaluation id: with seed 1, ids 0-15 hold 4 exceptions, 3 NaNs and 1 time-out.
-    config = write_config(tmp_path, elemnet_data, search={"max_evaluations": 16, "seed": 1},
+    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 16, "seed": 1},
                           cluster={"ranks_per_candidate": 2, "candidate_timeout": 6},
                           debug={"inject_faults": {"exception": 0.2, "nonfinite": 0.2, "timeout": 0.12}})
     out = mpirun(5, MENNDL, "run", str(config), "--no-progress", timeout=420, cwd=tmp_path)
@@ -88,8 +67,8 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def test_sigkill_of_the_whole_job_then_resume_loses_and_repeats_nothing(elemnet_data, tmp_path):
-    config = write_config(tmp_path, elemnet_data, search={"max_evaluations": 24}, training={"epochs": 3})
+def test_sigkill_of_the_whole_job_then_resume_loses_and_repeats_nothing(elemnet_data_dir, tmp_path):
+    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 24}, training={"epochs": 3})
     run_dir = tmp_path / "runs" / "job"
     job = subprocess.Popen([MPIRUN, "--oversubscribe", "-np", "5", MENNDL, "run", str(config), "--no-progress"],
                            cwd=tmp_path, env=mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -120,8 +99,8 @@ def test_sigkill_of_the_whole_job_then_resume_loses_and_repeats_nothing(elemnet_
     assert json.loads((run_dir / "checkpoint.json").read_text())["finished"] is True
 
 
-def test_a_world_that_cannot_form_groups_is_a_one_line_error(elemnet_data, tmp_path):
-    config = write_config(tmp_path, elemnet_data, cluster={"ranks_per_candidate": 2})
+def test_a_world_that_cannot_form_groups_is_a_one_line_error(elemnet_data_dir, tmp_path):
+    config = write_config(tmp_path, elemnet_data_dir, cluster={"ranks_per_candidate": 2})
     out = mpirun(4, MENNDL, "run", str(config), "--no-progress", timeout=120, cwd=tmp_path)
     assert out.returncode == 2
     ours = [line for line in out.stderr.splitlines() if line.startswith("menndl: error:")]
@@ -140,10 +119,10 @@ def _wait_for_rows(run_dir: Path, n: int, job: subprocess.Popen, seconds: float 
     raise AssertionError(f"{n} results did not appear (job ended: {job.poll() is not None})")
 
 
-def test_usr1_stops_every_rank_cleanly_and_the_same_command_resumes(elemnet_data, tmp_path):
+def test_usr1_stops_every_rank_cleanly_and_the_same_command_resumes(elemnet_data_dir, tmp_path):
     """Slurm's `--signal=USR1@120`: stop handing out work, keep what is in flight, exit 3; `menndl run` again
     (a requeued job runs the same command) continues the run."""
-    config = write_config(tmp_path, elemnet_data, search={"max_evaluations": 20}, training={"epochs": 4})
+    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 20}, training={"epochs": 4})
     run_dir = tmp_path / "runs" / "job"
     command = [MPIRUN, "--oversubscribe", "-np", "5", MENNDL, "run", str(config), "--no-progress"]
     job = subprocess.Popen(command, cwd=tmp_path, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

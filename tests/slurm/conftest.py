@@ -3,22 +3,14 @@ slurm-wlm, munge and PMIx from apt on first use), and how to submit to it with a
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from launchers import slurm_env
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_SLURM = REPO / "launch" / "local-slurm.sh"
-VENV_BIN = str(Path(sys.executable).parent)
-
-
-def slurm_env() -> dict:
-    """This environment with the venv's `menndl` first on PATH, and nothing of an enclosing MPI launch."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_", "SLURM_")) and k != "CI"}
-    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", PYTHONUNBUFFERED="1")
-    return env
 
 
 class Job:

@@ -5,8 +5,9 @@ import subprocess
 import time
 import uuid
 
-from conftest import slurm_env
-from test_slurm import CPU_SCRIPT, rows, write_config
+from launchers import slurm_env
+from search_jobs import rows, write_config
+from test_slurm import CPU_SCRIPT
 
 
 def test_usr1_then_requeue_finishes_the_run_with_nothing_lost_or_repeated(slurm, elemnet_data_dir, tmp_path):

@@ -1,13 +1,13 @@
 """The batch scripts in slurm/ on a one-node Slurm cluster (launch/local-slurm.sh): a real search under
 `sbatch --wait`, ranks started by `srun --mpi=pmix`, and the launch errors a user meets first. Every job has a
 time-out, so a hang fails the test (and the job is cancelled)."""
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from search_jobs import rows, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_SCRIPT = REPO / "slurm" / "menndl-cpu.sbatch"
@@ -15,29 +15,8 @@ GPU_SCRIPT = REPO / "slurm" / "menndl-gpu.sbatch"
 MENNDL = str(Path(sys.executable).with_name("menndl"))
 
 
-def write_config(tmp: Path, data_dir: Path, name: str = "config.yaml", **sections) -> Path:
-    """A short real search: ElemNet on 2,000 compounds, small networks, 2 epochs."""
-    cfg = {"run": {"name": "job", "directory": str(tmp / "runs")},
-           "task": {"name": "elemnet", "data_dir": str(data_dir),
-                    "options": {"train_size": 2000, "val_size": 500, "test_size": 500}},
-           "search": {"population": 4, "max_evaluations": 8, "surrogate_min_results": 4, "screen_factor": 4,
-                      "seed": 3, "space": {"depth": [1, 3], "width": [16, 32, 64]}},
-           "cluster": {"ranks_per_candidate": 2, "candidate_timeout": 60},
-           "training": {"epochs": 2}}
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    path = tmp / name
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "results.csv") as fh:
-        return list(csv.DictReader(fh))
-
-
 def test_cpu_script_runs_a_search_on_groups_of_two(slurm, elemnet_data_dir, tmp_path):
-    config = write_config(tmp_path, elemnet_data_dir)
+    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 8})
     job = slurm.sbatch(CPU_SCRIPT, "-n", "5", "--overcommit", args=(config,), cwd=tmp_path, timeout=600)
     assert job.returncode == 0, job.log[-3000:]
     assert "[menndl-cpu] menndl exited with status 0" in job.log

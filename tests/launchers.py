@@ -1,13 +1,10 @@
-"""Fixtures of the MPI tests: how to launch, and a small ElemNet data set."""
+"""How the tests launch jobs: mpirun in a subprocess with a time-out, and the environment for Slurm jobs."""
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
 MPIRUN = shutil.which("mpirun")
 PYTHON = sys.executable
 MENNDL = str(Path(sys.executable).with_name("menndl"))
@@ -24,13 +21,11 @@ def mpirun(n: int, *args: str, timeout: float, cwd: Path) -> subprocess.Complete
     """Run `mpirun -np n ARGS` to completion; a hang past `timeout` fails the test (and kills the job)."""
     return subprocess.run([MPIRUN, "--oversubscribe", "-np", str(n), *args], cwd=cwd, env=mpi_env(),
                           capture_output=True, text=True, timeout=timeout)
+VENV_BIN = str(Path(sys.executable).parent)
 
 
-@pytest.fixture(scope="session")
-def elemnet_data(tmp_path_factory) -> Path:
-    """A data directory holding elemnet.h5 made from the first 3,000 rows of each OQMD split."""
-    from menndl_py.tasks.elemnet_data import make_dataset
-
-    data_dir = tmp_path_factory.mktemp("elemnet-data")
-    make_dataset(data_dir / "elemnet.h5", limit=3000)
-    return data_dir
+def slurm_env() -> dict:
+    """This environment with the venv's `menndl` first on PATH, and nothing of an enclosing MPI launch."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_", "SLURM_")) and k != "CI"}
+    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", PYTHONUNBUFFERED="1")
+    return env
