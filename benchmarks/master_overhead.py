@@ -17,7 +17,7 @@ Two measurements, one after the other in this script:
 
 Target: median master time per result <= 2 ms, not growing with history. The script reports; it does not assert.
 
-    python benchmarks/master_overhead.py                 # 10,000 evaluations: about 15-25 min on 2 shared cores
+    python benchmarks/master_overhead.py                 # 10,000 evaluations: about 17-25 min on 2 shared cores
     python benchmarks/master_overhead.py --quick         # 500 evaluations: about 2-3 min (MPI start-up dominates)
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def run_mpi(args, workdir: Path) -> dict:
 
 # -- 2. the same Master in process, timed in parts -------------------------------------------------------------
 class PartTimer:
-    """Wraps callables; the time of a call nested in another wrapped call is booked as 'outer > inner'."""
+    """Wraps callables; the time of a call nested in wrapped calls is booked under its path, 'outer > inner'."""
 
     def __init__(self):
         self.stack: list[str] = []
@@ -122,7 +122,7 @@ class PartTimer:
 
     def wrap(self, fn, label: str):
         def timed(*a, **k):
-            name = f"{self.stack[0]} > {label}" if self.stack else label
+            name = " > ".join([*self.stack, label])
             self.stack.append(label)
             start = time.perf_counter()
             try:
@@ -139,6 +139,7 @@ class PartTimer:
 
 
 TOP_PARTS = ["store.append", "ga.tell", "ga.ask", "checkpoint"]
+REFIT = "ga.tell > surrogate.refit"
 
 
 def run_in_process(args, workdir: Path) -> dict:
@@ -205,8 +206,8 @@ def run_in_process(args, workdir: Path) -> dict:
 
 
 def checkpoint_anatomy(payload: dict, directory: Path, repeat: int = 200) -> list[list]:
-    """What one checkpoint write of this size costs, piece by piece. `write_json_atomic` streams through
-    json.dump, which uses the pure-Python encoder; json.dumps uses the C one."""
+    """What one checkpoint write of this size costs, piece by piece (json.dump to a file streams through the
+    pure-Python encoder; json.dumps uses the C one)."""
     import io
 
     from menndl_py.store import write_json_atomic
@@ -223,26 +224,18 @@ def checkpoint_anatomy(payload: dict, directory: Path, repeat: int = 200) -> lis
             samples.append(time.perf_counter() - t0)
         return ms(statistics.median(samples), 3)
 
-    def encoded_then_written():
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(payload))
-            fh.flush()
-        os.replace(tmp, path)
-
     def write_and_replace():
         with open(tmp, "w") as fh:
             fh.write(text)
-            fh.flush()
         os.replace(tmp, path)
 
     n_flight = len(payload.get("in_flight", []))
     return [[f"payload (mid-run): {len(text):,} bytes of JSON, {n_flight} genomes in flight", ""],
-            ["write_json_atomic(path, payload)  (as now: json.dump to the file)",
-             median_ms(lambda: write_json_atomic(path, payload))],
-            ["  json.dump(payload, StringIO)  (pure-Python encoder)", median_ms(lambda: json.dump(payload, io.StringIO()))],
-            ["  open + write + flush + os.replace of the encoded text", median_ms(write_and_replace)],
-            ["json.dumps(payload)  (C encoder)", median_ms(lambda: json.dumps(payload))],
-            ["the same write with json.dumps + one write", median_ms(encoded_then_written)]]
+            ["menndl_py.store.write_json_atomic(path, payload)", median_ms(lambda: write_json_atomic(path, payload))],
+            ["  json.dumps(payload)  (C encoder)", median_ms(lambda: json.dumps(payload))],
+            ["  open + write + os.replace of the encoded text", median_ms(write_and_replace)],
+            ["for comparison: json.dump(payload, StringIO)  (pure-Python encoder)",
+             median_ms(lambda: json.dump(payload, io.StringIO()))]]
 
 
 # -- the report ------------------------------------------------------------------------------------------------
@@ -265,6 +258,18 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
         growth = last / first
         rows.append([f"in process, growth: median of last / first window", f"x{growth:.2f}", "",
                      f"<= x{GROWTH_LIMIT:g}", "yes" if growth <= GROWTH_LIMIT else "NO"])
+
+        def refit_ms(a: int, b: int) -> float:
+            calls = sum(REFIT in x for x in inproc["parts"][a:b])
+            return sum(x.get(REFIT, 0.0) for x in inproc["parts"][a:b]) / max(calls, 1)
+
+        # the training set grows up to surrogate_max_train rows; compare from there on
+        cap = min(inproc["max_train"], max(0, len(t) - 2 * args.window))
+        r0, r1 = refit_ms(cap, cap + args.window), refit_ms(*spans[-1])
+        rows.append([f"in process, surrogate.refit per call: last window / {cap}-{cap + args.window}",
+                     f"x{r1 / r0:.2f}",
+                     f"{ms(r0, 1)} -> {ms(r1, 1)} ms", f"<= x{GROWTH_LIMIT:g}",
+                     "yes" if r1 / r0 <= GROWTH_LIMIT else "NO"])
     if rows:
         print(table(["master time per result", "median ms", "p95 ms", "target", "met"], rows,
                     f"== Master overhead: {args.evaluations:,} evaluations, synthetic task (0 s), surrogate on =="))
@@ -287,14 +292,16 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
         w = t[a:b]
         mean_part = {p: statistics.fmean(x.get(p, 0.0) for x in parts[a:b]) for p in TOP_PARTS}
         other = statistics.fmean(w) - sum(mean_part.values())
+        refit = statistics.fmean(x.get(REFIT, 0.0) for x in parts[a:b])
         row = [window_label(a, b), ms(statistics.median(w)), ms(percentile(w, 0.95)),
-               *(ms(mean_part[p]) for p in TOP_PARTS), ms(other)]
+               *(ms(mean_part[p]) for p in TOP_PARTS), ms(other), ms(refit)]
         if ends is not None:
             e = ends[a:b] if b <= len(ends) else []
             rate = (len(e) - 1) / (e[-1] - e[0]) if len(e) > 1 and e[-1] > e[0] else float("nan")
             row += [f"{1e3 / rate:.2f}" if rate == rate else "-"]
         rows.append(row)
-    header = ["history", "median ms", "p95 ms", *(f"{p} (mean)" for p in TOP_PARTS), "other (mean)"]
+    header = ["history", "median ms", "p95 ms", *(f"{p} (mean)" for p in TOP_PARTS), "other (mean)",
+              "of ga.tell: refit"]
     if ends is not None:
         header.append("MPI ms/result (wall)")
     print(table(header, rows, f"== In process, by window of history (ms per result; parts are means, they add up "
@@ -304,26 +311,28 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
     # every wrapped piece, over the whole run
     n = len(t)
     names = sorted({k for p in parts for k in p}, key=lambda k: (TOP_PARTS.index(k.split(" > ")[0])
-                                                                 if k.split(" > ")[0] in TOP_PARTS else 99, k))
+                                                                 if k.split(" > ")[0] in TOP_PARTS else 99,
+                                                                 k.split(" > ")))
     total_mean = statistics.fmean(t)
     rows = []
     for name in names:
         s = sum(p.get(name, 0.0) for p in parts)
         calls = inproc["calls"].get(name, 0)
-        rows.append([("  " if " > " in name else "") + name, f"{calls / n:.2f}", ms(s / max(calls, 1), 3),
+        rows.append(["  " * name.count(" > ") + name, f"{calls / n:.2f}", ms(s / max(calls, 1), 3),
                      ms(s / n, 3), f"{100 * s / n / total_mean:.0f} %"])
     rest = total_mean - sum(statistics.fmean(p.get(k, 0.0) for p in parts) for k in TOP_PARTS)
     rows.append(["other (Genome.from_json, row building, progress, ...)", "", "", ms(rest, 3),
                  f"{100 * rest / total_mean:.0f} %"])
     rows.append(["total", "", "", ms(total_mean, 3), "100 %"])
-    print(table(["part (indented: inside the part above)", "calls/result", "ms per call", "ms per result",
+    print(table(["part (indented: inside the part named before it)", "calls/result", "ms per call", "ms per result",
                  "share of mean"], rows,
                 f"== In process, where the time goes ({n:,} results, surrogate_max_train {inproc['max_train']}, "
                 f"{inproc['refits']} refits logged) =="))
     print()
     print(table(["one checkpoint write, piece by piece", "median ms"],
                 checkpoint_anatomy(inproc["checkpoint"], workdir),
-                "== Anatomy of Master.checkpoint's file write (called twice per result) =="))
+                f"== Anatomy of Master.checkpoint's file write ({inproc['calls'].get('checkpoint', 0) / n:.2f} "
+                f"per result) =="))
     print()
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import statistics
-import time
 
 import torch
 

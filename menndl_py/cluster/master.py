@@ -6,7 +6,6 @@ flight when a job dies are sent again on resume, under the same id.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from typing import Optional

@@ -387,7 +387,7 @@ def format_summary(df: pd.DataFrame, sur: pd.DataFrame, meta: dict, name: str = 
     scored = sur["spearman"].dropna()
     pair = df[df["fitness"].notna() & df["predicted"].notna()]
     rho = spearman(pair["predicted"], pair["fitness"])
-    out.append(f"- Spearman per refit, median: "
+    out.append("- Spearman per refit, median: "
                + (f"{scored.median():.3f} over {len(scored)} scored refits" if len(scored) else "n/a")
                + f" ({len(sur)} refits)")
     out.append("- Spearman predicted vs actual, overall: "

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 
 from menndl_py import config as config_module
 from menndl_py.genome import Genome, SearchSpace
+
+if TYPE_CHECKING:
+    from menndl_py.train.trainer import Outcome
 
 
 class Task(ABC):

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from menndl_py.config import _f
-from menndl_py.errors import UserError
 from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.layers import Dense, LinearHead
 from menndl_py.tasks import elemnet_data
