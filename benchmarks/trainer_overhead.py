@@ -25,10 +25,26 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # measure this checkout's menndl_py, whatever the environment has installed
+
+
+def code_version() -> str:
+    import menndl_py
+
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"menndl_py from {Path(menndl_py.__file__).parent} (git {commit or 'unknown'})"
+
 
 TARGET = 0.95
 
@@ -45,8 +61,9 @@ def table(header: list[str], rows: list[list], title: str = "") -> str:
 
 
 def find_data(data_dir: str | None, scratch: Path) -> Path:
-    """A directory holding elemnet.h5: --data-dir, ./data, a copy of /tmp/elemnet_full.h5, or one made now."""
-    for d in ([data_dir] if data_dir else ["data"]):
+    """A directory holding elemnet.h5: --data-dir, ./data, the repository's data/, a link to
+    /tmp/elemnet_full.h5, or one made now."""
+    for d in ([data_dir] if data_dir else ["data", REPO / "data"]):
         if (Path(d) / "elemnet.h5").exists():
             return Path(d)
     if data_dir:
@@ -128,8 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", help="directory with elemnet.h5 (default: ./data, else /tmp/elemnet_full.h5, "
-                                      "else it is made)")
+    p.add_argument("--data-dir", help="directory with elemnet.h5 (default: ./data or the repository's data/, else "
+                                      "/tmp/elemnet_full.h5, else it is made)")
     args = p.parse_args(argv)
     rows = args.rows or (5000 if args.quick else 20000)
     epochs = args.epochs or (3 if args.quick else 5)
@@ -153,7 +170,7 @@ def main(argv=None) -> int:
         trainer = Trainer(task, space, LocalGroup(), data, Budget(epochs, None, 1e9, 4096),
                           device=torch.device("cpu"), seed=args.seed)
         print(f"trainer_overhead: torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}, "
-              f"interop threads {torch.get_num_interop_threads()}, CPU")
+              f"interop threads {torch.get_num_interop_threads()}, CPU\n  {code_version()}")
         print(f"  data {data_dir / 'elemnet.h5'}: {len(data['train'][0]):,} training rows, "
               f"{len(data['val'][0]):,} validation rows")
         print(f"  genome: {args.depth} x dense {args.width} relu, {params:,} parameters, batch {args.batch}, adam "

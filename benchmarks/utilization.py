@@ -23,12 +23,29 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import subprocess
 import sys
 import time
 import types
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # measure this checkout's menndl_py, whatever the environment has installed
+
+
+def code_version() -> str:
+    import menndl_py
+
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"menndl_py from {Path(menndl_py.__file__).parent} (git {commit or 'unknown'})"
+
 
 TARGET = 0.95
 
@@ -176,7 +193,7 @@ def main(argv=None) -> int:
 
     print(f"utilization: W = {w} worker threads, {n} evaluations per run, log-normal times with mean "
           f"{args.mean:g} s, sigma {', '.join(f'{s:g}' for s in args.sigmas)}; AsyncGA seed {args.seed}, "
-          f"surrogate {'on' if surrogate else 'off'}", flush=True)
+          f"surrogate {'on' if surrogate else 'off'}\n  {code_version()}", flush=True)
     results = []
     for sigma in args.sigmas:
         mu = math.log(args.mean) - sigma ** 2 / 2  # so that the mean is args.mean
