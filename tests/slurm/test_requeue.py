@@ -30,6 +30,9 @@ def test_usr1_then_requeue_finishes_the_run_with_nothing_lost_or_repeated(slurm,
             state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
                                    timeout=30).stdout.strip()
             if state == "PENDING":
+                # Slurm revokes the job's credential at the requeue, to the second: a start in that same second
+                # fails ("Job credential revoked"), which is why it holds requeued jobs. Release it a little later.
+                time.sleep(3)
                 subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], timeout=30)
                 break
             assert time.time() < deadline + 300, f"job {job_id} was not requeued (state {state!r})"
