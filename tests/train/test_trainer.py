@@ -80,7 +80,8 @@ def test_injected_hang_times_out(make_trainer):
     took = time.monotonic() - start
     assert out.status == "timeout" and out.fitness is None
     assert out.message == "exceeded the candidate time-out of 1 s"
-    assert 1.0 <= took < 1.0 + 3.0
+    assert took >= 1.0  # it ran until its time-out, and then stopped instead of sleeping on (1000 epochs)
+    assert took < 60.0
 
 
 def test_faults_are_off_by_default_and_shares_add_up():
