@@ -24,8 +24,8 @@ Three measurements, one after the other in this script:
 Target: median master time per result <= 2 ms, not growing with history (ratio <= 1.25). The script reports; it
 does not assert.
 
-    python benchmarks/master_overhead.py                 # 10,000 evaluations: about 12-20 min on 2 shared cores
-    python benchmarks/master_overhead.py --quick         # 500 evaluations: about 2-3 min (MPI start-up dominates)
+    python benchmarks/master_overhead.py                 # 10,000 evaluations: about 10-15 min on 2 shared cores
+    python benchmarks/master_overhead.py --quick         # 500 evaluations: about 1-2 min (MPI start-up dominates)
 """
 from __future__ import annotations
 
@@ -369,7 +369,7 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
         rows.append([f"growth: median after {late:,} / after {early:,} results (interleaved)", f"x{ratio:.2f}", "",
                      f"<= x{GROWTH_LIMIT:g}", "yes" if ratio <= GROWTH_LIMIT else "NO"])
         refit = per_call(pl, REFIT) / per_call(pe, REFIT)
-        rows.append([f"growth: surrogate.refit per call, same comparison", f"x{refit:.2f}", "",
+        rows.append(["growth: surrogate.refit per call, same comparison", f"x{refit:.2f}", "",
                      f"<= x{GROWTH_LIMIT:g}", "yes" if refit <= GROWTH_LIMIT else "NO"])
     if rows:
         print(table(["master time per result", "median ms", "p95 ms", "target", "met"], rows,

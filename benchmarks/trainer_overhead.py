@@ -16,8 +16,8 @@ this process (whole evaluation), which other users' load does not enter. Both al
 validation MAEs are printed: equal MAEs show that the two loops did the same arithmetic. The script reports; it
 does not assert.
 
-    python benchmarks/trainer_overhead.py            # 20,000 rows, 5 epochs, 9 pairs: about 2 min
-    python benchmarks/trainer_overhead.py --quick    # 5,000 rows, 3 epochs, 3 pairs: about 20 s
+    python benchmarks/trainer_overhead.py            # 20,000 rows, 5 epochs, 9 pairs: about 1.5 min
+    python benchmarks/trainer_overhead.py --quick    # 5,000 rows, 3 epochs, 3 pairs: about 15 s
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ only difference is the barrier:
 Utilization = total busy seconds (measured in the workers) / (W x wall seconds from the first submission to the
 last result). Target: >= 95 % for the asynchronous loop. The script reports; it does not assert.
 
-    python benchmarks/utilization.py            # 800 evaluations per run, 6 runs: about 3.5 min
+    python benchmarks/utilization.py            # 800 evaluations per run, 6 runs: about 3 min
     python benchmarks/utilization.py --quick    # 96 evaluations per run: about 30 s
 """
 from __future__ import annotations

@@ -165,7 +165,11 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
         summary["master_ms_per_result"] = {
             "median": 1e3 * statistics.median(master.handling_seconds),
             "p95": 1e3 * sorted(master.handling_seconds)[int(0.95 * (len(master.handling_seconds) - 1))]}
-    if master.best is not None and (cfg.run_dir / "best" / "model.pt").exists():
+    if master.best is not None and not (cfg.run_dir / "best" / "model.pt").exists():  # tasks that train nothing
+        say(f"best of {len(master.store.rows)} evaluations: id {master.best[1]}, "
+            f"{task.metric} {master.best[0]:.4g} {task.unit}")
+        summary.update(best_id=master.best[1], best_val=master.best[0])
+    elif master.best is not None:
         test = test_metrics(cfg, task)
         summary.update(best_id=master.best[1], best_val=master.best[0], best_test=test)
         result = json.loads((cfg.run_dir / "best" / "result.json").read_text())
