@@ -45,25 +45,13 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # measure this checkout's menndl_py, whatever the environment has installed
+from common import REPO, code_version  # noqa: E402 (puts this checkout first on sys.path)
 
 TARGET_MS = 2.0
 GROWTH_LIMIT = 1.25  # last window's median / first window's median: at most this to call it flat
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-def code_version() -> str:
-    import menndl_py
-
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                                text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"menndl_py from {Path(menndl_py.__file__).parent} (git {commit or 'unknown'})"
-
-
 def percentile(values, q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * (len(values) - 1)))] if values else float("nan")

@@ -23,28 +23,14 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import subprocess
 import sys
 import time
 import types
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # measure this checkout's menndl_py, whatever the environment has installed
-
-
-def code_version() -> str:
-    import menndl_py
-
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                                text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"menndl_py from {Path(menndl_py.__file__).parent} (git {commit or 'unknown'})"
+from common import code_version  # noqa: E402 (puts this checkout first on sys.path)
 
 
 TARGET = 0.95
