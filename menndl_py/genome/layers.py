@@ -1,14 +1,48 @@
-"""Layer kinds shared by tasks: cost figures and torch modules from gene dicts."""
+"""Dense networks: a stack of layers of one kind and an output head; cost figures and torch modules."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, Sequence
 
 import torch.nn as nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh,
                "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
+
+
+class Layer(Protocol):
+    """One layer gene dict → cost figures and a torch module, for a given input shape."""
+
+    def cost(self, genes: Mapping[str, Any], shape: tuple) -> tuple[int, int, tuple]:
+        """(parameters, FLOPs per sample, output shape); raises CandidateRefused."""
+
+    def module(self, genes: Mapping[str, Any], shape: tuple) -> nn.Module:
+        """The torch module for these genes."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A `Network`: the genome's layers in sequence, each of kind `layer`, then `head`."""
+
+    layer: Layer
+    head: Layer
+
+    def cost(self, layers: Sequence[Mapping[str, Any]], shape: tuple) -> tuple[int, int]:
+        params = flops = 0
+        for genes in layers:
+            p, f, shape = self.layer.cost(genes, shape)
+            params, flops = params + p, flops + f
+        p, f, _ = self.head.cost({}, shape)
+        return params + p, flops + f
+
+    def module(self, layers: Sequence[Mapping[str, Any]], shape: tuple) -> nn.Module:
+        modules = []
+        for genes in layers:
+            modules.append(self.layer.module(genes, shape))
+            shape = self.layer.cost(genes, shape)[2]
+        modules.append(self.head.module({}, shape))
+        return nn.Sequential(*modules)
 
 
 @dataclass(frozen=True)

@@ -53,25 +53,25 @@ class Choice:
         return {v: i for i, v in enumerate(self.values)}
 
 
-class LayerKind(Protocol):
-    """How one layer gene dict becomes cost figures and a torch module, for a given input shape."""
+class Network(Protocol):
+    """How a genome's layer gene dicts (and its once-per-genome genes) become cost figures and a torch module."""
 
-    def cost(self, genes: Mapping[str, Any], shape: tuple) -> tuple[int, int, tuple]:
-        """(parameters, FLOPs per sample, output shape); raises CandidateRefused."""
+    def cost(self, layers: Sequence[Mapping[str, Any]], shape: tuple) -> tuple[int, int]:
+        """(parameters, FLOPs per sample) for an input of `shape`; raises CandidateRefused with the reason."""
 
-    def module(self, genes: Mapping[str, Any], shape: tuple):
-        """The torch module for these genes."""
+    def module(self, layers: Sequence[Mapping[str, Any]], shape: tuple):
+        """The torch module (call `cost` first: it refuses what cannot be built)."""
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Layers of one kind, each a dict of `layer_genes`; `training_genes` once; depth within `depth`."""
+    """Layers (or levels), each a dict of `layer_genes`; `training_genes` once; depth within `depth`;
+    `network` turns the layer dicts into a module for inputs of `input_shape`."""
 
     layer_genes: Mapping[str, Choice]
     training_genes: Mapping[str, Choice]
     depth: tuple[int, int]
-    layer: LayerKind
-    head: LayerKind
+    network: Network
     input_shape: tuple
     max_params: int = 50_000_000
 
@@ -140,27 +140,15 @@ class SearchSpace:
     # -- cost, features and modules -------------------------------------------------------------
     def cost(self, genome: Genome) -> tuple[int, int]:
         """(parameters, FLOPs per sample) from the genes alone; raises CandidateRefused, also over `max_params`."""
-        shape, params, flops = self.input_shape, 0, 0
-        for layer in genome.layers:
-            p, f, shape = self.layer.cost(layer, shape)
-            params, flops = params + p, flops + f
-        p, f, _ = self.head.cost({}, shape)
-        params, flops = params + p, flops + f
+        params, flops = self.network.cost(genome.layers, self.input_shape)
         if params > self.max_params:
             raise CandidateRefused(f"{params:,} parameters exceed the limit of {self.max_params:,}")
         return params, flops
 
     def build(self, genome: Genome):
         """The torch module for a genome, or CandidateRefused with the reason."""
-        import torch.nn as nn
-
         self.cost(genome)
-        shape, modules = self.input_shape, []
-        for layer in genome.layers:
-            modules.append(self.layer.module(layer, shape))
-            shape = self.layer.cost(layer, shape)[2]
-        modules.append(self.head.module({}, shape))
-        return nn.Sequential(*modules)
+        return self.network.module(genome.layers, self.input_shape)
 
     def feature_names(self) -> list[str]:
         names = ["depth", "log10_params", "log10_flops"]

@@ -12,7 +12,7 @@ import torch
 
 from menndl_py.config import _f
 from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.layers import Dense, LinearHead
+from menndl_py.genome.layers import Dense, LinearHead, Stack
 from menndl_py.tasks import elemnet_data
 from menndl_py.tasks.base import Task
 
@@ -73,7 +73,7 @@ class ElemNetTask(Task):
                 "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
                 "weight_decay": Choice((0.0, 1e-6, 1e-5, 1e-4, 1e-3)),
             },
-            depth=(1, 24), layer=Dense(), head=LinearHead(1), input_shape=(len(elemnet_data.ELEMENTS),),
+            depth=(1, 24), network=Stack(Dense(), LinearHead(1)), input_shape=(len(elemnet_data.ELEMENTS),),
             max_params=8_000_000)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
