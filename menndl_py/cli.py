@@ -86,6 +86,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_data(args) -> int:
+    from menndl_py.cluster import mpi
     from menndl_py.run import say
     from menndl_py.tasks import make_task
 
@@ -95,11 +96,19 @@ def cmd_data(args) -> int:
         cfg = load_config(args.config, [])
         options, data_dir = cfg.task.options, args.data_dir or cfg.task.data_dir
     task = make_task(args.task, options, data_dir or "data")
+    comm = mpi.world()
+    rank = comm.rank if comm is not None else 0
     if task.data_path.exists() and not args.force:
         task.check_data()
-        say(f"{task.data_path}: already made (use --force to make it again)")
+        if rank == 0:
+            say(f"{task.data_path}: already made (use --force to make it again)")
         return 0
-    say(task.make_data())
+    if task.parallel_data and comm is not None:
+        summary = task.make_data(comm)
+    elif rank == 0:
+        summary = task.make_data()
+    if rank == 0:
+        say(summary)
     return 0
 
 
@@ -121,6 +130,13 @@ def cmd_baseline(args) -> int:
     print(format_baselines(results, task.metric, task.unit))
     print(f"[menndl] written to {cfg.run_dir / 'baselines.json'}")
     return 0
+
+
+def cmd_predict(args) -> int:
+    from menndl_py.predict import predict
+
+    return predict(args.run_dir, args.inputs, args.output, batch_size=args.batch_size, dataset=args.dataset,
+                   overwrite=args.overwrite, progress=not args.no_progress)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -161,6 +177,18 @@ def parser() -> argparse.ArgumentParser:
     baseline.add_argument("--name", help="run directory to write baselines.json into (default: run.name)")
     baseline.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     baseline.set_defaults(func=cmd_baseline)
+
+    predict = sub.add_parser("predict", help="run a run's best network over image files (shards over MPI ranks)",
+                             description="Exit status: 0 when every image was used, 1 when some were skipped "
+                                         "(each named with its reason on stderr and in the output), 2 on bad usage.")
+    predict.add_argument("run_dir")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="HDF5, TIFF or PNG files, or folders of them")
+    predict.add_argument("--output", required=True, help="the HDF5 file to write (a CSV of defects goes beside it)")
+    predict.add_argument("--dataset", help="the HDF5 dataset to read (default: every 2-D or 3-D dataset)")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    predict.add_argument("--no-progress", action="store_true")
+    predict.set_defaults(func=cmd_predict)
     return p
 
 

@@ -10,6 +10,7 @@ from menndl_py.tasks.base import Task
 
 BUILT_IN = {
     "elemnet": "menndl_py.tasks.elemnet:ElemNetTask",
+    "stem_defects": "menndl_py.tasks.stem_defects:StemDefectsTask",
     "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
 }
 

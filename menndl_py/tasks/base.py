@@ -9,10 +9,15 @@ import numpy as np
 import torch
 
 from menndl_py import config as config_module
+from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 
 if TYPE_CHECKING:
     from menndl_py.train.trainer import Outcome
+
+
+class SkipImage(Exception):
+    """An input image that `menndl predict` cannot use; the message says why, in one line."""
 
 
 class Task(ABC):
@@ -25,6 +30,7 @@ class Task(ABC):
     unit: ClassVar[str]
     higher_is_better: ClassVar[bool] = False
     Options: ClassVar[type]  # a dataclass of task options, validated like the rest of the config
+    parallel_data: ClassVar[bool] = False  # make_data(comm) shares the work over MPI ranks
 
     def __init__(self, options: Mapping[str, Any] | None = None, data_dir: str | Path = "data"):
         self.options = config_module.build(self.Options, dict(options or {}), "task.options")
@@ -37,7 +43,8 @@ class Task(ABC):
 
     @abstractmethod
     def make_data(self) -> str:
-        """Write the data set to `data_path`; return a one-paragraph summary of what was made."""
+        """Write the data set to `data_path`; return a one-paragraph summary of what was made. Tasks with
+        `parallel_data` take an mpi4py communicator too, and every rank of it calls them."""
 
     @abstractmethod
     def check_data(self) -> None:
@@ -67,6 +74,21 @@ class Task(ABC):
     def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> "Outcome":
         """Evaluate one candidate; tasks that need no training (benchmarks) override this."""
         return trainer.evaluate(genome, fault_key)
+
+    # -- batch inference (`menndl predict`), for tasks on images --------------------------------------
+    class_names: ClassVar[tuple[str, ...]] = ()
+
+    def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
+        """One raw image as a network input (C, H, W), or SkipImage with the reason."""
+        raise UserError(f"task {self.name}: 'menndl predict' works on image tasks only")
+
+    def pad_for(self, genome: Genome, x: torch.Tensor) -> torch.Tensor:
+        """A batch padded to a size the network accepts."""
+        return x
+
+    def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image of a batch of outputs, cropped to `size`: (class map, defects as rows y, x, class, confidence)."""
+        raise UserError(f"task {self.name}: 'menndl predict' works on image tasks only")
 
     def baseline_genomes(self) -> dict[str, Genome]:
         """Published hand-made networks expressed in this task's space, trained like any candidate."""
