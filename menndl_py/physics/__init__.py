@@ -1,0 +1,1 @@
+"""Physics of materials: synthetic microstructures and the solvers that label them."""
