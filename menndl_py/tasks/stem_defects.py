@@ -124,7 +124,7 @@ class StemDefectsTask(Task):
     def space(self) -> SearchSpace:
         return SearchSpace(
             layer_genes={
-                "filters": Choice((8, 12, 16, 24, 32, 48, 64)),
+                "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
                 "kernel": Choice((3, 5, 7)),
                 "convs": Choice((1, 2, 3)),
                 "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
