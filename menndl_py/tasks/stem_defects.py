@@ -190,7 +190,7 @@ class StemDefectsTask(Task):
         with h5py.File(self.data_path, "r") as f:
             n = min(40, len(f["train"]["images"]))
             images, labels = f["train"]["images"][:n], f["train"]["labels"][:n]
-        fourier = stem_analysis.FourierFilterBaseline()
+        fourier = stem_analysis.FourierFilterBaseline(disk_radius=self.settings.label_radius / self.settings.pixel_size)
         fourier.fit(list(images), [true_defects(t) for t in labels], self.radius_px)
         row = {}
         for split in evals:
