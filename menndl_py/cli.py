@@ -81,7 +81,7 @@ def cmd_tasks(args) -> int:
 
     for name in BUILT_IN:
         cls = task_class(name)
-        print(f"{name:12s} {cls.summary}")
+        print(f"{name:16s} {cls.summary}")
     return 0
 
 

@@ -87,7 +87,8 @@ def test_set_overrides_are_validated_too(tmp_path):
 def test_tasks_lists_the_tasks(tmp_path):
     out = menndl("tasks", cwd=tmp_path)
     assert out.returncode == 0
-    assert [line.split()[0] for line in out.stdout.splitlines()] == ["elemnet", "synthetic"]
+    assert [line.split()[0] for line in out.stdout.splitlines()] == ["elemnet", "homogenization", "localization",
+                                                                   "stem_defects", "synthetic"]
 
 
 def test_usr1_stops_a_serial_run_with_status_3_and_it_resumes(tmp_path):

@@ -10,6 +10,8 @@ from menndl_py.tasks.base import Task
 
 BUILT_IN = {
     "elemnet": "menndl_py.tasks.elemnet:ElemNetTask",
+    "homogenization": "menndl_py.tasks.homogenization:HomogenizationTask",
+    "localization": "menndl_py.tasks.localization:LocalizationTask",
     "stem_defects": "menndl_py.tasks.stem_defects:StemDefectsTask",
     "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
 }
