@@ -10,10 +10,13 @@ Three measurements, one after the other in this script:
    results per second in each window of history (the workers cost nothing, so the master is the bottleneck).
 2. In process: the same ``Master`` (same config, same seed) driven without MPI, RANKS-1 simulated groups answering
    instantly with results made by ``SyntheticTask.evaluate`` (through the worker's ``Evaluator``). Each result is
-   timed like ``master_loop`` does (``on_result`` + ``next_work``, no send), and split into parts by wrapping bound
-   methods of the instance from the outside: ``store.append``, ``ga.tell``, ``ga.ask``, ``checkpoint`` (and inside
-   them the CSV line, the HDF5 write and flush, ``surrogate.refit``, ``surrogate.predict``, ``ga.state``,
-   ``cfg.fingerprint``, ``write_json_atomic``). Medians are printed per window of history (0-1k, 1k-2k, ...).
+   timed like ``master_loop`` does (``on_result`` + ``next_work``, no send: the reply), then the master's deferred
+   work is done in full (``catch_up`` until it has nothing left: every refit the surrogate is due, results.h5
+   batches, checkpoint compaction), as if the master were idle after every reply; the time per result is the
+   sum of both. The parts are timed by wrapping bound methods of the instance from the outside: ``store.append``,
+   ``ga.tell``, ``ga.ask``, ``checkpoint`` (snapshots), ``checkpoint journal``, ``catch_up`` (and inside them the
+   CSV line, the HDF5 batch, ``surrogate.refit``, ``surrogate.predict``, ``ga.state``). Medians are printed per
+   window of history (0-1k, 1k-2k, ...).
 3. Growth with history, measured so that other users' load (which drifts over a long run) cancels: the in-process
    run directory is copied once the surrogate's training set is full (``surrogate_max_train`` results, or one
    window in) and again one window before the end; both copies are resumed as two Masters and advanced in turn,
@@ -173,8 +176,8 @@ class GcClock:
         gc.callbacks.remove(self._callback)
 
 
-TOP_PARTS = ["store.append", "ga.tell", "ga.ask", "checkpoint"]
-REFIT = "ga.tell > surrogate.refit"
+TOP_PARTS = ["store.append", "ga.tell", "ga.ask", "checkpoint journal", "checkpoint", "catch_up"]
+REFIT = "catch_up > surrogate.refit"
 GC = "garbage collection"
 
 
@@ -182,13 +185,13 @@ def instrument(master, timer: PartTimer) -> None:
     """Wrap the bound methods of this Master instance (and of its store, GA and surrogate) with `timer`."""
     master.store.append = timer.wrap(master.store.append, "store.append")
     master.store._write_line = timer.wrap(master.store._write_line, "csv line")
-    master.store._write_h5 = timer.wrap(master.store._write_h5, "h5 write")
-    master.store._h5.flush = timer.wrap(master.store._h5.flush, "h5 flush")
+    master.store.write_h5 = timer.wrap(master.store.write_h5, "h5 batch")
     master.ga.tell = timer.wrap(master.ga.tell, "ga.tell")
     master.ga.ask = timer.wrap(master.ga.ask, "ga.ask")
     master.ga.state = timer.wrap(master.ga.state, "ga.state")
     master.checkpoint = timer.wrap(master.checkpoint, "checkpoint")
-    object.__setattr__(master.cfg, "fingerprint", timer.wrap(master.cfg.fingerprint, "cfg.fingerprint"))
+    master.checkpoints.append = timer.wrap(master.checkpoints.append, "checkpoint journal")
+    master.catch_up = timer.wrap(master.catch_up, "catch_up")
     if master.ga.surrogate is not None:
         master.ga.surrogate.refit = timer.wrap(master.ga.surrogate.refit, "surrogate.refit")
         master.ga.surrogate.predict = timer.wrap(master.ga.surrogate.predict, "surrogate.predict")
@@ -196,12 +199,13 @@ def instrument(master, timer: PartTimer) -> None:
 
 class Driver:
     """A Master and its simulated groups, advanced one result at a time and timed like mpi.master_loop times it
-    (on_result + next_work; no send)."""
+    (on_result + next_work; no send), then all its deferred work (catch_up until it has none)."""
 
     def __init__(self, master, evaluator, n_groups: int, timer: PartTimer, gc_clock: GcClock):
         self.master, self.evaluator, self.timer, self.gc_clock = master, evaluator, timer, gc_clock
         self.queue = [w for w in (master.next_work(g) for g in range(n_groups)) if w is not None]
-        self.totals: list[float] = []
+        self.totals: list[float] = []  # reply + deferred work
+        self.replies: list[float] = []  # on_result + next_work: what the worker waits for
         self.parts: list[dict[str, float]] = []
         timer.take()
 
@@ -214,8 +218,12 @@ class Driver:
         t0 = time.perf_counter()
         self.master.on_result(result)
         follow = self.master.next_work(work["group"])
+        reply = time.perf_counter() - t0
+        while self.master.catch_up():
+            pass
         elapsed = time.perf_counter() - t0
-        self.master.handling_seconds.append(elapsed)
+        self.master.handling_seconds.append(reply)
+        self.replies.append(reply)
         self.totals.append(elapsed)
         parts = self.timer.take()
         parts[GC] = self.gc_clock.take()
@@ -229,10 +237,10 @@ def run_in_process(args, workdir: Path) -> dict:
     import torch
 
     from menndl_py import config
-    from menndl_py.cluster import master as master_module
     from menndl_py.cluster.master import Master
     from menndl_py.cluster.worker import Evaluator
     from menndl_py.run import prepare_run_dir
+    from menndl_py.store import read_checkpoint
     from menndl_py.tasks import make_task
     from menndl_py.train.group import LocalGroup
 
@@ -245,8 +253,6 @@ def run_in_process(args, workdir: Path) -> dict:
     evaluator = Evaluator(cfg, task, LocalGroup(), torch.device("cpu"))
     timer, gc_clock = PartTimer(), GcClock()
     instrument(master, timer)
-    saved_writer = master_module.write_json_atomic
-    master_module.write_json_atomic = timer.wrap(saved_writer, "write_json_atomic")
 
     # snapshots of the run directory for the growth test: once the surrogate's training set is full, and one
     # window before the end
@@ -260,17 +266,17 @@ def run_in_process(args, workdir: Path) -> dict:
         while driver.step():
             done = len(driver.totals)
             if done == args.evaluations // 2:  # a mid-run checkpoint, with genomes in flight
-                mid_checkpoint = json.loads((cfg.run_dir / "checkpoint.json").read_text())
+                mid_checkpoint = read_checkpoint(cfg.run_dir / "checkpoint.json")
             if done in (early, late) and done not in snapshots:  # flushed and checkpointed: a resumable state
                 snapshots[done] = workdir / "snapshots" / f"after-{done}"
                 shutil.copytree(cfg.run_dir, snapshots[done])
         wall = time.perf_counter() - start
     finally:
-        master_module.write_json_atomic = saved_writer
         master.close()
-    out = {"totals": driver.totals, "parts": driver.parts, "wall": wall, "calls": dict(timer.calls),
-           "checkpoint": mid_checkpoint, "max_train": cfg.search.surrogate_max_train, "full_gcs": gc_clock.full,
-           "refits": len(master.ga.surrogate.log) if master.ga.surrogate else 0}
+    out = {"totals": driver.totals, "replies": driver.replies, "parts": driver.parts, "wall": wall,
+           "calls": dict(timer.calls), "checkpoint": mid_checkpoint, "max_train": cfg.search.surrogate_max_train, "full_gcs": gc_clock.full,
+           "refits": len(master.ga.surrogate.log) if master.ga.surrogate else 0,
+           "refit_every": cfg.search.surrogate_refit_every}
     del master, driver
     gc.collect()
 
@@ -349,8 +355,13 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
     if inproc is not None:
         t = inproc["totals"]
         med = statistics.median(t)
-        rows.append([f"in process, {args.ranks - 1} simulated groups", ms(med), ms(percentile(t, 0.95)),
-                     f"<= {TARGET_MS:g}", "yes" if 1e3 * med <= TARGET_MS else "NO"])
+        rows.append([f"in process, {args.ranks - 1} simulated groups: reply + deferred work", ms(med),
+                     ms(percentile(t, 0.95)), f"<= {TARGET_MS:g}", "yes" if 1e3 * med <= TARGET_MS else "NO"])
+        rows.append([f"  mean (deferred refits every {inproc['refit_every']} results included)",
+                     ms(statistics.fmean(t)), "", "", ""])
+        r = inproc["replies"]
+        rows.append(["  the reply alone (on_result + next_work: what a worker waits for)",
+                     ms(statistics.median(r)), ms(percentile(r, 0.95)), "", ""])
     if growth:
         (early, (te, pe)), (late, (tl, pl)) = sorted(growth.items())
         ratio = statistics.median(tl) / statistics.median(te)
@@ -389,7 +400,7 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
             row.append(f"{1e3 / rate:.2f}" if rate == rate else "-")
         rows.append(row)
     header = ["history", "median ms", "p95 ms", *(f"{p} (mean)" for p in TOP_PARTS), "other (mean)",
-              "of ga.tell: refit", "gc (mean)"]
+              "of catch_up: refit", "gc (mean)"]
     if ends is not None:
         header.append("MPI ms/result (wall)")
     print(table(header, rows, "== In process, by window of history: one long run (ms per result; the parts are "
@@ -404,7 +415,7 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
                 ["mean per result", ms(statistics.fmean(te)), ms(statistics.fmean(tl))],
                 ["p95 per result", ms(percentile(te, 0.95)), ms(percentile(tl, 0.95))],
                 *([f"  {p} (mean)", ms(mean_of(pe, p)), ms(mean_of(pl, p))] for p in TOP_PARTS),
-                ["  ga.tell > surrogate.refit, per call", ms(per_call(pe, REFIT)), ms(per_call(pl, REFIT))],
+                ["  catch_up > surrogate.refit, per call", ms(per_call(pe, REFIT)), ms(per_call(pl, REFIT))],
                 ["  ga.ask > surrogate.predict, per call", ms(per_call(pe, "ga.ask > surrogate.predict")),
                  ms(per_call(pl, "ga.ask > surrogate.predict"))],
                 ["  garbage collection (mean)", ms(mean_of(pe, GC)), ms(mean_of(pl, GC))]]
@@ -433,7 +444,7 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
         rows.append(["  " * name.count(" > ") + name, f"{calls / n:.2f}", ms(total / max(calls, 1), 3),
                      ms(total / n, 3), f"{100 * total / n / total_mean:.0f} %"])
     rest = total_mean - sum(mean_of(parts, k) for k in TOP_PARTS)
-    rows.append(["other (Genome.from_json, row building, progress, ...)", "", "", ms(rest, 3),
+    rows.append(["other (row building, progress, ...)", "", "", ms(rest, 3),
                  f"{100 * rest / total_mean:.0f} %"])
     rows.append(["total", "", "", ms(total_mean, 3), "100 %"])
     gc_total = mean_of(parts, GC)
@@ -445,10 +456,10 @@ def report(args, mpi: dict | None, inproc: dict | None, workdir: Path) -> None:
                 f"{inproc['refits']} refits logged) =="))
     print()
     if inproc["checkpoint"] is not None:
-        print(table(["one checkpoint write, piece by piece", "median ms"],
+        print(table(["one checkpoint snapshot, piece by piece", "median ms"],
                     checkpoint_anatomy(inproc["checkpoint"], workdir),
-                    f"== Anatomy of Master.checkpoint's file write ({inproc['calls'].get('checkpoint', 0) / n:.2f} "
-                    f"per result) =="))
+                    f"== Anatomy of a checkpoint snapshot's file write ({inproc['calls'].get('checkpoint', 0) / n:.3f} "
+                    f"per result; the journal takes a line per genome sent in between) =="))
         print()
 
 

@@ -1,24 +1,30 @@
 """The master's work, whatever carries the messages: hand out genomes, store results, keep the GA informed.
 
-Every result is stored and flushed, and the checkpoint rewritten, before the next genome goes out; genomes in
-flight when a job dies are sent again on resume, under the same id.
+Every result is stored and flushed, and every genome journalled in the checkpoint, before the next genome goes
+out; genomes in flight when a job dies are sent again on resume, under the same id. What can wait (refitting the
+surrogate, results.h5, compacting the checkpoint) is left to `catch_up`, which the transports call after the
+reply is sent, when no other result is waiting.
 """
 from __future__ import annotations
 
 import csv
 import os
 import time
+from collections import deque
 from typing import Optional
 
 from menndl_py.config import Config
 from menndl_py.genome import Genome
 from menndl_py.search import AsyncGA, Surrogate
 from menndl_py.search.ga import SpaceExhausted
-from menndl_py.store import ResultStore, read_checkpoint, write_json_atomic
+from menndl_py.store import Checkpoint, ResultStore, read_checkpoint, write_json_atomic
 from menndl_py.tasks.base import Task
 from menndl_py.train.trainer import INTERRUPTED
 
 SURROGATE_COLUMNS = ["refit", "n_results", "n_train", "fit_seconds", "spearman", "n_scored"]
+H5_BATCH, H5_SECONDS = 256, 30.0  # results.h5 is brought level every this many rows or seconds, when idle
+JOURNAL_LINES = 1000  # the checkpoint is compacted when its journal is this long (or twice the genomes in flight)
+OVERDUE = 4  # deferred work is done even under a backlog of results once it is this many times overdue
 
 
 class Master:
@@ -38,8 +44,11 @@ class Master:
                           explore_fraction=s.explore_fraction)
         self.ids: dict[str, int] = {}  # genome key → evaluation id
         self.in_flight: dict[int, dict] = {}
-        self.resend: list[dict] = []
+        self._genomes: dict[int, Genome] = {}  # of the work in flight, by id
+        self.resend: deque[dict] = deque()
         self.next_id, self.elapsed_before = 0, 0.0
+        self.fingerprint = cfg.fingerprint()
+        self.checkpoints = Checkpoint(self.run_dir / "checkpoint.json")
         self.best: Optional[tuple[float, int]] = None
         self.stopping: Optional[str] = None  # the signal that stopped the search, if one did
         self.exhausted: Optional[str] = None  # why no new genome could be found, if so
@@ -47,6 +56,8 @@ class Master:
         self.launched = self.clock()
         self.busy_seconds = 0.0
         self.handling_seconds: list[float] = []  # master time per result: store, tell, ask, send
+        self.deferred_seconds = 0.0  # in catch_up: refits, results.h5, checkpoint compaction
+        self._h5_written = time.monotonic()
         self.progress = Progress(self, progress)
 
     # -- resume --------------------------------------------------------------------------------------
@@ -63,8 +74,9 @@ class Master:
             self.ga.restore(checkpoint["ga"])
             self.next_id = checkpoint["next_id"]
             self.elapsed_before = checkpoint["elapsed"]
+            self.checkpoints.seq = checkpoint.get("seq", 0)
             done = {row["id"] for row in self.store.rows}
-            self.resend = [w for w in checkpoint["in_flight"] if w["id"] not in done]
+            self.resend = deque(w for w in checkpoint["in_flight"] if w["id"] not in done)
             for work in self.resend:
                 genome = Genome.from_json(work["genome"])
                 self.ids[genome.key] = work["id"]
@@ -98,7 +110,8 @@ class Master:
         if not self.may_dispatch():
             return None
         if self.resend:
-            work = self.resend.pop(0)
+            work = self.resend.popleft()
+            genome = Genome.from_json(work["genome"])
         else:
             try:
                 proposal = self.ga.ask()
@@ -113,7 +126,12 @@ class Master:
             self.next_id += 1
         work.update(group=group, submit_time=self.clock(), best=self.best[0] if self.best else None)
         self.in_flight[work["id"]] = work
-        self.checkpoint()
+        self._genomes[work["id"]] = genome
+        if self.checkpoints.started:
+            self.checkpoints.append({"work": work, "next_id": self.next_id, "ga": self.ga.state(),
+                                     "elapsed": self.elapsed})
+        else:
+            self.checkpoint()
         return work
 
     def on_result(self, result: dict) -> None:
@@ -121,7 +139,7 @@ class Master:
         if result["status"] == INTERRUPTED:
             return
         work = self.in_flight.pop(result["id"])
-        genome = Genome.from_json(work["genome"])
+        genome = self._genomes.pop(result["id"])
         ok = result["status"] == "ok"
         row = {**{k: work[k] for k in ("id", "origin", "predicted", "params", "flops", "group", "submit_time")},
                **{k: result[k] for k in ("status", "message", "host", "ranks", "start_time", "end_time",
@@ -135,11 +153,32 @@ class Master:
         self.store.append(row)
         if ok and self._track_best(row) and result.get("weights") is not None:
             self._write_best(genome, row, result["weights"])
-        closed = self.ga.tell(genome, row["fitness"])
-        if closed is not None:
-            self._write_surrogate_row(closed)
+        self.ga.tell(genome, row["fitness"], refit=False)  # a due refit waits for catch_up
         self.busy_seconds += max(0.0, row["end_time"] - row["start_time"])
-        self.progress.update(row)  # the checkpoint is rewritten by next_work or close (stored ids are never re-sent)
+        self.progress.update(row)  # the checkpoint is written by next_work or close (stored ids are never re-sent)
+
+    def catch_up(self, idle: bool = True) -> bool:
+        """One piece of deferred work, if any is due: refit the surrogate, bring results.h5 level, compact the
+        checkpoint. With `idle` False (results are waiting) only work that is `OVERDUE` times late is done.
+        Returns whether anything was done (call again until it returns False)."""
+        start = time.perf_counter()
+        late = 1 if idle else OVERDUE
+        surrogate = self.ga.surrogate
+        if surrogate is not None and surrogate.due and \
+                (not surrogate.ready or surrogate.since_refit >= late * surrogate.refit_every):
+            closed = self.ga.refit()
+            if closed is not None:
+                self._write_surrogate_row(closed)
+        elif self.store.h5_pending >= late * H5_BATCH or \
+                (idle and self.store.h5_pending and time.monotonic() - self._h5_written >= H5_SECONDS):
+            self.store.write_h5()
+            self._h5_written = time.monotonic()
+        elif self.checkpoints.lines >= late * max(JOURNAL_LINES, 2 * len(self.in_flight)):
+            self.checkpoint()
+        else:
+            return False
+        self.deferred_seconds += time.perf_counter() - start
+        return True
 
     # -- records ---------------------------------------------------------------------------------------
     def _track_best(self, row: dict) -> bool:
@@ -170,10 +209,10 @@ class Master:
             writer.writerow({k: ("" if row[k] is None else row[k]) for k in SURROGATE_COLUMNS})
 
     def checkpoint(self, finished: bool = False) -> None:
-        write_json_atomic(self.run_dir / "checkpoint.json", {
-            "fingerprint": self.cfg.fingerprint(), "next_id": self.next_id, "ga": self.ga.state(),
-            "in_flight": list(self.in_flight.values()) + self.resend, "elapsed": self.elapsed,
-            "finished": finished})
+        """Write the whole state (a snapshot; the journal starts afresh)."""
+        self.checkpoints.snapshot({
+            "fingerprint": self.fingerprint, "next_id": self.next_id, "ga": self.ga.state(),
+            "in_flight": [*self.in_flight.values(), *self.resend], "elapsed": self.elapsed, "finished": finished})
 
     def close(self) -> None:
         """Flush everything; mark the run finished if its budget is spent."""
@@ -183,6 +222,7 @@ class Master:
             if closed is not None:
                 self._write_surrogate_row(closed)
         self.checkpoint(finished=finished)
+        self.checkpoints.close()
         self.store.sync()
         self.store.close()
         self.progress.close()
@@ -194,7 +234,7 @@ class Progress:
     def __init__(self, master: Master, enabled: bool):
         from tqdm import tqdm
 
-        self.master = master
+        self.master, self.enabled = master, enabled
         total = master.cfg.search.max_evaluations
         self.failures = sum(r["status"] != "ok" for r in master.store.rows)
         self.bar = tqdm(total=total, initial=len(master.store.rows), disable=not enabled, unit="eval",
@@ -209,8 +249,9 @@ class Progress:
 
     def update(self, row: dict) -> None:
         self.failures += row["status"] != "ok"
-        self._postfix()
-        self.bar.update(1)
+        if self.enabled:
+            self._postfix()
+            self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()

@@ -2,7 +2,9 @@
 
 Master ⇄ group leader messages are point to point with their own tags; a leader passes each message on to the
 rest of its group. Waiting ranks poll with a growing sleep instead of spinning in a blocking call, so that an idle
-rank does not take a core from the ranks that are training on an oversubscribed node.
+rank does not take a core from the ranks that are training on an oversubscribed node. The master sleeps at most
+MASTER_POLL between polls (a result waits for it no longer than that), and spends its idle time on its deferred
+work.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from menndl_py.errors import UserError
 
 TAG_SETUP, TAG_READY, TAG_WORK, TAG_RESULT, TAG_STOP, TAG_GROUP = range(10, 16)
 LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
+MASTER_POLL = 0.002  # seconds: the master's longest sleep between polls for results
 
 
 def launched_by_mpi() -> bool:
@@ -40,10 +43,12 @@ def world():
     return comm
 
 
-def receive(comm, source: int, tag: int, interrupt: Optional[Callable[[], bool]] = None
-            ) -> Optional[tuple[Any, int, int]]:
-    """(message, source, tag) of the next matching message, polling with a sleep that grows to 50 ms;
-    None as soon as `interrupt()` is true."""
+def receive(comm, source: int, tag: int, interrupt: Optional[Callable[[], bool]] = None,
+            idle: Optional[Callable[[], bool]] = None, max_delay: float = 0.05) -> Optional[tuple[Any, int, int]]:
+    """(message, source, tag) of the next matching message, polling with a sleep that grows by a quarter each time
+    up to `max_delay` (so a message waits at most a quarter of the time already waited, plus 0.5 ms); None as
+    soon as `interrupt()` is true. While nothing has arrived, `idle()` is called before each sleep (it
+    does a piece of work and says whether it did; if it did, the poll is repeated at once)."""
     from mpi4py import MPI
 
     delay = 0.0005
@@ -54,8 +59,10 @@ def receive(comm, source: int, tag: int, interrupt: Optional[Callable[[], bool]]
             return message.recv(), status.Get_source(), status.Get_tag()
         if interrupt is not None and interrupt():
             return None
+        if idle is not None and idle():
+            continue
         time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 1.25, max_delay)
 
 
 @dataclass
@@ -109,6 +116,7 @@ def master_loop(comm, layout: Layout, master, grace: float) -> None:
     from mpi4py import MPI
 
     leaders = layout.leaders
+    group_of = {leader: group for group, leader in enumerate(leaders)}
     errors = []
     for leader in leaders:
         ready, _, _ = receive(comm, leader, TAG_READY)
@@ -124,18 +132,20 @@ def master_loop(comm, layout: Layout, master, grace: float) -> None:
             comm.send(work, dest=leader, tag=TAG_WORK)
             busy.add(leader)
     while busy and not master.stopping:
-        got = receive(comm, MPI.ANY_SOURCE, TAG_RESULT, interrupt=StopRequest.requested)
+        got = receive(comm, MPI.ANY_SOURCE, TAG_RESULT, interrupt=StopRequest.requested, idle=master.catch_up,
+                      max_delay=MASTER_POLL)
         if got is None:
             break
         result, source, _ = got
         start = time.perf_counter()
         master.on_result(result)
         busy.discard(source)
-        work = None if StopRequest.requested() else master.next_work(leaders.index(source))
+        work = None if StopRequest.requested() else master.next_work(group_of[source])
         if work is not None:
             comm.send(work, dest=source, tag=TAG_WORK)
             busy.add(source)
         master.handling_seconds.append(time.perf_counter() - start)
+        master.catch_up(idle=False)  # only what is overdue: receive() calls it when no result is waiting
     if StopRequest.requested():
         master.stop(StopRequest.signal_name)
     stop_all(comm, leaders)

@@ -18,3 +18,5 @@ def run_serial(master: Master, evaluator: Evaluator) -> None:
             master.stop(StopRequest.signal_name)
         work = master.next_work(group=0)
         master.handling_seconds.append(time.perf_counter() - start)
+        while master.catch_up():  # after the reply, as the MPI master does when idle
+            pass

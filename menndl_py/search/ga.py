@@ -10,7 +10,7 @@ from deap import base, tools
 
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Genome, SearchSpace
-from menndl_py.rng import driving_global_random, state_from_json, state_to_json
+from menndl_py.rng import driving_global_random
 from menndl_py.search.surrogate import Surrogate
 
 
@@ -47,14 +47,18 @@ class AsyncGA:
     Offspring come from tournament selection, DEAP's messy one-point crossover and the space's mutation; a genome
     that was evaluated or is in flight is never proposed again. With a surrogate, each offspring is the best of
     `screen_factor` candidates, except for an `explore_fraction` share that is sent unscreened.
+
+    The i-th ask draws from a generator seeded with (seed, i): the state to checkpoint is two counters, and a
+    resumed run continues the same sequence.
     """
 
     def __init__(self, space: SearchSpace, *, population: int, higher_is_better: bool, seed: int,
                  crossover_rate: float = 0.5, mutation_rate: float = 0.9, tournament_size: int = 3,
                  surrogate: Optional[Surrogate] = None, screen_factor: int = 8, explore_fraction: float = 0.25):
-        self.space, self.mu = space, population
+        self.space, self.mu, self.seed = space, population, seed
         self.sign = 1.0 if higher_is_better else -1.0
         self.rng = random.Random(seed)
+        self.asks = 0
         self.crossover_rate, self.mutation_rate = crossover_rate, mutation_rate
         self.surrogate, self.screen_factor, self.explore_fraction = surrogate, screen_factor, explore_fraction
         self.toolbox = base.Toolbox()
@@ -69,19 +73,23 @@ class AsyncGA:
 
     # -- the two calls ---------------------------------------------------------------------------------
     def ask(self) -> Proposal:
-        if self.n_random < self.mu or len(self.population) < 2:
-            self.n_random += 1
-            proposal = self._fresh(lambda: (self.space.sample(self.rng), (), "random"))
-        elif self.surrogate is not None and self.surrogate.ready:
-            proposal = self._screened()
-        else:
-            proposal = self._fresh(self._offspring)
+        self.rng.seed(f"{self.seed}:{self.asks}")
+        self.asks += 1
+        with driving_global_random(self.rng):  # for DEAP's selection, which draws from the global generator
+            if self.n_random < self.mu or len(self.population) < 2:
+                self.n_random += 1
+                proposal = self._fresh(lambda: (self.space.sample(self.rng), (), "random"))
+            elif self.surrogate is not None and self.surrogate.ready:
+                proposal = self._screened()
+            else:
+                proposal = self._fresh(self._offspring)
         self.seen.add(proposal.genome.key)
         return proposal
 
     def tell(self, genome: Genome, fitness: Optional[float], refit: bool = True) -> Optional[dict]:
         """Fold in one result (fitness None = failed). Returns a closed surrogate log row, if any.
-        `refit=False` while replaying a stored history (the surrogate is fitted once at the end)."""
+        `refit=False` leaves a due refit to `refit()` (the master's deferred work), or to the surrogate's
+        `restart()` after a stored history is replayed."""
         self.seen.add(genome.key)
         closed = None
         if self.surrogate is not None:
@@ -100,6 +108,12 @@ class AsyncGA:
                 self.population.remove(min(self.population, key=lambda m: m.fitness.values[0]))
         return closed
 
+    def refit(self) -> Optional[dict]:
+        """Refit the surrogate if it is due. Returns a closed surrogate log row, if any."""
+        if self.surrogate is not None and self.surrogate.due:
+            return self.surrogate.refit()
+        return None
+
     def mark_in_flight(self, genome: Genome) -> None:
         """A genome sent out before a restart: never propose it again."""
         self.seen.add(genome.key)
@@ -113,8 +127,7 @@ class AsyncGA:
 
     # -- making proposals ------------------------------------------------------------------------------
     def _offspring(self) -> tuple[Genome, tuple[str, ...], str]:
-        with driving_global_random(self.rng):
-            a, b = self.toolbox.select(self.population, 2)
+        a, b = self.toolbox.select(self.population, 2)  # within ask()'s driving_global_random
         child, parents = a.genome, (a.genome.key,)
         if self.rng.random() < self.crossover_rate and a.genome.key != b.genome.key:
             child = self.toolbox.mate(a.genome, b.genome)[0]
@@ -166,8 +179,10 @@ class AsyncGA:
 
     # -- checkpointing ---------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"rng": state_to_json(self.rng), "n_random": self.n_random}
+        return {"seed": self.seed, "asks": self.asks, "n_random": self.n_random}
 
     def restore(self, state: dict) -> None:
-        state_from_json(self.rng, state["rng"])
+        """Continue from `state()`. A checkpoint of an older version (a generator state instead of counters)
+        continues from a fresh stream past every genome seen."""
+        self.seed, self.asks = state.get("seed", self.seed), state.get("asks", len(self.seen))
         self.n_random = state["n_random"]

@@ -1,8 +1,12 @@
 """results.csv (the durable record) and results.h5 (the same, plus arrays), one row appended per evaluation.
 
-Each row is written and flushed to the operating system before the master sends the next genome, so a killed
-job loses nothing that was stored. On opening, a half-written last CSV line is dropped (that evaluation was still
-in flight), and results.h5 is brought level with the CSV, rebuilt from it if it cannot be read.
+Each CSV row is written and flushed to the operating system before the master sends the next genome, so a killed
+job loses nothing that was stored; a half-written last line is dropped on opening (that evaluation was still in
+flight). results.h5 is derived from the CSV: rows reach it in batches (`write_h5`, called by the master when it
+is idle, and at close), and on opening it is rebuilt from the CSV unless it holds exactly the CSV's rows.
+
+results.h5 layout, one entry per evaluation in CSV order: `evals/id` (int64), `evals/row` (the CSV row's scalars
+as JSON), `evals/genome` (JSON); `curves` (float64, one line per epoch: id, epoch, train_loss, seconds).
 """
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ class ResultStore:
         self._csv = open(self.csv_path, "a", newline="")
         if not self.rows and self._csv.tell() == 0:
             self._write_line(self.columns)
+        self._pending_h5: list[dict] = []
         self._h5 = self._open_h5()
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -89,16 +94,22 @@ class ResultStore:
     def _open_h5(self) -> h5py.File:
         try:
             h5 = h5py.File(self.h5_path, "a")
-            h5.require_group("evals")
-        except (OSError, ValueError):  # damaged by a kill mid-write: the CSV has everything
+            level = list(h5["evals/id"][:]) == [row["id"] for row in self.rows]
+        except (OSError, ValueError, KeyError):  # damaged by a kill mid-write, or an older layout
+            h5, level = None, False
+        if not level:
+            if h5 is not None:
+                h5.close()
             self.h5_path.unlink(missing_ok=True)
             h5 = h5py.File(self.h5_path, "w")
-            h5.create_group("evals")
-        stored = set(h5["evals"].keys())
-        for row in self.rows:
-            if f"{row['id']:08d}" not in stored:
-                self._write_h5(h5, row)
-        h5.flush()
+            text = h5py.string_dtype()
+            evals = h5.create_group("evals")
+            evals.create_dataset("id", (0,), np.int64, maxshape=(None,), chunks=(4096,))
+            for name in ("row", "genome"):
+                evals.create_dataset(name, (0,), text, maxshape=(None,), chunks=(1024,))
+            h5.create_dataset("curves", (0, 4), np.float64, maxshape=(None, 4), chunks=(4096, 4))
+            self._pending_h5 = list(self.rows)
+            self._write_h5(h5)
         return h5
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -108,32 +119,54 @@ class ResultStore:
         self._csv.write(buf.getvalue())
         self._csv.flush()
 
-    @staticmethod
-    def _write_h5(h5: h5py.File, row: dict) -> None:
-        """One group per evaluation: attribute `row` (the CSV row's scalars as JSON), `genome` (JSON), `curve`
-        (epoch, train_loss, seconds). Two attributes rather than one per column: this runs on the master's hot path."""
-        grp = h5["evals"].require_group(f"{row['id']:08d}")
-        grp.attrs["row"] = json.dumps({k: v for k, v in row.items() if k not in ("genome", "curve")})
-        grp.attrs["genome"] = row["genome"] or ""
-        curve = json.loads(row["curve"]) if row["curve"] else []
-        grp.create_dataset("curve", data=np.array(
-            [[c["epoch"], c["train_loss"], c["seconds"]] for c in curve], dtype=np.float64).reshape(-1, 3))
+    def _write_h5(self, h5: h5py.File) -> None:
+        rows, self._pending_h5 = self._pending_h5, []
+        if not rows:
+            return
+        curves = []
+        for row in rows:
+            curves += [[row["id"], c["epoch"], c["train_loss"], c["seconds"]]
+                       for c in (json.loads(row["curve"]) if row["curve"] else [])]
+        if curves:
+            _extend(h5["curves"], np.array(curves, dtype=np.float64))
+        evals = h5["evals"]
+        _extend(evals["row"], [json.dumps({k: v for k, v in row.items() if k not in ("genome", "curve")})
+                               for row in rows])
+        _extend(evals["genome"], [row["genome"] or "" for row in rows])
+        _extend(evals["id"], np.array([row["id"] for row in rows], dtype=np.int64))  # last: marks them complete
+        h5.flush()
+
+    @property
+    def h5_pending(self) -> int:
+        """Rows stored in the CSV but not yet in results.h5."""
+        return len(self._pending_h5)
+
+    def write_h5(self) -> None:
+        """Bring results.h5 level with the CSV (one batch)."""
+        self._write_h5(self._h5)
 
     def append(self, row: dict) -> None:
-        """Write one evaluation to both files and flush them."""
+        """Write one evaluation to the CSV and flush it; results.h5 gets it with the next `write_h5`."""
         cells = [_cell(row.get(k)) for k in self.columns]
         stored = {k: _parse(k, cell) for k, cell in zip(self.columns, cells)}  # a bad value fails before writing
         self._write_line(cells)
-        self._write_h5(self._h5, stored)
-        self._h5.flush()
         self.rows.append(stored)
+        self._pending_h5.append(stored)
 
     def close(self) -> None:
         self._csv.close()
+        self.write_h5()
         self._h5.close()
 
     def sync(self) -> None:
-        """Force the files to disk (for a clean stop; flushing is enough to survive a killed job)."""
+        """Force the CSV to disk and bring results.h5 level (for a clean stop; flushing the CSV is enough to
+        survive a killed job)."""
         self._csv.flush()
         os.fsync(self._csv.fileno())
-        self._h5.flush()
+        self.write_h5()
+
+
+def _extend(dataset: h5py.Dataset, values) -> None:
+    n = dataset.shape[0]
+    dataset.resize(n + len(values), axis=0)
+    dataset[n:] = values

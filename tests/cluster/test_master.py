@@ -187,3 +187,47 @@ def test_a_space_with_fewer_genomes_than_the_budget_ends_the_run_cleanly(setup):
     assert len(read_rows(cfg.run_dir)) == 1
     assert "exhausted" in master.exhausted
     assert read_checkpoint(cfg.run_dir / "checkpoint.json")["finished"] is True
+
+
+def test_the_checkpoint_is_a_journal_line_per_genome_compacted_off_the_reply_path(make_config, monkeypatch):
+    """Many groups in flight: sending a genome appends one line (checkpoint.json is not rewritten); catch_up
+    compacts the journal now and then; a kill at any point resumes with every genome in flight."""
+    from types import SimpleNamespace
+
+    from menndl_py.cluster import master as master_module
+    from menndl_py.tasks.synthetic import SyntheticTask
+
+    monkeypatch.setattr(master_module, "JOURNAL_LINES", 20)
+    cfg = make_config({"task": {"name": "synthetic"}, "search": {"max_evaluations": 200, "seed": 2}})
+    cfg.run_dir.mkdir(parents=True)
+    task = SyntheticTask()
+    trainer = SimpleNamespace(space=task.space())
+
+    def answer(work):
+        out = task.evaluate(Genome.from_json(work["genome"]), trainer)
+        return {"id": work["id"], "status": out.status, "fitness": out.fitness, "metrics": out.metrics,
+                "message": "", "epochs": 1, "train_seconds": 0.0, "curve": [], "start_time": 0.0,
+                "end_time": 0.0, "host": "h", "ranks": 1, "weights": None}
+
+    master = Master(cfg, task, n_groups=30, progress=False)
+    flight = [master.next_work(g) for g in range(30)]
+    snapshot = (cfg.run_dir / "checkpoint.json").stat().st_mtime_ns
+    for _ in range(40):  # results and replies, no deferred work: only the journal grows
+        work = flight.pop(0)
+        master.on_result(answer(work))
+        flight.append(master.next_work(work["group"]))
+    assert (cfg.run_dir / "checkpoint.json").stat().st_mtime_ns == snapshot
+    assert master.checkpoints.lines == 29 + 40
+    while master.catch_up():
+        pass
+    assert master.checkpoints.lines == 0  # compacted: over max(JOURNAL_LINES, 2 x 30 in flight)
+    for _ in range(10):
+        work = flight.pop(0)
+        master.on_result(answer(work))
+        flight.append(master.next_work(work["group"]))
+    stored = {r["id"] for r in master.store.rows}
+    # killed here (no close): the resumed master sends exactly the genomes in flight again, under their ids
+    resumed = Master(cfg, task, n_groups=30, progress=False)
+    assert {w["id"] for w in resumed.resend} == {w["id"] for w in flight}
+    assert not stored & {w["id"] for w in resumed.resend} and resumed.next_id == master.next_id
+    resumed.close()

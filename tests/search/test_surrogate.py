@@ -77,8 +77,40 @@ def test_training_set_is_capped():
     assert 59 in rows and 58 in rows  # ... and the most recent
     # the models were fitted on those rows only
     n_ok = sum(fitness[i] is not None for i in rows)
-    assert s.regressor[0].n_samples_seen_ == n_ok
-    assert s.classifier is not None and s.classifier[0].n_samples_seen_ == 16
+    assert s.regressor.shape_fit_[0] == n_ok
+    assert s.classifier is not None and s.classifier.shape_fit_[0] == 16
+
+
+def test_training_rows_match_a_full_sort_over_a_long_history():
+    # the best half is kept incrementally (a heap): the same rows as sorting the whole history, ties included
+    rng = random.Random(10)
+    s = Surrogate(True, min_results=8, max_train=32, refit_every=10**9)
+    for i in range(500):
+        f = None if rng.random() < 0.2 else float(rng.randint(0, 40))  # many equal fitnesses
+        s.observe(np.zeros(3) + i, f, refit=False)
+        if i % 37 == 0 or i == 499:
+            ok = [j for j, v in enumerate(s.fitness) if v is not None]
+            chosen = set(sorted(ok, key=lambda j: -s.fitness[j])[:16])
+            j = len(s.x) - 1
+            while len(s.x) > 32 and len(chosen) < 32:
+                chosen.add(j)
+                j -= 1
+            expected = sorted(chosen) if len(s.x) > 32 else list(range(len(s.x)))
+            assert s._training_rows().tolist() == expected
+
+
+def test_numpy_predictions_equal_sklearns():
+    xs = features(160, seed=11)
+    s = Surrogate(False, min_results=8, refit_every=1000)
+    for x in xs[:120]:
+        s.observe(x, None if x[0] > 12 else landscape(x))
+    s.refit()
+    pool = np.stack(xs[120:])
+    rank = np.clip(s.regressor.predict((pool - s._fitness_model.mean) / s._fitness_model.scale), 0, 1)
+    np.testing.assert_allclose(s.predict(pool)[0], -np.quantile(s.y_sorted, rank), rtol=0, atol=1e-8)
+    z = (pool - s._failure_model.mean) / s._failure_model.scale
+    np.testing.assert_allclose(s._failure_model.decision(pool), s.classifier.decision_function(z), atol=1e-8)
+    assert (s.predict(pool)[1] == s.classifier.predict(z)).all() and s.predict(pool)[1].any()
 
 
 def test_log_rows_count_refits_and_score_them_out_of_sample():

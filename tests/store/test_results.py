@@ -157,7 +157,15 @@ def test_half_written_header_starts_afresh(tmp_path):
     again.close()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "missing", "lagging"])
+def h5_rows(path) -> dict:
+    """results.h5 as {id: (row dict, genome JSON, curve array)}."""
+    with h5py.File(path, "r") as h5:
+        evals, curves = h5["evals"], h5["curves"][:]
+        return {int(i): (json.loads(r), g, curves[curves[:, 0] == i][:, 1:])
+                for i, r, g in zip(evals["id"][:], evals["row"].asstr()[:], evals["genome"].asstr()[:])}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "lagging", "old layout"])
 def test_results_h5_is_rebuilt_from_the_csv(tmp_path, damage):
     rows = [make_row(0), make_row(1, "error"), make_row(2), make_row(3, "refused")]
     write(tmp_path, rows)
@@ -166,35 +174,49 @@ def test_results_h5_is_rebuilt_from_the_csv(tmp_path, damage):
         h5_path.write_bytes(b"\x00\xffnot hdf5 at all" * 64)
     elif damage == "missing":
         h5_path.unlink()
-    else:
+    elif damage == "lagging":  # a kill before the last batch reached it
         with h5py.File(h5_path, "a") as h5:
-            del h5["evals/00000002"]
-            del h5["evals/00000003"]
+            h5["evals/id"].resize((2,))
+    else:  # one group per evaluation, as earlier versions wrote it
+        h5_path.unlink()
+        with h5py.File(h5_path, "w") as h5:
+            h5.create_group("evals/00000000").attrs["row"] = "{}"
     store = ResultStore(tmp_path, METRICS)
     store.close()
-    with h5py.File(h5_path, "r") as h5:
-        evals = h5["evals"]
-        assert sorted(evals) == ["00000000", "00000001", "00000002", "00000003"]
-        for row, original in zip(store.rows, rows):
-            group = evals[f"{row['id']:08d}"]
-            stored = json.loads(group.attrs["row"])
-            assert stored["status"] == original["status"]
-            assert group.attrs["genome"] == original["genome"]
-            assert stored["params"] == original["params"]
-            assert stored["fitness"] == original["fitness"]  # None stays None
-            curve = json.loads(original["curve"])
-            assert group["curve"].shape == (len(curve), 3)
-            if curve:
-                assert group["curve"][:, 0].tolist() == [c["epoch"] for c in curve]
-                assert group["curve"][:, 1].tolist() == [c["train_loss"] for c in curve]
+    stored = h5_rows(h5_path)
+    assert sorted(stored) == [0, 1, 2, 3]
+    for row, original in zip(store.rows, rows):
+        scalars, genome, curve = stored[row["id"]]
+        assert scalars["status"] == original["status"] and scalars["params"] == original["params"]
+        assert scalars["fitness"] == original["fitness"]  # None stays None
+        assert genome == original["genome"]
+        expected = json.loads(original["curve"])
+        assert curve.shape == (len(expected), 3)
+        assert curve[:, 0].tolist() == [c["epoch"] for c in expected]
+        assert curve[:, 1].tolist() == [c["train_loss"] for c in expected]
 
 
 def test_h5_matches_csv_after_appends(tmp_path):
     first = write(tmp_path, [make_row(i) for i in range(3)])
-    with h5py.File(tmp_path / "results.h5", "r") as h5:
-        assert len(h5["evals"]) == 3
-        stored = json.loads(h5["evals/00000001"].attrs["row"])
-        assert stored["m:val_mae"] == first.rows[1]["m:val_mae"] and stored["host"] == "node-a"
+    stored = h5_rows(tmp_path / "results.h5")
+    assert sorted(stored) == [0, 1, 2]
+    assert stored[1][0]["m:val_mae"] == first.rows[1]["m:val_mae"] and stored[1][0]["host"] == "node-a"
+
+
+def test_h5_is_written_in_batches_and_at_close(tmp_path):
+    store = ResultStore(tmp_path, METRICS)
+    for i in range(3):
+        store.append(make_row(i))
+    assert store.h5_pending == 3 and h5_rows_open(store) == []  # the CSV has them; results.h5 waits
+    store.write_h5()
+    assert store.h5_pending == 0 and h5_rows_open(store) == [0, 1, 2]
+    store.append(make_row(3))
+    store.close()
+    assert sorted(h5_rows(tmp_path / "results.h5")) == [0, 1, 2, 3]
+
+
+def h5_rows_open(store) -> list:
+    return store._h5["evals/id"][:].tolist()
 
 
 def test_header_mismatch_is_a_user_error(tmp_path):
