@@ -34,7 +34,7 @@ class Choice:
                 return self.values[j]
         return rng.choice([v for v in self.values if v != value])
 
-    @property
+    @functools.cached_property
     def numeric(self) -> bool:
         return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
 
