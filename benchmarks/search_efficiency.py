@@ -380,9 +380,14 @@ def main(argv=None) -> dict:
         f"{ga_settings.surrogate_min_results}, refit_every {ga_settings.surrogate_refit_every}\n"
         f"  cache: {cache}")
     log(f"DeepHyper CBO: {'runs' if not dh else 'NOT RUN: ' + dh}")
+    def run_file(method: str, spec: dict, seed: int) -> str:
+        """Named by the method and everything that decides its runs (for the GA: its resolved search settings)."""
+        ga = dataclasses.asdict(search_settings(spec, evaluations)) if spec["kind"] == "ga" else None
+        digest = hashlib.sha1(json.dumps([spec, ga], sort_keys=True).encode()).hexdigest()[:6]
+        return str(cache / f"{slug(method)}_s{seed}_{digest}.json")
+
     jobs = [{"method": m, "spec": s, "seed": seed, "evaluations": evaluations, "settings": settings,
-             "file": str(cache / f"{slug(m)}_s{seed}_{hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:6]}.json")}
-            for seed in range(seeds) for m, s in specs.items()]
+             "file": run_file(m, s, seed)} for seed in range(seeds) for m, s in specs.items()]
     # the GA without surrogate after the others of its seed: its initial population is GA+surrogate's, trained once
     jobs.sort(key=lambda j: (j["seed"], j["spec"] == METHODS["GA"]))
     # --quick: one process per method (its seeds in turn), as starting a process costs as much as the runs
