@@ -16,3 +16,15 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"menndl_py from {Path(menndl_py.__file__).parent} (git {commit or 'unknown'})"
+
+
+def table(header: list[str], rows: list[list], title: str = "") -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned, a rule under the header."""
+    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    out = [title] if title else []
+    for n, r in enumerate(cells):
+        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            out.append("|".join("-" * (w + 2) for w in widths))
+    return "\n".join(out)

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import yaml
 
-from common import REPO, code_version  # noqa: E402 (puts this checkout first on sys.path)
+from common import REPO, code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
 TARGET_MS = 2.0
 GROWTH_LIMIT = 1.25  # last window's median / first window's median: at most this to call it flat
@@ -58,18 +58,6 @@ GROWTH_LIMIT = 1.25  # last window's median / first window's median: at most thi
 def percentile(values, q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * (len(values) - 1)))] if values else float("nan")
-
-
-def table(header: list[str], rows: list[list], title: str = "") -> str:
-    cells = [[str(c) for c in header]] + [[c if isinstance(c, str) else f"{c}" for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = "+".join("-" * (w + 2) for w in widths)
-    out = [title] if title else []
-    out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells[0], widths))))
-    out.append(line.replace("+", "|"))
-    for r in cells[1:]:
-        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    return "\n".join(out)
 
 
 def ms(seconds: float, digits: int = 2) -> str:

@@ -54,21 +54,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common import REPO, code_version  # noqa: E402 (puts this checkout first on sys.path)
+from common import REPO, code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
 TARGET = 0.95
 SIGMA, FAILURES, TIMEOUTS, TIMEOUT_FACTOR = 0.5, 0.05, 0.01, 3.0
-
-
-def table(header: list[str], rows: list[list], title: str = "") -> str:
-    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    out = [title] if title else []
-    for n, r in enumerate(cells):
-        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if n == 0:
-            out.append("|".join("-" * (w + 2) for w in widths))
-    return "\n".join(out)
 
 
 def overlap(starts: np.ndarray, ends: np.ndarray, a: float, b: float) -> float:

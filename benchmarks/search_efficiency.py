@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, code_version  # noqa: E402 (puts this checkout first on sys.path)
+from common import REPO, code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
 METHODS = {  # name: how to build it
     "GA+surrogate": {"kind": "ga", "surrogate": True},
@@ -56,17 +56,6 @@ DEEPHYPER_VERSION = "0.13"
 CBO_INITIAL_POINTS = 10  # as Optuna TPE's n_startup_trials
 CBO_POINTS = 1000
 RESULT_KEYS = ("key", "genome", "status", "fitness", "train_seconds", "message")
-
-
-def table(header: list[str], rows: list[list], title: str = "") -> str:
-    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    out = [title] if title else []
-    for n, r in enumerate(cells):
-        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if n == 0:
-            out.append("|".join("-" * (w + 2) for w in widths))
-    return "\n".join(out)
 
 
 def write_json_atomic(path: Path, data) -> None:

@@ -30,21 +30,10 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecuto
 
 import numpy as np
 
-from common import code_version  # noqa: E402 (puts this checkout first on sys.path)
+from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
 
 TARGET = 0.95
-
-
-def table(header: list[str], rows: list[list], title: str = "") -> str:
-    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    out = [title] if title else []
-    for n, r in enumerate(cells):
-        out.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if n == 0:
-            out.append("|".join("-" * (w + 2) for w in widths))
-    return "\n".join(out)
 
 
 def make_ga(seed: int, surrogate: bool):
