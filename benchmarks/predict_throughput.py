@@ -2,7 +2,7 @@
 """Batch defect identification speed: `menndl predict` against a plain PyTorch inference loop, same model, same
 images, same process.
 
-The images: N simulated 256×256 HAADF images (stem_sim defaults) in one HDF5 stack. The model: the best network
+The images: N simulated 256×256 HAADF images in one HDF5 stack, made with the run's own simulator settings. The model: the best network
 of `--run` (default runs/stem_defects if it has one), or else the task's hand-designed U-Net with seeded random
 weights. menndl's side is the whole command as users run it (``predict(run_dir, [stack.h5], out.h5)``: read each
 image, check it, standardise, batch, infer, find the defects, write class maps, defect table and CSV). The plain
@@ -34,13 +34,12 @@ from common import REPO, code_version  # noqa: E402 (puts this checkout first on
 TARGET = 0.9
 
 
-def make_images(path: Path, n: int) -> None:
+def make_images(path: Path, n: int, settings) -> None:
     import h5py
     import numpy as np
 
     from menndl_py.tasks import stem_sim
 
-    settings = stem_sim.StemSettings()
     with h5py.File(path, "w") as f:
         stack = f.create_dataset("images", (n, settings.image_size, settings.image_size), np.float32,
                                  chunks=(1, settings.image_size, settings.image_size))
@@ -110,15 +109,16 @@ def main(argv=None) -> dict:
     print(code_version())
     scratch = Path(tempfile.mkdtemp(prefix="menndl-predict-bench-"))
     try:
-        stack = scratch / "stack.h5"
-        start = time.perf_counter()
-        make_images(stack, n)
-        print(f"{n} images of 256×256 simulated in {time.perf_counter() - start:.1f} s")
         default = REPO / "runs" / "stem_defects"
         run_dir = Path(args.run) if args.run else default if (default / "best" / "model.pt").exists() else None
         label = str(run_dir) if run_dir else "hand-designed U-Net, random weights"
         run_dir = run_dir or untrained_run(scratch)
         task, genome, model = load_best(run_dir)
+        stack = scratch / "stack.h5"
+        start = time.perf_counter()
+        make_images(stack, n, task.settings)
+        print(f"{n} images of {task.settings.image_size}² ({task.settings.material}, {task.settings.pixel_size} Å "
+              f"pixels, {task.settings.dose:g} e/Å²) simulated in {time.perf_counter() - start:.1f} s")
         import h5py
 
         with h5py.File(stack, "r") as f:
