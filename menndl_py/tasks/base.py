@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from menndl_py.train.trainer import Outcome
 
 
+def error_sums(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Σ|error|, Σerror² and the count of a batch of scalar predictions: additive terms of MAE and RMSE."""
+    err = prediction.squeeze(-1).double() - target.double()
+    return torch.stack([err.abs().sum(), (err * err).sum(), torch.tensor(float(len(err)), dtype=torch.float64)])
+
+
 class SkipImage(Exception):
     """An input image that `menndl predict` cannot use; the message says why, in one line."""
 

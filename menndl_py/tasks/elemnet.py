@@ -14,7 +14,7 @@ from menndl_py.config import _f
 from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.layers import Dense, LinearHead, Stack
 from menndl_py.tasks import elemnet_data
-from menndl_py.tasks.base import Task
+from menndl_py.tasks.base import Task, error_sums
 
 # ElemNet's published 17-layer network: (width, dropout after the layer) per layer.
 _ELEMNET_17 = ([(1024, 0.0)] * 3 + [(1024, 0.2)] + [(512, 0.0)] * 2 + [(512, 0.1)] + [(256, 0.0)] * 2
@@ -80,8 +80,7 @@ class ElemNetTask(Task):
         return torch.nn.functional.l1_loss(prediction.squeeze(-1), target)
 
     def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        err = prediction.squeeze(-1).double() - target.double()
-        return torch.stack([err.abs().sum(), (err * err).sum(), torch.tensor(float(len(err)), dtype=torch.float64)])
+        return error_sums(prediction, target)
 
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:
         n = max(float(sums[2]), 1.0)

@@ -25,6 +25,7 @@ from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.conv import NORMS
 from menndl_py.genome.convnet import POOL, ConvNet
 from menndl_py.tasks import microstructure_data as data
+from menndl_py.tasks.base import error_sums
 from menndl_py.tasks.microstructure_data import SPLITS, as_input
 from menndl_py.tasks.mks import MKSLocalization, check_volumes, mase
 
@@ -133,8 +134,7 @@ class LocalizationTask(data.MicrostructureTask):
         return torch.nn.functional.l1_loss(prediction.squeeze(-1), target)
 
     def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        err = prediction.squeeze(-1).double() - target.double()
-        return torch.stack([err.abs().sum(), (err * err).sum(), torch.tensor(float(len(err)), dtype=torch.float64)])
+        return error_sums(prediction, target)
 
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:
         n = max(float(sums[2]), 1.0)
