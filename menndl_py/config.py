@@ -54,6 +54,7 @@ class SearchConfig:
     surrogate_refit_every: int = _f(4, min=1)
     seed: int = _f(0, min=0)
     space: dict = _f(factory=dict)
+    seed_genomes: list = _f(factory=list)  # "baselines", genome JSON files or run directories, evaluated first
 
 
 @dataclass(frozen=True)

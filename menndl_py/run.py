@@ -17,6 +17,7 @@ from menndl_py.cluster.signals import EXIT_STOPPED, StopRequest
 from menndl_py.cluster.worker import Evaluator, pick_device, set_threads
 from menndl_py.config import Config
 from menndl_py.errors import UserError
+from menndl_py.search.seeds import seed_genomes
 from menndl_py.store import read_checkpoint, write_json_atomic
 from menndl_py.tasks import make_task
 from menndl_py.tasks.base import Task
@@ -71,7 +72,7 @@ def write_run_json(cfg: Config, task: Task, **extra) -> None:
 def setup(cfg: Config, resume: bool) -> tuple[str, Task]:
     """Rank 0's checks before any other rank starts work; raises UserError."""
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
-    task.space().restricted(cfg.search.space)
+    seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), task.space().restricted(cfg.search.space))
     state = prepare_run_dir(cfg, resume)
     if state != "finished":
         ensure_data(task)

@@ -122,3 +122,25 @@ def test_usr1_stops_a_serial_run_with_status_3_and_it_resumes(tmp_path):
         after = list(csv.DictReader(fh))
     assert after[: len(before)] == before
     assert sorted(int(r["id"]) for r in after) == list(range(30))
+
+
+def test_a_run_starts_from_its_seed_genomes_and_a_bad_seed_is_one_line(tmp_path):
+    import csv
+    import json
+    import random
+
+    from menndl_py.tasks import make_task
+
+    seed = make_task("synthetic").space().sample(random.Random(5))
+    (tmp_path / "seed.json").write_text(json.dumps(seed.to_json()))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(synthetic_config(tmp_path, max_evaluations=4,
+                                                                     seed_genomes=["seed.json"])))
+    out = menndl("run", "a.yaml", "--no-progress", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    with open(tmp_path / "runs" / "job" / "results.csv") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: int(r["id"]))
+    assert rows[0]["origin"] == "seed" and json.loads(rows[0]["genome"]) == json.loads(seed.canonical())
+    assert {r["origin"] for r in rows[1:]} == {"random"}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(synthetic_config(tmp_path, seed_genomes=["missing.json"])))
+    assert one_line_error(menndl("run", "b.yaml", cwd=tmp_path)).startswith(
+        "search.seed_genomes[0]: cannot read missing.json")

@@ -17,6 +17,7 @@ from menndl_py.config import Config
 from menndl_py.genome import Genome
 from menndl_py.search import AsyncGA, Surrogate
 from menndl_py.search.ga import SpaceExhausted
+from menndl_py.search.seeds import seed_genomes
 from menndl_py.store import Checkpoint, ResultStore, read_checkpoint, write_json_atomic
 from menndl_py.tasks.base import Task
 from menndl_py.train.trainer import INTERRUPTED
@@ -41,7 +42,8 @@ class Master:
         self.ga = AsyncGA(self.space, population=s.population, higher_is_better=task.higher_is_better, seed=s.seed,
                           crossover_rate=s.crossover_rate, mutation_rate=s.mutation_rate,
                           tournament_size=s.tournament_size, surrogate=surrogate, screen_factor=s.screen_factor,
-                          explore_fraction=s.explore_fraction)
+                          explore_fraction=s.explore_fraction,
+                          seeds=seed_genomes(s.seed_genomes, task.baseline_genomes(), self.space))
         self.ids: dict[str, int] = {}  # genome key → evaluation id
         self.in_flight: dict[int, dict] = {}
         self._genomes: dict[int, Genome] = {}  # of the work in flight, by id

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from deap import base, tools
@@ -46,7 +46,8 @@ class AsyncGA:
 
     Offspring come from tournament selection, DEAP's messy one-point crossover and the space's mutation; a genome
     that was evaluated or is in flight is never proposed again. With a surrogate, each offspring is the best of
-    `screen_factor` candidates, except for an `explore_fraction` share that is sent unscreened.
+    `screen_factor` candidates, except for an `explore_fraction` share that is sent unscreened. `seeds` (known
+    networks, say the task's hand-designed ones) are the first members of the random initial population.
 
     The i-th ask draws from a generator seeded with (seed, i): the state to checkpoint is two counters, and a
     resumed run continues the same sequence.
@@ -54,8 +55,9 @@ class AsyncGA:
 
     def __init__(self, space: SearchSpace, *, population: int, higher_is_better: bool, seed: int,
                  crossover_rate: float = 0.5, mutation_rate: float = 0.9, tournament_size: int = 3,
-                 surrogate: Optional[Surrogate] = None, screen_factor: int = 8, explore_fraction: float = 0.25):
-        self.space, self.mu, self.seed = space, population, seed
+                 surrogate: Optional[Surrogate] = None, screen_factor: int = 8, explore_fraction: float = 0.25,
+                 seeds: Sequence[Genome] = ()):
+        self.space, self.mu, self.seed, self.seeds = space, population, seed, list(seeds)
         self.sign = 1.0 if higher_is_better else -1.0
         self.rng = random.Random(seed)
         self.asks = 0
@@ -78,7 +80,7 @@ class AsyncGA:
         with driving_global_random(self.rng):  # for DEAP's selection, which draws from the global generator
             if self.n_random < self.mu or len(self.population) < 2:
                 self.n_random += 1
-                proposal = self._fresh(lambda: (self.space.sample(self.rng), (), "random"))
+                proposal = self._seed() or self._fresh(lambda: (self.space.sample(self.rng), (), "random"))
             elif self.surrogate is not None and self.surrogate.ready:
                 proposal = self._screened()
             else:
@@ -135,6 +137,15 @@ class AsyncGA:
         if self.rng.random() < self.mutation_rate or child.key in self.seen:
             child = self.toolbox.mutate(child)
         return child, parents, "offspring"
+
+    def _seed(self) -> Optional[Proposal]:
+        """The next seed genome not yet evaluated or in flight, if any."""
+        while self.seeds:
+            genome = self.seeds.pop(0)
+            if genome.key not in self.seen:
+                params, flops = self.space.cost(genome)
+                return Proposal(genome, (), "seed", params=params, flops=flops)
+        return None
 
     def _fresh(self, make, tries: int = 64) -> Proposal:
         """A proposal that is new, and that the space does not refuse; random if breeding keeps repeating."""

@@ -1,0 +1,56 @@
+"""Known networks to start a search from: `search.seed_genomes` in the config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from menndl_py.errors import CandidateRefused, UserError
+from menndl_py.genome import Genome, SearchSpace
+
+
+def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpace) -> list[Genome]:
+    """The genomes named by `items`: "baselines" (the task's hand-designed networks), a genome JSON file, or a
+    run directory (its best network). Each must lie in the (restricted) search space."""
+    if not isinstance(items, list):
+        raise UserError(f"search.seed_genomes: must be a list, got {items!r}")
+    genomes: list[Genome] = []
+    for i, item in enumerate(items):
+        where = f"search.seed_genomes[{i}]"
+        if item == "baselines":
+            found = list(baselines.values())
+        elif isinstance(item, str) and item:
+            path = Path(item)
+            path = path / "best" / "genome.json" if path.is_dir() else path
+            try:
+                found = [Genome.from_json(json.loads(path.read_text()))]
+            except OSError as exc:
+                raise UserError(f"{where}: cannot read {path} ({exc.strerror or exc})") from None
+            except (ValueError, TypeError, KeyError, AttributeError):
+                raise UserError(f"{where}: {path} is not a genome JSON file") from None
+        else:
+            raise UserError(f"{where}: expected \"baselines\", a genome JSON file or a run directory, got {item!r}")
+        for genome in found:
+            reason = outside(genome, space)
+            if reason:
+                raise UserError(f"{where}: outside the search space: {reason}")
+            try:
+                space.cost(genome)
+            except CandidateRefused as exc:
+                raise UserError(f"{where}: the search space refuses it: {exc}") from None
+            genomes.append(genome)
+    return genomes
+
+
+def outside(genome: Genome, space: SearchSpace) -> Optional[str]:
+    """What puts a genome outside a space, in words; None if it is inside."""
+    if not space.depth[0] <= genome.depth <= space.depth[1]:
+        return f"depth {genome.depth}, expected {space.depth[0]} to {space.depth[1]}"
+    for genes, values in [(space.training_genes, genome.training)] + [(space.layer_genes, layer)
+                                                                      for layer in genome.layers]:
+        if set(values) != set(genes):
+            return f"genes {sorted(values)}, expected {sorted(genes)}"
+        for name, value in values.items():
+            if value not in genes[name].values:
+                return f"{name}={value!r}, expected one of {list(genes[name].values)}"
+    return None

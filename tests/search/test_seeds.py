@@ -1,0 +1,54 @@
+"""search.seed_genomes: known networks start the search, and a bad entry is one clear error."""
+import json
+
+import pytest
+
+from menndl_py.errors import UserError
+from menndl_py.search import AsyncGA
+from menndl_py.search.seeds import seed_genomes
+from menndl_py.tasks import make_task
+
+
+@pytest.fixture
+def task(tmp_path):
+    return make_task("localization", {"size": 11, "window": 5}, tmp_path)
+
+
+def test_seeds_are_the_first_proposals_then_random_ones(task, tmp_path):
+    space = task.space()
+    other = space.sample(__import__("random").Random(3))
+    (tmp_path / "g.json").write_text(json.dumps(other.to_json()))
+    run = tmp_path / "run" / "best"
+    run.mkdir(parents=True)
+    (run / "genome.json").write_text(json.dumps(other.to_json()))
+    seeds = seed_genomes(["baselines", str(tmp_path / "g.json"), str(tmp_path / "run")], task.baseline_genomes(),
+                         space)
+    assert seeds == [*task.baseline_genomes().values(), other, other]
+    ga = AsyncGA(space, population=4, higher_is_better=False, seed=0, seeds=seeds)
+    proposals = [ga.ask() for _ in range(4)]
+    assert [p.origin for p in proposals] == ["seed", "seed", "random", "random"]  # the repeat is skipped
+    assert [p.genome for p in proposals[:2]] == seeds[:2] and proposals[0].params > 0
+
+
+@pytest.mark.parametrize("items, message", [
+    ("baselines", "search.seed_genomes: must be a list"),
+    ([3], "search.seed_genomes[0]: expected \"baselines\", a genome JSON file or a run directory, got 3"),
+    (["nowhere.json"], "search.seed_genomes[0]: cannot read nowhere.json"),
+    (["bad.json"], "search.seed_genomes[0]: bad.json is not a genome JSON file"),
+])
+def test_bad_entries_name_the_entry(task, tmp_path, monkeypatch, items, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text('{"layers": 1}')
+    with pytest.raises(UserError) as err:
+        seed_genomes(items, task.baseline_genomes(), task.space())
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_seed_outside_the_restricted_space_says_which_gene(task):
+    space = task.space().restricted({"filters": [8, 16]})
+    with pytest.raises(UserError) as err:
+        seed_genomes(["baselines"], task.baseline_genomes(), space)
+    assert str(err.value) == ("search.seed_genomes[0]: outside the search space: filters=32, expected one of "
+                              "[8, 16]")
+    with pytest.raises(UserError, match="depth 3, expected 1 to 2"):
+        seed_genomes(["baselines"], task.baseline_genomes(), task.space().restricted({"depth": [1, 2]}))
