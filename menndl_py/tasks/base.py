@@ -77,6 +77,10 @@ class Task(ABC):
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:
         """Metric values from the summed terms; must include `metric`."""
 
+    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch under random symmetries that leave its targets right (default: as it is)."""
+        return x, y
+
     def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> "Outcome":
         """Evaluate one candidate; tasks that need no training (benchmarks) override this."""
         return trainer.evaluate(genome, fault_key)

@@ -52,6 +52,7 @@ class LocalizationTask(data.MicrostructureTask):
     higher_is_better = False
     Options = LocalizationOptions
     fields = True
+    periodic = False
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from menndl_py.config import _f
 from menndl_py.errors import UserError
@@ -191,6 +192,26 @@ def check_file(path: Path, recipe: dict, task: str) -> None:
         raise UserError(f"{path}: unreadable or incomplete microstructure data set ({exc}); {again}") from None
 
 
+def symmetric_images(x: torch.Tensor, generator: torch.Generator, roll: bool) -> torch.Tensor:
+    """Each sample of x (..., x1, x2, x3: the last three axes are space, x1 the loading axis) under a random
+    symmetry that keeps its ε11 response: a mirror image of each axis with probability 1/2, and x2 swapped with
+    x3 with probability 1/2; with `roll` (periodic volumes), also a random periodic translation. Mirroring a
+    window through its centre voxel, or a volume through any plane, mirrors the whole strain field, and ε11
+    under ε11 loading is unchanged by these, so the targets stay exact."""
+    x = x.clone()
+    coins = torch.rand((len(x), 4), generator=generator) < 0.5
+    for axis in range(3):
+        pick = coins[:, axis].nonzero()[:, 0].to(x.device)
+        x[pick] = x[pick].flip(x.dim() - 3 + axis)
+    pick = coins[:, 3].nonzero()[:, 0].to(x.device)
+    x[pick] = x[pick].transpose(-1, -2)
+    if roll:
+        shifts = torch.stack([torch.randint(0, n, (len(x),), generator=generator) for n in x.shape[-3:]], 1)
+        for i, shift in enumerate(shifts.tolist()):
+            x[i] = torch.roll(x[i], shift, dims=(-3, -2, -1))
+    return x
+
+
 def read(path: Path, split: str, keys: tuple[str, ...], rows=None) -> dict[str, np.ndarray]:
     """Datasets `keys` of `split` (all rows, or the given ones)."""
     import h5py
@@ -221,6 +242,7 @@ class MicrostructureOptions:
     contrast: float = _f(50.0)  # E_hard / E_soft
     nu: float = _f(0.3, min=-0.99, max=0.49)  # Poisson's ratio of both phases
     tol: float = _f(1e-5, min=1e-12, max=0.1)  # the solver's relative residual
+    augment: bool = _f(True)  # train on random symmetric images of the samples (see `symmetric_images`)
 
 
 class MicrostructureTask(Task):
@@ -228,6 +250,10 @@ class MicrostructureTask(Task):
 
     parallel_data = True
     fields: bool = False  # whether the data set keeps the strain fields
+    periodic: bool = True  # whether a sample is a whole periodic volume (else a window centred on its voxel)
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return (symmetric_images(x, generator, roll=self.periodic), y) if self.options.augment else (x, y)
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)

@@ -136,7 +136,8 @@ class Trainer:
             loss_sum = torch.zeros((), dtype=torch.float64)
             for i in range(steps):
                 idx = order[i * batch:(i + 1) * batch]
-                loss = self.task.loss(model(x[idx]), y[idx])
+                inputs, targets = self.task.augment(x[idx], y[idx], shuffle)
+                loss = self.task.loss(model(inputs), targets)
                 step += 1
                 if fault and step == 2:
                     loss = self._inject(fault, loss, start)
