@@ -132,6 +132,13 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_retrain(args) -> int:
+    from menndl_py.retrain import retrain
+
+    retrain(config_of_run(args.run_dir), args.budget, args.epochs)
+    return 0
+
+
 def cmd_predict(args) -> int:
     from menndl_py.predict import predict
 
@@ -177,6 +184,13 @@ def parser() -> argparse.ArgumentParser:
     baseline.add_argument("--name", help="run directory to write baselines.json into (default: run.name)")
     baseline.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     baseline.set_defaults(func=cmd_baseline)
+
+    retrain = sub.add_parser("retrain", help="train a run's best network again, from scratch and for longer "
+                                              "(into RUN/final/, which predict then uses)")
+    retrain.add_argument("run_dir")
+    retrain.add_argument("--budget", type=float, default=600.0, help="seconds of training (default 600)")
+    retrain.add_argument("--epochs", type=int, default=10_000, help="at most this many epochs")
+    retrain.set_defaults(func=cmd_retrain)
 
     predict = sub.add_parser("predict", help="run a run's best network over image files (shards over MPI ranks)",
                              description="Exit status: 0 when every image was used, 1 when some were skipped "

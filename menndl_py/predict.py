@@ -219,18 +219,24 @@ class Output:
         self.csv_file.close()
 
 
+def network_dir(run_dir: Path) -> Path:
+    """Where a run's network to use is: final/ after `menndl retrain`, else best/."""
+    return run_dir / "final" if (run_dir / "final" / "model.pt").is_file() else run_dir / "best"
+
+
 def load_best(run_dir: Path):
-    """(task, genome, model in eval mode on CPU) of a run's best network."""
+    """(task, genome, model in eval mode on CPU) of a run's network to use (see `network_dir`)."""
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir}: not a run directory (no config.yaml)")
     cfg = config_module.load(run_dir / "config.yaml")
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    where = network_dir(run_dir)
     for name in ("genome.json", "model.pt"):
-        if not (run_dir / "best" / name).is_file():
-            raise UserError(f"{run_dir / 'best' / name}: missing; the run has no trained network yet")
-    genome = Genome.from_json((run_dir / "best" / "genome.json").read_text())
+        if not (where / name).is_file():
+            raise UserError(f"{where / name}: missing; the run has no trained network yet")
+    genome = Genome.from_json((where / "genome.json").read_text())
     model = task.space().restricted(cfg.search.space).build(genome)
-    model.load_state_dict(torch.load(run_dir / "best" / "model.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(where / "model.pt", map_location="cpu", weights_only=True))
     return task, genome, model.eval()
 
 
