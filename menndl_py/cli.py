@@ -135,7 +135,7 @@ def cmd_baseline(args) -> int:
 def cmd_retrain(args) -> int:
     from menndl_py.retrain import retrain
 
-    retrain(config_of_run(args.run_dir), args.budget, args.epochs)
+    retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule)
     return 0
 
 
@@ -190,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("run_dir")
     retrain.add_argument("--budget", type=float, default=600.0, help="seconds of training (default 600)")
     retrain.add_argument("--epochs", type=int, default=10_000, help="at most this many epochs")
+    retrain.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                         help="the learning rate falls to 0 along the budget (cosine, default) or stays (constant)")
     retrain.set_defaults(func=cmd_retrain)
 
     predict = sub.add_parser("predict", help="run a run's best network over image files (shards over MPI ranks)",

@@ -70,6 +70,7 @@ class TrainingConfig:
     epochs: int = _f(20, min=1)
     time_budget: Optional[float] = _f(None, min=0.1)
     eval_batch_size: int = _f(4096, min=1)
+    lr_schedule: str = _f("constant", choices=("constant", "cosine"))  # cosine: to 0 over the budget
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import score
 
 
-def retrain(cfg: Config, budget: float, epochs: int) -> dict:
-    """Train `cfg.run_dir`'s best genome for `budget` seconds or `epochs` epochs; returns result.json's content."""
+def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine") -> dict:
+    """Train `cfg.run_dir`'s best genome for `budget` seconds or `epochs` epochs, the learning rate on
+    `lr_schedule`; returns result.json's content."""
     best = cfg.run_dir / "best" / "genome.json"
     if not best.is_file():
         raise UserError(f"{best}: missing; the run has no best network yet")
@@ -35,13 +36,14 @@ def retrain(cfg: Config, budget: float, epochs: int) -> dict:
     if epochs < 1:
         raise UserError(f"--epochs: must be >= 1, got {epochs!r}")
     cfg = dataclasses.replace(
-        cfg, training=dataclasses.replace(cfg.training, time_budget=budget, epochs=epochs),
+        cfg, training=dataclasses.replace(cfg.training, time_budget=budget, epochs=epochs, lr_schedule=lr_schedule),
         cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout, 2 * budget)))
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
     ensure_data(task)
     genome = Genome.from_json(json.loads(best.read_text()))
     threads = set_threads(cfg, 1)
-    say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs ({threads} threads)")
+    say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
+        f"rate ({threads} threads)")
     started = time.time()
     outcome = task.evaluate(genome, Evaluator(cfg, task, LocalGroup(), pick_device(0)).trainer)
     if outcome.status != "ok":
@@ -53,8 +55,8 @@ def retrain(cfg: Config, budget: float, epochs: int) -> dict:
     final.mkdir(exist_ok=True)
     (final / "model.pt").unlink(missing_ok=True)  # a network of another genome must not outlive its genome.json
     (final / "genome.json").write_text(json.dumps(genome.to_json()))
-    result = {"genome_hash": genome.key, "budget_seconds": budget, "epochs": outcome.epochs,
-              "train_seconds": outcome.train_seconds, "threads": threads, "started": started,
+    result = {"genome_hash": genome.key, "budget_seconds": budget, "lr_schedule": lr_schedule,
+              "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "threads": threads, "started": started,
               "params": sum(p.numel() for p in outcome.model.parameters()),
               **outcome.metrics, **{f"test_{k}": v for k, v in test.items()}, "curve": outcome.curve}
     write_json_atomic(final / "result.json", result)

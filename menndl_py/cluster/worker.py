@@ -54,7 +54,8 @@ class Evaluator:
         t = cfg.training
         f = cfg.debug.inject_faults
         self.trainer = Trainer(task, task.space().restricted(cfg.search.space), group, data,
-                               Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size),
+                               Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size,
+                                      t.lr_schedule),
                                device=device, seed=cfg.search.seed,
                                faults=Faults(f.exception, f.nonfinite, f.timeout), interrupted=interrupted)
         self.host = socket.gethostname()

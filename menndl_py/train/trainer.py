@@ -7,6 +7,7 @@ agreed on by the whole group, so that no rank is left waiting in a collective.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -28,6 +29,7 @@ class Budget:
     time_budget: Optional[float]  # seconds of training, then the candidate is scored (soft)
     timeout: float  # seconds for the whole evaluation; past it the candidate fails (hard)
     eval_batch_size: int = 4096
+    lr_schedule: str = "constant"  # or "cosine": the learning rate falls to 0 along the budget (time or epochs)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Trainer:
         batch = min(max(1, genes["batch_size"] // group.size), len(x))
         steps = len(x) // batch
         shuffle = torch.Generator().manual_seed(candidate_seed(self.seed, genome.key) + group.rank)
+        initial_lrs = [g["lr"] for g in optimizer.param_groups]
         train_start, curve, epoch, step = time.monotonic(), [], 0, 0
         for epoch in range(1, budget.epochs + 1):
             model.train()
@@ -146,8 +149,12 @@ class Trainer:
                 optimizer.step()
                 loss_sum += loss.detach().double().cpu()
                 if step % SYNC_EVERY == 0 or i == steps - 1:
-                    if self._agree_to_stop(loss, train_start, start):
+                    spent, progress = self._agree_to_stop(loss, train_start, start, (epoch - 1 + (i + 1) / steps))
+                    if spent:
                         break
+                    if budget.lr_schedule == "cosine":
+                        for g, lr in zip(optimizer.param_groups, initial_lrs):
+                            g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
             else:
                 mean_loss = float(group.sum(loss_sum) / (steps * group.size))
                 curve.append({"epoch": epoch, "train_loss": mean_loss, "seconds": time.monotonic() - train_start})
@@ -163,20 +170,27 @@ class Trainer:
         return Outcome("ok", fitness, metrics, epochs=len(curve), train_seconds=train_seconds, curve=curve,
                        model=model)
 
-    def _agree_to_stop(self, loss: torch.Tensor, train_start: float, start: float) -> bool:
-        """Every rank's view of (stop requested, non-finite, hard time-out, time budget spent), maxed over the group."""
+    def _agree_to_stop(self, loss: torch.Tensor, train_start: float, start: float,
+                       epochs_done: float) -> tuple[bool, float]:
+        """Every rank's view of (stop requested, non-finite, hard time-out, time budget spent), maxed over the group,
+        and the share of the budget (time or epochs) used, the group's largest: one learning rate for all."""
         now = time.monotonic()
+        used = [epochs_done / self.budget.epochs]
+        if self.budget.time_budget is not None:
+            used.append((now - train_start) / self.budget.time_budget)
         flags = torch.tensor([float(self.interrupted()), float(not torch.isfinite(loss).item()),
                               float(now - start > self.budget.timeout),
-                              float(self.budget.time_budget is not None and now - train_start > self.budget.time_budget)])
-        interrupted, nonfinite, timed_out, spent = (bool(v) for v in self.group.max(flags))
+                              float(self.budget.time_budget is not None and now - train_start > self.budget.time_budget),
+                              max(used)])
+        *flags, progress = self.group.max(flags).tolist()
+        interrupted, nonfinite, timed_out, spent = (bool(v) for v in flags)
         if interrupted:
             raise _Stop(INTERRUPTED, "abandoned: the search is stopping")
         if nonfinite:
             raise _Stop("nonfinite", f"training loss became non-finite ({loss.item()})")
         if timed_out:
             raise _Stop("timeout", f"exceeded the candidate time-out of {self.budget.timeout:g} s")
-        return spent
+        return spent, progress
 
     def _inject(self, fault: str, loss: torch.Tensor, start: float) -> torch.Tensor:
         if fault == "exception":

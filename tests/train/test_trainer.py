@@ -119,3 +119,28 @@ def test_same_seed_same_fitness(make_trainer):
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
     assert make_trainer(epochs=2, seed=1).evaluate(g).fitness != first.fitness  # the seed matters
+
+
+def test_cosine_schedule_takes_the_learning_rate_down_to_zero_along_the_budget(make_trainer, monkeypatch):
+    import dataclasses
+
+    from menndl_py.train import trainer as trainer_module
+
+    used, real = [], trainer_module.make_optimizer
+
+    def recording(*args, **kwargs):
+        optimizer = real(*args, **kwargs)
+        step = optimizer.step
+        optimizer.step = lambda *a, **k: (used.append(optimizer.param_groups[0]["lr"]), step(*a, **k))[1]
+        return optimizer
+
+    monkeypatch.setattr(trainer_module, "make_optimizer", recording)
+    cosine = make_trainer(epochs=4)
+    cosine.budget = dataclasses.replace(cosine.budget, lr_schedule="cosine")
+    assert cosine.evaluate(genome(learning_rate=1e-3)).status == "ok"
+    assert used[0] == 1e-3 and used == sorted(used, reverse=True) and used[-1] < 0.01e-3
+    quarter = used[len(used) // 4 + 8]  # after a quarter of the steps and the next agreement
+    assert 0.5e-3 < quarter < 1e-3
+    used.clear()
+    assert make_trainer(epochs=2).evaluate(genome(learning_rate=1e-3)).status == "ok"
+    assert set(used) == {1e-3}
