@@ -92,8 +92,10 @@ def cmd_data(args) -> int:
 
     options = {}
     data_dir = args.data_dir
+    if args.set and not args.config:
+        raise UserError("--set: needs --config (it overrides the config's keys)")
     if args.config:
-        cfg = load_config(args.config, [])
+        cfg = load_config(args.config, args.set)
         options, data_dir = cfg.task.options, args.data_dir or cfg.task.data_dir
     task = make_task(args.task, options, data_dir or "data")
     comm = mpi.world()
@@ -177,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     make.add_argument("--config", help="take the task options and data directory from this config")
     make.add_argument("--data-dir", help="where to write (default: data/)")
     make.add_argument("--force", action="store_true", help="make it again even if it exists")
+    make.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     make.set_defaults(func=cmd_data)
 
     baseline = sub.add_parser("baseline", help="train a task's hand-made baselines on the search's data and budget")

@@ -144,3 +144,8 @@ def test_a_run_starts_from_its_seed_genomes_and_a_bad_seed_is_one_line(tmp_path)
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(synthetic_config(tmp_path, seed_genomes=["missing.json"])))
     assert one_line_error(menndl("run", "b.yaml", cwd=tmp_path)).startswith(
         "search.seed_genomes[0]: cannot read missing.json")
+
+
+def test_data_make_set_needs_a_config(tmp_path):
+    assert one_line_error(menndl("data", "make", "localization", "--set", "task.options.contrast=10", cwd=tmp_path)) \
+        == "--set: needs --config (it overrides the config's keys)"
