@@ -77,7 +77,7 @@ class Task(ABC):
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:
         """Metric values from the summed terms; must include `metric`."""
 
-    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
         """A training batch under random symmetries that leave its targets right (default: as it is)."""
         return x, y
 

@@ -252,9 +252,6 @@ class MicrostructureTask(Task):
     fields: bool = False  # whether the data set keeps the strain fields
     periodic: bool = True  # whether a sample is a whole periodic volume (else a window centred on its voxel)
 
-    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return (symmetric_images(x, generator, roll=self.periodic), y) if self.options.augment else (x, y)
-
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
         o = self.options
@@ -265,6 +262,9 @@ class MicrostructureTask(Task):
             if getattr(o, low) > getattr(o, high):
                 raise UserError(f"task.options.{low}: must be <= {high} ({getattr(o, high)!r}), "
                                 f"got {getattr(o, low)!r}")
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
+        return (symmetric_images(x, generator, roll=self.periodic), y) if self.options.augment else (x, y)
 
     def recipe(self) -> dict:
         o = self.options

@@ -174,14 +174,11 @@ class Trainer:
                        epochs_done: float) -> tuple[bool, float]:
         """Every rank's view of (stop requested, non-finite, hard time-out, time budget spent), maxed over the group,
         and the share of the budget (time or epochs) used, the group's largest: one learning rate for all."""
-        now = time.monotonic()
-        used = [epochs_done / self.budget.epochs]
-        if self.budget.time_budget is not None:
-            used.append((now - train_start) / self.budget.time_budget)
+        now, budget = time.monotonic(), self.budget.time_budget
+        time_used = (now - train_start) / budget if budget is not None else 0.0
         flags = torch.tensor([float(self.interrupted()), float(not torch.isfinite(loss).item()),
-                              float(now - start > self.budget.timeout),
-                              float(self.budget.time_budget is not None and now - train_start > self.budget.time_budget),
-                              max(used)])
+                              float(now - start > self.budget.timeout), float(time_used > 1.0),
+                              max(time_used, epochs_done / self.budget.epochs)])
         *flags, progress = self.group.max(flags).tolist()
         interrupted, nonfinite, timed_out, spent = (bool(v) for v in flags)
         if interrupted:
