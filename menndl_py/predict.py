@@ -2,7 +2,8 @@
 
 Each rank takes every size-th image; rank 0 writes what all ranks find, as it arrives, to one HDF5 file (a class
 map per image, the defect table, the skipped images and why) and a CSV of defects beside it. An image that cannot
-be used is skipped with a one-line reason; the others go on.
+be used is skipped with a one-line reason; the others go on. The task reads the network's outputs with the
+calibration recorded beside its weights (for STEM defects, the detection thresholds in result.json).
 """
 from __future__ import annotations
 
@@ -224,8 +225,22 @@ def network_dir(run_dir: Path) -> Path:
     return run_dir / "final" if (run_dir / "final" / "model.pt").is_file() else run_dir / "best"
 
 
-def load_best(run_dir: Path):
-    """(task, genome, model in eval mode on CPU) of a run's network to use (see `network_dir`)."""
+def network_record(where: Path) -> dict:
+    """The result record beside a network's weights (result.json, with the search's 'm:' prefixes dropped); {} if
+    there is none."""
+    path = where / "result.json"
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    return {key.removeprefix("m:"): value for key, value in record.items()}
+
+
+def load_best(run_dir: Path, quiet: bool = False):
+    """(task, genome, model in eval mode on CPU) of a run's network to use (see `network_dir`), the task calibrated
+    for that network; unless `quiet`, a note on stderr when the network has no calibration and a fallback is used."""
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir}: not a run directory (no config.yaml)")
     cfg = config_module.load(run_dir / "config.yaml")
@@ -237,6 +252,9 @@ def load_best(run_dir: Path):
     genome = Genome.from_json((where / "genome.json").read_text())
     model = task.space().restricted(cfg.search.space).build(genome)
     model.load_state_dict(torch.load(where / "model.pt", map_location="cpu", weights_only=True))
+    note = task.load_calibration(network_record(where))
+    if note and not quiet:
+        print(f"menndl: note: {where / 'result.json'}: {note}", file=sys.stderr, flush=True)
     return task, genome, model.eval()
 
 
@@ -273,7 +291,7 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: int = 8
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
     comm = mpi.world()
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
-    task, genome, model = load_best(Path(run_dir))
+    task, genome, model = load_best(Path(run_dir), quiet=rank != 0)
     device = pick_device(_local_rank(comm))
     model.to(device)
     items = list(enumerate(list_items(inputs, dataset)))

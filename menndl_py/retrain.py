@@ -2,8 +2,10 @@
 
 A search ranks candidates on short training budgets; its winner then earns a full one. `menndl retrain RUN
 --budget SECONDS` trains the best genome of RUN on the run's own data and task settings in this one process
-(all its threads unless `cluster.threads_per_rank` says otherwise), scores it on the validation and test splits,
-and writes RUN/final/ (genome.json, model.pt, result.json), which `menndl predict` then prefers to RUN/best/.
+(all its threads unless `cluster.threads_per_rank` says otherwise), calibrates it as a search candidate is (the
+STEM task's detection thresholds), scores it on the validation and test splits with that calibration, and writes
+RUN/final/ (genome.json, model.pt, result.json with the metrics and the calibration), which `menndl predict` then
+prefers to RUN/best/.
 """
 from __future__ import annotations
 

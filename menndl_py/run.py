@@ -17,6 +17,7 @@ from menndl_py.cluster.signals import EXIT_STOPPED, StopRequest
 from menndl_py.cluster.worker import Evaluator, pick_device, set_threads
 from menndl_py.config import Config
 from menndl_py.errors import UserError
+from menndl_py.predict import network_record
 from menndl_py.search.seeds import seed_genomes
 from menndl_py.store import read_checkpoint, write_json_atomic
 from menndl_py.tasks import make_task
@@ -198,12 +199,16 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
 
 
 def test_metrics(cfg: Config, task: Task) -> dict:
+    """Test metrics of the run's best network, read with its own calibration (see `Task.load_calibration`)."""
     best = cfg.run_dir / "best"
     from menndl_py.genome import Genome
 
     genome = Genome.from_json(json.loads((best / "genome.json").read_text()))
     model = task.space().restricted(cfg.search.space).build(genome)
     model.load_state_dict(torch.load(best / "model.pt", weights_only=True))
+    note = task.load_calibration(network_record(best))
+    if note:
+        say(f"{best / 'result.json'}: {note}")
     x, y = (torch.as_tensor(a) for a in task.load("test"))
     return score(model, task, x, y, LocalGroup(), cfg.training.eval_batch_size)
 

@@ -1,6 +1,8 @@
 """`menndl predict`: the best network of a run over HDF5/TIFF/PNG images, one process or sharded over MPI ranks;
-bad images skipped with a reason while the rest are processed."""
+bad images skipped with a reason while the rest are processed; defects found with the network's recorded
+detection thresholds, or by argmax with a note when it has none."""
 import json
+import shutil
 import subprocess
 
 import h5py
@@ -13,18 +15,22 @@ from PIL import Image
 from launchers import MENNDL, mpi_env, mpirun
 from menndl_py import config
 from menndl_py.genome import Genome
+from menndl_py.predict import load_best
 from menndl_py.tasks import make_task
+from menndl_py.tasks.stem_analysis import DetectionRule, extract_defects, threshold_defects
 
 OPTIONS = {"train_images": 4, "val_images": 2, "test_images": 6, "tile": 64, "simulator": {"image_size": 96}}
 LEVEL = {"filters": 4, "kernel": 3, "convs": 1, "activation": "relu", "norm": "none", "down": "max",
          "up": "nearest", "skip": True, "dropout": 0.0}
 GENOME = Genome([LEVEL, dict(LEVEL, filters=8)], {"learning_rate": 1e-3, "batch_size": 4, "optimizer": "adam",
                                                   "weight_decay": 0.0})
+RULE = DetectionRule((0.74, 0.9, 0.9, 0.9), (3, 1, 1, 1))  # many class-1 defects where the argmax sees one blob
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A run directory whose best network is a small encoder–decoder with seeded random weights, and inputs."""
+    """A run directory whose best network is a small encoder–decoder with seeded random weights and RULE recorded
+    beside it (as a search records it), and inputs."""
     root = tmp_path_factory.mktemp("predict")
     cfg = config.from_dict({"run": {"name": "r", "directory": str(root / "runs")},
                             "task": {"name": "stem_defects", "data_dir": str(root / "data"), "options": OPTIONS}})
@@ -38,6 +44,10 @@ def workdir(tmp_path_factory):
     with torch.no_grad():
         model.head.bias.copy_(torch.tensor([0.0, 1.0, -5.0, -5.0, -5.0]))  # some pixels come out as defects
     torch.save(model.state_dict(), cfg.run_dir / "best" / "model.pt")
+    names = task.class_names[1:]
+    (cfg.run_dir / "best" / "result.json").write_text(json.dumps(
+        {"id": 0, "m:val_defect_f1": 0.1, **{f"m:threshold_{n}": t for n, t in zip(names, RULE.thresholds)},
+         **{f"m:min_pixels_{n}": m for n, m in zip(names, RULE.min_pixels)}}))
     with h5py.File(task.data_path, "r") as f:
         images = f["test"]["images"][()]
     with h5py.File(root / "stack.h5", "w") as f:
@@ -54,22 +64,38 @@ def predict(root, *args, n=1):
     return mpirun(n, *command, timeout=300, cwd=root)
 
 
-def test_class_maps_and_defects_are_those_of_the_network(workdir):
+def test_class_maps_and_defects_are_those_of_the_network_with_its_thresholds(workdir):
     root, _, task, model, images = workdir
     done = predict(root, "stack.h5", "--output", "out/a.h5")
     assert done.returncode == 0, done.stderr
     with torch.no_grad():
         x = torch.from_numpy(np.stack([task.prepare_image(i, GENOME) for i in images]))
-        expected = task.interpret(model(x), x.shape[-2:])
+        p = torch.softmax(model(x), 1).numpy()
+    expected = [threshold_defects(q, RULE) for q in p]
     with h5py.File(root / "out/a.h5", "r") as f:
         assert len(f["maps"]) == len(images) and len(f["skipped"]) == 0
-        for i, (class_map, defects) in enumerate(expected):
-            assert np.array_equal(f["maps"][f"{i:07d}"][()], class_map)
+        for i, q in enumerate(p):
+            assert np.array_equal(f["maps"][f"{i:07d}"][()], q.argmax(0))
             assert f["maps"][f"{i:07d}"].attrs["source"] == f"stack.h5:/images[{i}]"
         table = f["defects"][()]
-    assert len(table) == sum(len(d) for _, d in expected) > 0
+    assert len(table) == sum(map(len, expected)) > 2 * sum(len(extract_defects(q)) for q in p)
+    np.testing.assert_allclose(table[:, 1:], np.concatenate(expected), rtol=1e-5)
     rows = (root / "out/a.csv").read_text().splitlines()
     assert rows[0] == "image,source,y,x,class,confidence" and len(rows) == len(table) + 1
+
+
+def test_a_network_without_recorded_thresholds_is_read_by_argmax_with_a_note(workdir, tmp_path, capsys):
+    _, run_dir, *_ = workdir
+    assert load_best(run_dir)[0].rule == RULE and capsys.readouterr().err == ""
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "best" / "result.json").unlink()
+    task, _, _ = load_best(bare)
+    assert task.rule is None
+    assert capsys.readouterr().err == (f"menndl: note: {bare}/best/result.json: no calibrated detection thresholds; "
+                                       f"defects are argmax components of at least 3 pixels\n")
+    load_best(bare, quiet=True)
+    assert capsys.readouterr().err == ""
 
 
 def test_bad_images_are_skipped_by_name_and_the_rest_processed(workdir):

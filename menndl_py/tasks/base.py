@@ -82,8 +82,15 @@ class Task(ABC):
         return x, y
 
     def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> "Outcome":
-        """Evaluate one candidate; tasks that need no training (benchmarks) override this."""
+        """Evaluate one candidate; tasks that need no training (benchmarks) or calibrate a trained network
+        override this."""
         return trainer.evaluate(genome, fault_key)
+
+    def load_calibration(self, record: Mapping[str, Any]) -> str:
+        """Take up the calibration a trained network's result record (result.json, without the search's 'm:'
+        prefixes) holds, before scoring it or predicting with it; returns a one-line note when the record has none
+        and a fallback is used, else ''. Default: nothing to calibrate."""
+        return ""
 
     # -- batch inference (`menndl predict`), for tasks on images --------------------------------------
     class_names: ClassVar[tuple[str, ...]] = ()

@@ -1,6 +1,6 @@
-"""Defect analysis of STEM images: defect tables from network outputs, detection and pixel metrics, and the
-Fourier-filtering baseline (Bragg-filter reconstruction of the perfect lattice; defects are where the image departs
-from it).
+"""Defect analysis of STEM images: defect tables from network outputs (argmax components, or per-class thresholds
+calibrated for the best F1), detection and pixel metrics, and the Fourier-filtering baseline (Bragg-filter
+reconstruction of the perfect lattice; defects are where the image departs from it).
 
 Class 0 is the lattice (background); classes 1..C-1 are defect types. A defect table is a float array with one row
 per defect: y, x (pixels), class, and for predictions a confidence.
@@ -8,7 +8,7 @@ per defect: y, x (pixels), class, and for predictions a confidence.
 from __future__ import annotations
 
 import itertools
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 from scipy import fft, ndimage, optimize
@@ -19,12 +19,33 @@ _FAR = 1e9  # cost of a pairing beyond the matching radius
 
 # ------------------------------------------------------------------------------------------- defect tables
 
+def _components(mask: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroids (K×2, weighted by `weight`), sizes and mean weights of the 8-connected components of `mask`."""
+    labels, n = ndimage.label(mask, structure=_EIGHT)
+    y, x = np.nonzero(labels)
+    label, w = labels[y, x], weight[y, x]
+    sizes = np.bincount(label, minlength=n + 1)[1:]
+    total = np.bincount(label, w, minlength=n + 1)[1:]
+    centres = np.column_stack([np.bincount(label, w * y, minlength=n + 1)[1:],
+                               np.bincount(label, w * x, minlength=n + 1)[1:]]) / total[:, None]
+    return centres, sizes, total / sizes
+
+
+def _rows(centres: np.ndarray, cls: int, confidence: np.ndarray) -> np.ndarray:
+    return np.column_stack([centres, np.full(len(centres), cls), confidence])
+
+
+def _defect_table(rows: list) -> np.ndarray:
+    return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 4), np.float32)
+
+
 def extract_defects(probabilities: np.ndarray, min_pixels: int = 3) -> np.ndarray:
     """Defects (K×4: y, x, class, confidence) from softmax outputs (C×H×W) or a class map (H×W, integers).
 
     Each 8-connected component of a non-lattice class in the argmax map is one defect: its centroid is weighted
     by that class's probability, its confidence is the mean probability over the component (1.0 for a class map).
-    Components smaller than `min_pixels` are dropped.
+    Components smaller than `min_pixels` are dropped. (Networks' outputs are read with calibrated thresholds,
+    `threshold_defects`, once there are some.)
     """
     probabilities = np.asarray(probabilities)
     if probabilities.ndim == 2:
@@ -39,19 +60,32 @@ def extract_defects(probabilities: np.ndarray, min_pixels: int = 3) -> np.ndarra
         raise ValueError(f"expected a C×H×W probability array or an H×W class map, got shape {probabilities.shape}")
     rows = []
     for c in range(1, n_classes):
-        labels, n = ndimage.label(class_map == c, structure=_EIGHT)
-        if n == 0:
-            continue
-        index = np.arange(1, n + 1)
-        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index)
-        keep = index[sizes >= min_pixels]
-        if keep.size == 0:
-            continue
-        w = (labels > 0).astype(np.float64) if weights is None else weights[c]
-        centres = np.array(ndimage.center_of_mass(w, labels, keep), dtype=np.float64).reshape(-1, 2)
-        confidence = np.ones(keep.size) if weights is None else ndimage.mean(w, labels, keep)
-        rows.append(np.column_stack([centres, np.full(keep.size, c), confidence]))
-    return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 4), np.float32)
+        mask = class_map == c
+        centres, sizes, confidence = _components(mask, mask.astype(np.float64) if weights is None else weights[c])
+        keep = sizes >= min_pixels
+        rows.append(_rows(centres[keep], c, confidence[keep]))
+    return _defect_table(rows)
+
+
+class DetectionRule(NamedTuple):
+    """Per defect class (1..C-1, in order) a probability threshold and a minimum component size (pixels)."""
+
+    thresholds: tuple[float, ...]
+    min_pixels: tuple[int, ...]
+
+
+def threshold_defects(probabilities: np.ndarray, rule: DetectionRule) -> np.ndarray:
+    """Defects (K×4: y, x, class, confidence) from softmax outputs (C×H×W) by a per-class rule: for defect class c,
+    each 8-connected component of pixels where p_c >= rule.thresholds[c-1], of at least rule.min_pixels[c-1]
+    pixels, is one defect (centroid weighted by p_c, confidence its mean p_c). Defects of different classes may
+    overlap."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    rows = []
+    for c, (threshold, min_pixels) in enumerate(zip(*rule), start=1):
+        centres, sizes, confidence = _components(probabilities[c] >= threshold, probabilities[c])
+        keep = sizes >= min_pixels
+        rows.append(_rows(centres[keep], c, confidence[keep]))
+    return _defect_table(rows)
 
 
 # ------------------------------------------------------------------------------------------ detection metrics
@@ -59,6 +93,15 @@ def extract_defects(probabilities: np.ndarray, min_pixels: int = 3) -> np.ndarra
 def _table(rows) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float64)
     return rows.reshape(-1, rows.shape[-1]) if rows.size else np.zeros((0, 3))
+
+
+def _paired(pred: np.ndarray, true: np.ndarray, radius: float) -> int:
+    """How many predicted positions (K×2) pair one-to-one with true ones within `radius` (see `match_counts`)."""
+    if not (len(pred) and len(true)):
+        return 0
+    dist = np.hypot(*(pred[:, None, :] - true[None, :, :]).transpose(2, 0, 1))
+    i, j = optimize.linear_sum_assignment(np.where(dist <= radius, dist, _FAR))
+    return int(np.count_nonzero(dist[i, j] <= radius))
 
 
 def match_counts(pred: np.ndarray, true: np.ndarray, radius: float, n_classes: int) -> np.ndarray:
@@ -73,14 +116,44 @@ def match_counts(pred: np.ndarray, true: np.ndarray, radius: float, n_classes: i
     for c in range(1, n_classes):
         p = pred[np.rint(pred[:, 2]) == c, :2]
         t = true[np.rint(true[:, 2]) == c, :2]
-        tp = 0
-        if len(p) and len(t):
-            dist = np.hypot(*(p[:, None, :] - t[None, :, :]).transpose(2, 0, 1))
-            cost = np.where(dist <= radius, dist, _FAR)
-            i, j = optimize.linear_sum_assignment(cost)
-            tp = int(np.count_nonzero(dist[i, j] <= radius))
+        tp = _paired(p, t, radius)
         counts[c - 1] = (tp, len(p) - tp, len(t) - tp)
     return counts
+
+
+# ------------------------------------------------------------------------------------ threshold calibration
+
+# The rules `calibrate` chooses from: probability thresholds and minimum component sizes (pixels).
+THRESHOLD_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MIN_PIXELS_GRID = (1, 3, 6)
+
+
+def threshold_counts(probabilities: np.ndarray, true: np.ndarray, radius: float) -> np.ndarray:
+    """TP, FP and FN of `threshold_defects` on one image (softmax outputs C×H×W; true defects: rows y, x, class)
+    for every defect class, threshold and minimum size of the grids: a (C-1)×T×M×3 integer array, additive over
+    images. Matching is that of `match_counts`."""
+    probabilities, true = np.asarray(probabilities, dtype=np.float64), _table(true)
+    counts = np.zeros((len(probabilities) - 1, len(THRESHOLD_GRID), len(MIN_PIXELS_GRID), 3), np.int64)
+    for c in range(1, len(probabilities)):
+        t = true[np.rint(true[:, 2]) == c, :2]
+        for i, threshold in enumerate(THRESHOLD_GRID):
+            centres, sizes, _ = _components(probabilities[c] >= threshold, probabilities[c])
+            for j, min_pixels in enumerate(MIN_PIXELS_GRID):
+                p = centres[sizes >= min_pixels]
+                tp = _paired(p, t, radius)
+                counts[c - 1, i, j] = (tp, len(p) - tp, len(t) - tp)
+    return counts
+
+
+def calibrate(counts: np.ndarray) -> DetectionRule:
+    """Per defect class the grid's (threshold, minimum size) of the highest F1 in `counts` (`threshold_counts`
+    summed over images). A class with no true defects scores 1 where nothing is predicted as it, 0 elsewhere; ties
+    go to the first in grid order (the lowest threshold, then the smallest size)."""
+    tp, fp, fn = np.moveaxis(np.asarray(counts, dtype=np.float64), -1, 0)
+    denominator = 2 * tp + fp + fn
+    f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
+    i, j = np.unravel_index(f1.reshape(len(f1), -1).argmax(axis=1), f1.shape[1:])
+    return DetectionRule(tuple(THRESHOLD_GRID[k] for k in i), tuple(MIN_PIXELS_GRID[k] for k in j))
 
 
 def _names(n: int, names: Optional[Sequence[str]], offset: int) -> list[str]:

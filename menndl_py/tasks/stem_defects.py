@@ -3,13 +3,15 @@ images of a TMD monolayer, from fully convolutional encoder–decoder networks.
 
 Data: images made by `stem_sim` with exact labels. Training uses tiles of the images (the networks are fully
 convolutional); validation and test use whole images. Fitness: the mean over defect types of the object-level F1
-(a predicted defect counts when it lies within `match_radius` of a true one of the same type).
+(a predicted defect counts when it lies within `match_radius` of a true one of the same type). A trained network's
+defects are read with per-class probability thresholds and minimum sizes calibrated for the best F1 on training
+images, as the Fourier-filtering baseline's are; the thresholds are recorded in its metrics (result.json).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -23,8 +25,10 @@ from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.conv import DOWN, NORMS, UP, EncoderDecoder
 from menndl_py.tasks import stem_analysis, stem_sim
 from menndl_py.tasks.base import SkipImage, Task
+from menndl_py.train.trainer import Outcome, score
 
 SPLITS = ("train", "val", "test")
+CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection thresholds are tuned
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class StemDefectsOptions:
     simulator: dict = _f(factory=dict)  # StemSettings fields: material, dose, probe_fwhm, ...
     tile: int = _f(128, min=16)  # training tiles of tile × tile pixels
     match_radius: float = _f(1.0, min=0.0)  # Å: how far a detection may lie from the defect it finds
-    min_pixels: int = _f(3, min=1)  # smaller predicted blobs are not defects
+    min_pixels: int = _f(3, min=1)  # smaller argmax blobs are not defects (networks without calibrated thresholds)
     loss: str = _f("cross_entropy")  # or "focal"
     focal_gamma: float = _f(2.0, min=0.0)
     class_weight_power: float = _f(0.5, min=0.0, max=1.0)  # class weights (f_lattice / f_class) ** power
@@ -66,6 +70,8 @@ class StemDefectsTask(Task):
                             f"{', '.join(stem_sim.StemSettings.__dataclass_fields__)})") from None
         self.radius_px = self.options.match_radius / self.settings.pixel_size
         self._weights = None
+        self._calibration_sets: dict[tuple[int, int], tuple] = {}
+        self.rule: stem_analysis.DetectionRule | None = None  # the network's calibrated detection, once known
 
     # -- data ----------------------------------------------------------------------------------------
     def _recipe(self) -> dict:
@@ -154,14 +160,15 @@ class StemDefectsTask(Task):
         return (focal * weight[target]).sum() / weight[target].sum()
 
     def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per defect class TP, FP, FN of detection, then per class pixel intersection and union."""
+        """Per defect class TP, FP, FN of detection (`detect`), then per class pixel intersection and union of the
+        argmax map."""
         n = len(self.class_names)
         probabilities = torch.softmax(prediction.float(), 1).cpu().numpy()
         labels = target.cpu().numpy()
         detection = np.zeros((n - 1, 3), np.int64)
         pixels = np.zeros((n, 2), np.int64)
         for p, t in zip(probabilities, labels):
-            found = stem_analysis.extract_defects(p, self.options.min_pixels)
+            found = self.detect(p)
             detection += stem_analysis.match_counts(found, true_defects(t), self.radius_px, n)
             pixels += stem_analysis.pixel_iou_counts(p.argmax(0), t, n)
         return torch.from_numpy(np.concatenate([detection.ravel(), pixels.ravel()]).astype(np.float64))
@@ -175,6 +182,72 @@ class StemDefectsTask(Task):
         out.update({k: v for k, v in {**f1, **iou}.items() if k.startswith(("f1_", "iou_"))})
         return {k: (0.0 if v != v and k != "defect_f1" else v) for k, v in out.items()}
 
+    # -- detection -----------------------------------------------------------------------------------
+    def detect(self, probabilities: np.ndarray) -> np.ndarray:
+        """One image's defects (K×4) from softmax outputs: by the calibrated `rule`, or, while there is none,
+        argmax components of at least `min_pixels` pixels."""
+        if self.rule is None:
+            return stem_analysis.extract_defects(probabilities, self.options.min_pixels)
+        return stem_analysis.threshold_defects(probabilities, self.rule)
+
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> Outcome:
+        """Train and score a candidate, then calibrate its detection on training images and score validation
+        again with it; the outcome's metrics record the rule (`threshold_<class>`, `min_pixels_<class>`)."""
+        self.rule = None  # a new network: the trainer's own validation score is by argmax
+        outcome = trainer.evaluate(genome, fault_key)
+        if outcome.status != "ok":
+            return outcome
+        batch = trainer.budget.eval_batch_size
+        self.rule = self.calibrate(outcome.model, trainer.group, trainer.device, batch)
+        val = score(outcome.model, self, *trainer.data["val"], trainer.group, batch)
+        metrics = {**outcome.metrics, **{f"val_{k}": v for k, v in val.items()}, **self.rule_record()}
+        return replace(outcome, fitness=metrics[f"val_{self.metric}"], metrics=metrics)
+
+    def calibrate(self, model: torch.nn.Module, group, device: torch.device, batch: int) -> stem_analysis.DetectionRule:
+        """The rule of the best F1 per defect class on the first CALIBRATION_IMAGES training images (whole, not
+        tiles), from the grids of `stem_analysis.calibrate`. Each rank of `group` takes its share of the images and
+        the counts are summed over the group, so every rank chooses the same rule."""
+        x, tables = self._calibration_set((group.rank, group.size))
+        counts = np.zeros((len(self.class_names) - 1, len(stem_analysis.THRESHOLD_GRID),
+                           len(stem_analysis.MIN_PIXELS_GRID), 3))
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(x), batch):
+                output = model(torch.from_numpy(x[start:start + batch]).to(device))
+                for p, true in zip(torch.softmax(output.float(), 1).cpu().numpy(), tables[start:start + batch]):
+                    counts += stem_analysis.threshold_counts(p, true, self.radius_px)
+        return stem_analysis.calibrate(group.sum(torch.from_numpy(counts)).numpy())
+
+    def _calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray, list]:
+        """Standardized images (N×1×H×W) and true defect tables of a shard of the calibration images (cached)."""
+        if shard not in self._calibration_sets:
+            images, labels = self._calibration_images(shard)
+            self._calibration_sets[shard] = (standardize(images)[:, None], [true_defects(t) for t in labels])
+        return self._calibration_sets[shard]
+
+    def _calibration_images(self, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+        """Raw images and label maps of the first CALIBRATION_IMAGES training images, rows rank::size for shard
+        (rank, size)."""
+        rows = np.arange(shard[0], min(CALIBRATION_IMAGES, self.options.train_images), shard[1])
+        with h5py.File(self.data_path, "r") as f:
+            return f["train"]["images"][rows], f["train"]["labels"][rows]
+
+    def rule_record(self) -> dict:
+        """The calibrated rule as metrics: `threshold_<class>` and `min_pixels_<class>` per defect class."""
+        names = self.class_names[1:]
+        return {**{f"threshold_{n}": t for n, t in zip(names, self.rule.thresholds)},
+                **{f"min_pixels_{n}": m for n, m in zip(names, self.rule.min_pixels)}}
+
+    def load_calibration(self, record: dict) -> str:
+        keys = [(f"threshold_{n}", f"min_pixels_{n}") for n in self.class_names[1:]]
+        if not all(t in record and m in record for t, m in keys):
+            self.rule = None
+            return (f"no calibrated detection thresholds; defects are argmax components of at least "
+                    f"{self.options.min_pixels} pixels")
+        self.rule = stem_analysis.DetectionRule(tuple(float(record[t]) for t, _ in keys),
+                                                tuple(int(record[m]) for _, m in keys))
+        return ""
+
     # -- baselines -----------------------------------------------------------------------------------
     def baseline_genomes(self) -> dict[str, Genome]:
         """A classic U-Net (Ronneberger et al. 2015) scaled to the budget: 4 levels, 16→128 filters, two 3×3
@@ -186,10 +259,8 @@ class StemDefectsTask(Task):
         return {"U-Net (hand-designed)": Genome(layers, training)}
 
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
-        """The Fourier-filtering method, its thresholds tuned on (up to 40) training images."""
-        with h5py.File(self.data_path, "r") as f:
-            n = min(40, len(f["train"]["images"]))
-            images, labels = f["train"]["images"][:n], f["train"]["labels"][:n]
+        """The Fourier-filtering method, its thresholds tuned on the CALIBRATION_IMAGES training images."""
+        images, labels = self._calibration_images()
         fourier = stem_analysis.FourierFilterBaseline(disk_radius=self.settings.label_radius / self.settings.pixel_size)
         fourier.fit(list(images), [true_defects(t) for t in labels], self.radius_px)
         row = {}
@@ -228,9 +299,9 @@ class StemDefectsTask(Task):
         return F.pad(x, (0, -w % side, 0, -h % side), mode="reflect") if (h % side or w % side) else x
 
     def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The argmax class map and the defects found by `detect` of each image."""
         probabilities = torch.softmax(output[..., :size[0], :size[1]].float(), 1).cpu().numpy()
-        return [(p.argmax(0).astype(np.uint8), stem_analysis.extract_defects(p, self.options.min_pixels))
-                for p in probabilities]
+        return [(p.argmax(0).astype(np.uint8), self.detect(p)) for p in probabilities]
 
 
 def standardize(images: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from menndl_py.tasks.stem_analysis import (FourierFilterBaseline, extract_defects, f1_scores, iou_scores,
-                                           match_counts, pixel_iou_counts)
+from menndl_py.tasks.stem_analysis import (MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule, FourierFilterBaseline,
+                                           calibrate, extract_defects, f1_scores, iou_scores, match_counts,
+                                           pixel_iou_counts, threshold_counts, threshold_defects)
 from menndl_py.tasks.stem_sim import CLASSES, StemSettings, simulate
 
 N = len(CLASSES)
@@ -69,6 +70,80 @@ def test_match_counts_is_one_to_one_and_handles_empty_tables():
     np.testing.assert_array_equal(match_counts(pred2, true2, 2.5, N)[0], [2, 0, 0])
     np.testing.assert_array_equal(match_counts(np.zeros((0, 4)), true, 2.0, N)[1], [0, 0, 1])
     np.testing.assert_array_equal(match_counts(pred, np.zeros((0, 3)), 2.0, N)[1], [0, 2, 0])
+
+
+# ---------------------------------------------------------------------------------------- calibrated detection
+
+def _disk(p: np.ndarray, cls: int, y: int, x: int, q: float, radius: float = 2.0) -> None:
+    """Class `cls` at probability q on a disk of p (C×H×W), the lattice taking the rest."""
+    yy, xx = np.mgrid[:p.shape[1], :p.shape[2]]
+    inside = (yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2
+    p[cls][inside] = q
+    p[0] = 1 - p[1:].sum(axis=0)
+
+
+def test_threshold_defects_take_each_class_at_its_own_threshold_and_size():
+    p = np.zeros((N, 30, 30))
+    _disk(p, 1, 5, 5, 0.3)                    # 13 pixels at 0.3: found at threshold 0.2, not at 0.4
+    _disk(p, 2, 20, 20, 0.9, radius=1.0)      # 5 pixels at 0.9: dropped when 6 are needed
+    _disk(p, 2, 5, 20, 0.9, radius=1.5)       # 9 pixels
+    found = threshold_defects(p, DetectionRule((0.2, 0.5, 0.5, 0.5), (1, 6, 1, 1)))
+    np.testing.assert_allclose(found[np.argsort(found[:, 2])], [[5, 5, 1, 0.3], [5, 20, 2, 0.9]], rtol=1e-6)
+    assert len(threshold_defects(p, DetectionRule((0.4, 0.5, 0.5, 0.5), (1, 1, 1, 1)))) == 2  # no class 1
+    assert threshold_defects(p, DetectionRule((0.95,) * 4, (1,) * 4)).shape == (0, 4)
+
+
+def _calibration_case():
+    """Three images whose softmax outputs fool the argmax: true chalcogen vacancies where p_1 peaks at only 0.35
+    (the lattice wins) among blobs of p_1 = 0.12; true double vacancies at p_2 = 0.9 beside false ones at 0.55;
+    true dopants as disks at 0.95 beside single false pixels at 0.95; no metal vacancies."""
+    images, tables = [], []
+    for shift in range(3):
+        p, true = np.zeros((N, 64, 64)), []
+        for y, x in ((8, 8 + shift), (40, 10), (24, 50 - shift)):
+            _disk(p, 1, y, x, 0.35)
+            true.append((y, x, 1))
+        for y, x in ((56, 30), (10, 30 + shift)):
+            _disk(p, 1, y, x, 0.12)
+        for y, x in ((30, 30), (50, 50)):
+            _disk(p, 2, y, x + shift, 0.9)
+            true.append((y, x + shift, 2))
+        _disk(p, 2, 20, 30, 0.55)
+        _disk(p, 3, 40, 40 - shift, 0.95)
+        true.append((40, 40 - shift, 3))
+        for y, x in ((2, 60), (60, 2 + shift)):
+            _disk(p, 3, y, x, 0.95, radius=0.0)
+        images.append(p)
+        tables.append(np.array(true, float))
+    return images, tables
+
+
+def test_calibration_finds_a_class_the_argmax_never_picks_and_drops_false_positives():
+    images, tables = _calibration_case()
+    counts = sum(threshold_counts(p, t, radius=1.5) for p, t in zip(images, tables))
+    assert counts.shape == (N - 1, len(THRESHOLD_GRID), len(MIN_PIXELS_GRID), 3)
+    rule = calibrate(counts)
+    # the first threshold above the false blobs of each class, the smallest size that drops the single pixels,
+    # and for the class with no true defects the first rule that finds none
+    assert rule == DetectionRule((0.15, 0.6, 0.02, 0.02), (1, 1, 3, 1))
+
+    def f1(detect):
+        return f1_scores(sum(match_counts(detect(p), t, 1.5, N) for p, t in zip(images, tables)), CLASSES[1:])
+
+    argmax = f1(lambda p: extract_defects(p, min_pixels=1))
+    assert argmax["f1_chalcogen_vacancy"] == 0.0 and argmax["precision_double_vacancy"] == pytest.approx(2 / 3)
+    assert argmax["precision_dopant"] == pytest.approx(1 / 3)
+    calibrated = f1(lambda p: threshold_defects(p, rule))
+    assert calibrated["defect_f1"] == 1.0 and math.isnan(calibrated["f1_metal_vacancy"])
+
+
+def test_calibration_counts_add_over_images():
+    images, tables = _calibration_case()
+    total = threshold_counts(images[0], tables[0], 1.5) + threshold_counts(images[1], tables[1], 1.5)
+    assert total.dtype == np.int64
+    manual = sum(match_counts(threshold_defects(p, DetectionRule((0.3,) * 4, (3,) * 4)), t, 1.5, N)
+                 for p, t in zip(images[:2], tables[:2]))
+    np.testing.assert_array_equal(total[:, THRESHOLD_GRID.index(0.3), MIN_PIXELS_GRID.index(3)], manual)
 
 
 # ---------------------------------------------------------------------------------------------------- scores

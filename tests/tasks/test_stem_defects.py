@@ -1,6 +1,9 @@
-"""The stem_defects task: options, data per recipe, tiles and shards, class-weighted losses, detection metrics, and a
-search end to end whose best network `menndl predict` then runs."""
+"""The stem_defects task: options, data per recipe, tiles and shards, class-weighted losses, detection metrics,
+detection thresholds calibrated on training images (alone and over a group's ranks), and a search end to end whose
+best network is retrained and `menndl predict` then runs, each with the network's own thresholds."""
+import json
 import subprocess
+import threading
 
 import h5py
 import numpy as np
@@ -9,11 +12,22 @@ import torch
 import yaml
 
 from launchers import MENNDL, mpi_env, mpirun
+from menndl_py import config as config_module
+from menndl_py import run as run_module
 from menndl_py.errors import UserError
-from menndl_py.tasks import make_task
-from menndl_py.tasks.stem_defects import tiles, true_defects
+from menndl_py.genome import Genome
+from menndl_py.predict import network_record
+from menndl_py.tasks import make_task, stem_analysis
+from menndl_py.tasks.stem_analysis import MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule
+from menndl_py.tasks.stem_defects import standardize, tiles, true_defects
+from menndl_py.train.group import LocalGroup
+from menndl_py.train.trainer import Budget, Trainer
 
 OPTIONS = {"train_images": 6, "val_images": 3, "test_images": 3, "tile": 64, "simulator": {"image_size": 128}}
+LEVEL = {"filters": 8, "kernel": 3, "convs": 1, "activation": "relu", "norm": "batch", "down": "max",
+         "up": "nearest", "skip": True, "dropout": 0.0}
+GENOME = Genome([LEVEL, dict(LEVEL, filters=12)], {"learning_rate": 3e-3, "batch_size": 4, "optimizer": "adam",
+                                                   "weight_decay": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +112,103 @@ def test_metrics_of_a_perfect_and_an_empty_prediction(task):
     assert n_true > 0
 
 
+@pytest.fixture(scope="module")
+def evaluated(task, cpu):
+    """A task of its own (it keeps its network's rule), the trainer and the outcome of a short training."""
+    calibrated = make_task("stem_defects", OPTIONS, task.data_dir)
+    data = {split: tuple(torch.as_tensor(a) for a in calibrated.load(split)) for split in ("train", "val")}
+    trainer = Trainer(calibrated, calibrated.space(), LocalGroup(), data, Budget(3, None, 300.0, 4), device=cpu)
+    return calibrated, trainer, calibrated.evaluate(GENOME, trainer)
+
+
+def probabilities(model, images: np.ndarray) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(standardize(images)[:, None])), 1).numpy()
+
+
+def test_evaluate_scores_validation_with_the_rule_best_on_training_images(evaluated):
+    task, trainer, outcome = evaluated
+    assert outcome.status == "ok", outcome.message
+    rule, names = task.rule, task.class_names[1:]
+    assert rule is not None
+    assert {k: outcome.metrics[k] for k in task.rule_record()} == {
+        **{f"threshold_{n}": t for n, t in zip(names, rule.thresholds)},
+        **{f"min_pixels_{n}": m for n, m in zip(names, rule.min_pixels)}}
+    with h5py.File(task.data_path, "r") as f:
+        images, labels = f["train"]["images"][()], f["train"]["labels"][()]
+    p, truth = probabilities(outcome.model, images), [true_defects(t) for t in labels]
+
+    def train_f1(c: int, threshold: float, min_pixels: int) -> float:
+        one = DetectionRule((threshold,) * 4, (min_pixels,) * 4)
+        tp, fp, fn = sum(stem_analysis.match_counts(stem_analysis.threshold_defects(q, one), t, task.radius_px, 5)
+                         for q, t in zip(p, truth))[c - 1]
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+    for c in range(1, 5):  # no rule of the grid does better on the training images
+        chosen = train_f1(c, rule.thresholds[c - 1], rule.min_pixels[c - 1])
+        assert all(train_f1(c, t, m) <= chosen for t in THRESHOLD_GRID for m in MIN_PIXELS_GRID), names[c - 1]
+    x, y = trainer.data["val"]
+    p = probabilities(outcome.model, x[:, 0].numpy())
+    counts = sum(stem_analysis.match_counts(stem_analysis.threshold_defects(q, rule), true_defects(t),
+                                            task.radius_px, 5) for q, t in zip(p, y.numpy()))
+    val_f1 = stem_analysis.f1_scores(counts, names)["defect_f1"]
+    assert outcome.fitness == outcome.metrics["val_defect_f1"] == pytest.approx(val_f1)
+
+
+class ThreadGroup:
+    """One rank of a group whose ranks are threads of this process: `sum` adds every rank's tensor, as Horovod's
+    allreduce does (a barrier with a time-out, so a rank left waiting fails the test instead of hanging it)."""
+
+    def __init__(self, rank: int, size: int, barrier: threading.Barrier, slots: list):
+        self.rank, self.size, self.barrier, self.slots = rank, size, barrier, slots
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.slots[self.rank] = tensor
+        self.barrier.wait()
+        total = sum(self.slots)
+        self.barrier.wait()
+        return total
+
+
+class ShardOnly(LocalGroup):
+    """A rank of a group of two that does not sum: the rule of its own share of the images."""
+
+    size = 2
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+
+def test_every_rank_of_a_group_picks_the_rule_of_all_calibration_images(evaluated, cpu):
+    task, _, outcome = evaluated
+    alone = task.calibrate(outcome.model, LocalGroup(), cpu, 2)
+    barrier, slots, rules = threading.Barrier(2, timeout=120), [None, None], [None, None]
+
+    def rank(r: int) -> None:
+        rules[r] = task.calibrate(outcome.model, ThreadGroup(r, 2, barrier, slots), cpu, 2)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert rules[0] == rules[1] == alone == task.rule
+    shares = [task.calibrate(outcome.model, ShardOnly(r), cpu, 2) for r in range(2)]
+    assert shares[0] != shares[1]  # each share alone would choose otherwise: the sum is what agrees
+
+
+def test_a_recorded_rule_is_taken_up_and_its_absence_noted(tmp_path, task):
+    rule = DetectionRule((0.1, 0.2, 0.3, 0.9), (1, 3, 6, 1))
+    other = make_task("stem_defects", OPTIONS, task.data_dir)
+    other.rule = rule
+    (tmp_path / "result.json").write_text(json.dumps({f"m:{k}": v for k, v in other.rule_record().items()}))
+    other.rule = None
+    assert other.load_calibration(network_record(tmp_path)) == "" and other.rule == rule
+    note = other.load_calibration({"val_defect_f1": 0.5})
+    assert other.rule is None and note.startswith("no calibrated detection thresholds") and "\n" not in note
+
+
 def test_data_made_under_mpi_is_the_data_made_in_one_process(tmp_path):
     config = {"task": {"name": "stem_defects", "data_dir": "data", "options": OPTIONS}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
@@ -115,7 +226,7 @@ def test_data_made_under_mpi_is_the_data_made_in_one_process(tmp_path):
                 assert np.array_equal(fa[split][name][()], fb[split][name][()])
 
 
-def test_a_search_then_predict_with_its_best_network(tmp_path):
+def test_a_search_retrain_and_predict_each_with_the_network_s_own_thresholds(tmp_path, monkeypatch):
     config = {"run": {"name": "s", "directory": "runs"},
               "task": {"name": "stem_defects", "data_dir": "data", "options": OPTIONS},
               "search": {"population": 2, "max_evaluations": 3, "seed": 3, "space": {"depth": [1, 2],
@@ -127,6 +238,19 @@ def test_a_search_then_predict_with_its_best_network(tmp_path):
                           timeout=600, env=mpi_env())
     assert done.returncode == 0, done.stderr
     assert "validation defect_f1" in done.stdout
+    best = network_record(tmp_path / "runs" / "s" / "best")
+    assert {"threshold_dopant", "min_pixels_dopant"} <= set(best)
+    cfg = config_module.load(tmp_path / "runs" / "s" / "config.yaml")
+    task = make_task("stem_defects", OPTIONS, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    test = run_module.test_metrics(cfg, task)  # the search's test score is that of the best network's own rule
+    assert task.rule_record() == {k: best[k] for k in task.rule_record()}
+    assert json.loads((tmp_path / "runs" / "s" / "run.json").read_text())["best_test"] == test
+    retrained = subprocess.run([MENNDL, "retrain", "runs/s", "--budget", "5", "--epochs", "1"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert retrained.returncode == 0, retrained.stderr
+    final = json.loads((tmp_path / "runs" / "s" / "final" / "result.json").read_text())
+    assert set(task.rule_record()) <= set(final) and "test_defect_f1" in final
     data = next((tmp_path / "data").glob("*.h5"))
     with h5py.File(data, "r") as f:
         n_test = len(f["test"]["images"])
@@ -134,5 +258,6 @@ def test_a_search_then_predict_with_its_best_network(tmp_path):
                             "out.h5", "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                            env=mpi_env())
     assert found.returncode == 0, found.stderr
+    assert "note" not in found.stderr
     with h5py.File(tmp_path / "out.h5", "r") as f:
         assert len(f["maps"]) == n_test and f["maps"]["0000000"].dtype == np.uint8
