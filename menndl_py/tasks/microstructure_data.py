@@ -192,24 +192,30 @@ def check_file(path: Path, recipe: dict, task: str) -> None:
         raise UserError(f"{path}: unreadable or incomplete microstructure data set ({exc}); {again}") from None
 
 
-def symmetric_images(x: torch.Tensor, generator: torch.Generator, roll: bool) -> torch.Tensor:
-    """Each sample of x (..., x1, x2, x3: the last three axes are space, x1 the loading axis) under a random
-    symmetry that keeps its ε11 response: a mirror image of each axis with probability 1/2, and x2 swapped with
-    x3 with probability 1/2; with `roll` (periodic volumes), also a random periodic translation. Mirroring a
-    window through its centre voxel, or a volume through any plane, mirrors the whole strain field, and ε11
-    under ε11 loading is unchanged by these, so the targets stay exact."""
-    x = x.clone()
-    coins = torch.rand((len(x), 4), generator=generator) < 0.5
-    for axis in range(3):
-        pick = coins[:, axis].nonzero()[:, 0].to(x.device)
-        x[pick] = x[pick].flip(x.dim() - 3 + axis)
-    pick = coins[:, 3].nonzero()[:, 0].to(x.device)
-    x[pick] = x[pick].transpose(-1, -2)
-    if roll:
-        shifts = torch.stack([torch.randint(0, n, (len(x),), generator=generator) for n in x.shape[-3:]], 1)
+def symmetric_images(tensors: tuple, generator: torch.Generator, roll_x1: bool = True) -> tuple:
+    """Samples (..., x1, x2, x3: the last three axes are space, x1 the loading axis) under random symmetries that
+    keep the ε11 response: each sample gets a mirror image of each axis (through its centre) with probability 1/2,
+    x2 swapped with x3 with probability 1/2, and a random periodic translation in x2 and x3, and in x1 too with
+    `roll_x1` (whole periodic volumes; not slabs, whose x1 extent is a window around their plane). The tensors (a
+    batch of inputs, and of their strain fields) get the same ones. ε11 under ε11 loading is unchanged by these,
+    so C11 stays exact and a strain field moves with its microstructure."""
+    first = tensors[0]
+    coins = torch.rand((len(first), 4), generator=generator) < 0.5
+    shifts = torch.stack([torch.randint(0, n, (len(first),), generator=generator) for n in first.shape[-3:]], 1)
+    if not roll_x1:
+        shifts[:, 0] = 0
+    out = []
+    for x in tensors:
+        x = x.clone()
+        for axis in range(3):
+            pick = coins[:, axis].nonzero()[:, 0].to(x.device)
+            x[pick] = x[pick].flip(x.dim() - 3 + axis)
+        pick = coins[:, 3].nonzero()[:, 0].to(x.device)
+        x[pick] = x[pick].transpose(-1, -2)
         for i, shift in enumerate(shifts.tolist()):
             x[i] = torch.roll(x[i], shift, dims=(-3, -2, -1))
-    return x
+        out.append(x)
+    return tuple(out)
 
 
 def read(path: Path, split: str, keys: tuple[str, ...], rows=None) -> dict[str, np.ndarray]:
@@ -250,7 +256,6 @@ class MicrostructureTask(Task):
 
     parallel_data = True
     fields: bool = False  # whether the data set keeps the strain fields
-    periodic: bool = True  # whether a sample is a whole periodic volume (else a window centred on its voxel)
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
@@ -264,7 +269,7 @@ class MicrostructureTask(Task):
                                 f"got {getattr(o, low)!r}")
 
     def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
-        return (symmetric_images(x, generator, roll=self.periodic), y) if self.options.augment else (x, y)
+        return (symmetric_images((x,), generator)[0], y) if self.options.augment else (x, y)
 
     def recipe(self) -> dict:
         o = self.options

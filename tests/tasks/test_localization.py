@@ -1,4 +1,6 @@
-"""The localization task: voxel neighbourhoods, data made the same on any number of ranks, MKS and MASE."""
+"""The localization task: whole MVEs and window images, data made the same on any number of ranks, MKS and MASE."""
+import random
+
 import h5py
 import numpy as np
 import pytest
@@ -6,13 +8,12 @@ import torch
 import yaml
 
 from launchers import MENNDL, mpirun
-from menndl_py.errors import UserError
+from menndl_py.errors import CandidateRefused, UserError
 from menndl_py.tasks import make_task
 from menndl_py.tasks import microstructure_data as data
 from menndl_py.tasks.mks import MKSLocalization, mase
 
-TINY = {"size": 11, "window": 5, "train_volumes": 5, "val_volumes": 2, "test_volumes": 2, "seed": 5,
-        "train_voxels": 30, "val_voxels": 40, "test_voxels": None}
+TINY = {"size": 11, "window": 5, "train_volumes": 5, "val_volumes": 2, "test_volumes": 2, "seed": 5}
 
 
 @pytest.fixture(scope="module")
@@ -22,23 +23,21 @@ def made(tmp_path_factory):
     return task
 
 
-def test_samples_are_periodic_neighbourhoods_with_slices_along_x1_as_channels(made):
+def test_samples_are_the_slabs_of_every_plane_and_window_images_have_slices_along_x1_as_channels(made):
     x, y = made.load("train")
-    assert x.shape == (5 * 30, 5, 5, 5) and x.dtype == np.float32 and y.dtype == np.float32
     got = data.read(made.data_path, "train", ("volumes", "strain"))
-    voxels = made.voxels("train", 3)
-    assert len(set(voxels)) == 30
-    i, j, k = np.unravel_index(voxels[7], (11, 11, 11))
-    row = 3 * 30 + 7
-    assert y[row] == got["strain"][3, i, j, k]
+    assert x.shape == (5 * 11, 1, 5, 11, 11) and x.dtype == np.float32 and y.dtype == np.float32
+    assert y.shape == (5 * 11, 1, 11, 11)
+    mve, plane = 3, 9
+    np.testing.assert_array_equal(x[11 * mve + plane, 0], 2.0 * got["volumes"][mve][[7, 8, 9, 10, 0]] - 1)
+    np.testing.assert_array_equal(y[11 * mve + plane, 0], got["strain"][mve, plane])
+    np.testing.assert_array_equal(made.load("train", (1, 3))[1], y.reshape(5, 11, 1, 11, 11)[1::3].reshape(-1, 1, 11, 11))
+    voxels = np.array([0, 7, 600, 1330])
+    i, j, k = np.unravel_index(voxels[2], (11, 11, 11))
     a, b, c = np.ix_(*[(centre + np.arange(-2, 3)) % 11 for centre in (i, j, k)])
-    np.testing.assert_array_equal(x[row], 2.0 * got["volumes"][3][a, b, c] - 1)  # x[row, 0] is the slice at i - 2
-    shards = [made.load("train", (r, 3)) for r in range(3)]
-    assert sum(len(s[0]) for s in shards) == len(x)
-    np.testing.assert_array_equal(shards[1][1], y[1::3])
-    assert made.load("test")[0].shape == (2 * 11 ** 3, 5, 5, 5)
-    means = got["strain"].reshape(5, -1).mean(axis=1)
-    np.testing.assert_allclose(means, 1.0, atol=1e-6)  # fields are in units of the applied strain
+    window = made.neighbourhoods(got["volumes"][3], voxels)[2]
+    np.testing.assert_array_equal(window, 2.0 * got["volumes"][3][a, b, c] - 1)  # window[0] is the slice at i - 2
+    np.testing.assert_allclose(got["strain"].reshape(5, -1).mean(axis=1), 1.0, atol=1e-6)  # in applied strains
 
 
 def test_two_ranks_make_the_same_file(made, tmp_path):
@@ -53,15 +52,19 @@ def test_two_ranks_make_the_same_file(made, tmp_path):
                 np.testing.assert_array_equal(one[split][key][()], two[split][key][()], err_msg=f"{split}/{key}")
 
 
-def test_predict_fields_covers_every_voxel_in_place(made):
-    got = data.read(made.data_path, "test", ("volumes",))
-
-    class Centre(torch.nn.Module):
-        def forward(self, x):
-            return x[:, 2, 2, 2][:, None]
-
-    np.testing.assert_array_equal(made.predict_fields(Centre(), got["volumes"], batch=100),
-                                  2.0 * got["volumes"] - 1.0)
+def test_predicted_fields_are_the_network_on_each_voxels_window_image(made):
+    volumes = data.read(made.data_path, "test", ("volumes",))["volumes"]
+    space, rng = made.space(), random.Random(0)
+    while True:
+        try:
+            model = space.build(space.sample(rng)).eval()
+            break
+        except CandidateRefused:
+            continue
+    fields = made.predict_fields(model, volumes, batch=1)
+    with torch.no_grad():
+        each = model(torch.as_tensor(made.neighbourhoods(volumes[1], np.arange(11 ** 3)))).numpy()
+    np.testing.assert_allclose(fields[1].ravel(), each[:, 0], rtol=1e-4, atol=1e-5)
 
 
 def test_mase_is_the_mean_absolute_strain_error_over_the_applied_strain_in_percent(made):
@@ -69,13 +72,17 @@ def test_mase_is_the_mean_absolute_strain_error_over_the_applied_strain_in_perce
     predicted = true + np.array([[0.1, -0.2, 0.0, 0.1], [0.0, 0.0, 0.0, 0.4]]).reshape(2, 1, 2, 2)
     np.testing.assert_allclose(mase(predicted, true), [10.0, 10.0])
     np.testing.assert_allclose(mase(predicted * 0.002, true * 0.002, applied=0.002), [10.0, 10.0])
-    metrics = made.metrics(made.metric_sums(torch.tensor([[1.1], [0.7]]), torch.tensor([1.0, 1.0])))
+    planes = torch.ones(2, 1, 2, 2)
+    errors = torch.tensor([0.1, -0.1, 0.1, -0.1, 0.3, 0.3, -0.3, 0.3]).reshape(2, 1, 2, 2)  # 10 % and 30 %
+    sums = made.metric_sums(planes[:1] + errors[:1], planes[:1]) + made.metric_sums(planes[1:] + errors[1:],
+                                                                                      planes[1:])
+    metrics = made.metrics(sums)
     assert metrics["mase"] == pytest.approx(20.0)
+    assert metrics["rmse_pct"] == pytest.approx(100 * (0.5 * (0.01 + 0.09)) ** 0.5)
     rows = made.other_baselines(None, {"test": None})["MKS first-order localization"]
     got = data.read(made.data_path, "test", ("volumes", "strain"))
     per_mve = mase(made.mks().predict(got["volumes"]), got["strain"])
-    assert rows["test_mase_full"] == pytest.approx(per_mve.mean())
-    assert rows["test_mase"] == pytest.approx(per_mve.mean())  # every test voxel is a sample here
+    assert rows["test_mase"] == pytest.approx(per_mve.mean())
     assert rows["test_mase_mve_max"] == pytest.approx(per_mve.max())
 
 
@@ -96,7 +103,7 @@ def test_first_order_mks_reproduces_a_low_contrast_field(tmp_path):
     ({"window": 4}, "task.options.window: must be odd and <= size"),
     ({"window": 23}, "task.options.window: must be odd and <= size"),
     ({"contrast": -1.0}, "task.options.contrast: must be > 0"),
-    ({"train_voxels": 0}, "task.options.train_voxels: must be an integer >= 1"),
+    ({"size": 2}, "task.options.size: must be an integer >= 3"),
 ])
 def test_bad_options_name_the_field(options, words):
     with pytest.raises(UserError, match=words) as info:
