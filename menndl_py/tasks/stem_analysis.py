@@ -125,7 +125,7 @@ def match_counts(pred: np.ndarray, true: np.ndarray, radius: float, n_classes: i
 
 # The rules `calibrate` chooses from: probability thresholds and minimum component sizes (pixels).
 THRESHOLD_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MIN_PIXELS_GRID = (1, 3, 6)
+MIN_PIXELS_GRID = (1, 3, 6, 10)
 
 
 def threshold_counts(probabilities: np.ndarray, true: np.ndarray, radius: float) -> np.ndarray:
