@@ -37,6 +37,7 @@ BENCHMARKS = {
     "trainer_overhead": ("menndl's Trainer against a plain PyTorch training loop", False),
     "predict_throughput": ("`menndl predict` against a plain PyTorch inference loop", False),
     "stem_simulator": ("STEM image simulator speed", False),
+    "stem_detection": ("a STEM network's defect F1, argmax against calibrated detection thresholds", False),
     "elasticity_solver": ("FFT elasticity solver: seconds per 51³ sample", False),
     "paper_table": ("the homogenization and localization papers' comparison, on our data", False),
 }
