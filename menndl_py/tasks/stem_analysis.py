@@ -79,7 +79,6 @@ def threshold_defects(probabilities: np.ndarray, rule: DetectionRule) -> np.ndar
     each 8-connected component of pixels where p_c >= rule.thresholds[c-1], of at least rule.min_pixels[c-1]
     pixels, is one defect (centroid weighted by p_c, confidence its mean p_c). Defects of different classes may
     overlap."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
     rows = []
     for c, (threshold, min_pixels) in enumerate(zip(*rule), start=1):
         centres, sizes, confidence = _components(probabilities[c] >= threshold, probabilities[c])
