@@ -22,6 +22,18 @@ from menndl_py.genome.layers import ACTIVATIONS
 POOL = ("none", "max", "avg", "conv")
 
 
+def dense_cost(layers: Sequence[Mapping[str, Any]], width: int, outputs: int) -> tuple[int, int]:
+    """(parameters, FLOPs) of the dense layers that the layers' `dense` genes add after `width` features, and of
+    the linear map to `outputs` values."""
+    params = flops = 0
+    for genes in layers:
+        if genes["dense"]:
+            params += width * genes["dense"] + genes["dense"]
+            flops += 2 * width * genes["dense"]
+            width = genes["dense"]
+    return params + width * outputs + outputs, flops + 2 * width * outputs
+
+
 @dataclass(frozen=True)
 class ConvNet:
     """A `Network` for regression from images (dims=2, channels first) or volumes (dims=3)."""
@@ -57,13 +69,8 @@ class ConvNet:
             if genes["pool"] == "conv":
                 params += 2 ** self.dims * c * c + c
                 flops += 2 * 2 ** self.dims * c * c * math.prod(after)
-        width = c * math.prod(sizes[-1])
-        for genes in layers:
-            if genes["dense"]:
-                params += width * genes["dense"] + genes["dense"]
-                flops += 2 * width * genes["dense"]
-                width = genes["dense"]
-        return params + width * self.outputs + self.outputs, flops + 2 * width * self.outputs
+        p, f = dense_cost(layers, c * math.prod(sizes[-1]), self.outputs)
+        return params + p, flops + f
 
     def module(self, layers: Sequence[Mapping[str, Any]], shape: tuple) -> nn.Module:
         sizes = self._sizes(layers, shape)

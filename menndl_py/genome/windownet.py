@@ -17,7 +17,6 @@ once for every window it lies in.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from menndl_py.errors import CandidateRefused
+from menndl_py.genome.convnet import dense_cost
 from menndl_py.genome.layers import ACTIVATIONS
 
 NORMS = ("none", "batch")  # per-window statistics (instance, group) would not carry over to slabs
@@ -172,19 +172,14 @@ class WindowNet:
             if genes["pool"] == "conv":
                 params += 4 * c * c + c
                 flops += 8 * c * c * after[-1] ** 2
-        width = c * (sides[-1][-1] if sides else shape[1]) ** 2
-        for genes in layers:
-            if genes["dense"]:
-                params += width * genes["dense"] + genes["dense"]
-                flops += 2 * width * genes["dense"]
-                width = genes["dense"]
-        return params + width * self.outputs + self.outputs, flops + 2 * width * self.outputs
+        p, f = dense_cost(layers, c * (sides[-1][-1] if sides else shape[1]) ** 2, self.outputs)
+        return params + p, flops + f
 
     def module(self, layers: Sequence[Mapping[str, Any]], shape: tuple) -> nn.Module:
         sides = self._sides(layers, shape)
         steps, c = [], shape[0]
-        for i, genes in enumerate(layers):
-            for j in range(genes["convs"]):
+        for genes in layers:
+            for _ in range(genes["convs"]):
                 steps.append(_Conv(c, genes))
                 c = genes["filters"]
             if genes["dropout"] > 0:
