@@ -38,6 +38,7 @@ BENCHMARKS = {
     "predict_throughput": ("`menndl predict` against a plain PyTorch inference loop", False),
     "stem_simulator": ("STEM image simulator speed", False),
     "stem_detection": ("a STEM network's defect F1, argmax against calibrated detection thresholds", False),
+    "stem_ceiling": ("the defect F1 an ideal observer reaches on the STEM images against Fourier filtering's", False),
     "elasticity_solver": ("FFT elasticity solver: seconds per 51³ sample", False),
     "paper_table": ("the homogenization and localization papers' comparison, on our data", False),
 }

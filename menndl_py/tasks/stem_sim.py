@@ -220,11 +220,17 @@ def _rotation_strain(angle: float, strain: np.ndarray) -> np.ndarray:
     return np.array([[c, -s], [s, c]]) @ np.array([[1 + eyy, exy], [exy, 1 + exx]])
 
 
-def simulate(settings: StemSettings, rng: np.random.Generator, *, noise: bool = True) -> Sample:
-    """One image, its label map and its defect table. With ``noise=False`` the image holds the expected counts.
+class Specimen(NamedTuple):
+    yx: np.ndarray        # float64 (K, 2): where each column appears, image pixels (centre of pixel (0, 0) at 0)
+    classes: np.ndarray   # int64 (K,): class of each column's site (0: intact)
+    counts: np.ndarray    # float64 (K,): expected counts integrated over each column's image (0: empty)
+    is_metal: np.ndarray  # bool (K,): the column's sublattice
 
-    The random draws do not depend on the densities, and the noise is drawn last: the same ``rng`` state gives
-    the same geometry for settings that differ only in densities or noise."""
+
+def specimen(settings: StemSettings, rng: np.random.Generator) -> Specimen:
+    """Every column of one image as the scan records it: the lattice under a random rotation, strain, drift and
+    row jitter, each site's class drawn from the defect densities. The random draws do not depend on the
+    densities; columns up to a probe's reach outside the image are included."""
     margin, size, _, _ = _canvas(settings)
     sites, is_metal, basis = _lattice(settings)
     px, h = settings.pixel_size, settings.image_size
@@ -255,15 +261,26 @@ def simulate(settings: StemSettings, rng: np.random.Generator, *, noise: bool = 
     level = (draw[:, None] < np.where(is_metal[:, None], np.cumsum(metal_p), np.cumsum(chalcogen_p))).sum(axis=1)
     sublattice = np.where(is_metal, 0, 1)
     classes = np.array([[0, 4, 3], [0, 2, 1]])[sublattice, level]
-    counts = _site_counts(settings)[sublattice, classes]
-    present = counts > 0
-    expected = _render_canvas(settings, yx[present], counts[present])[margin:margin + h, margin:margin + h]
+    return Specimen(yx - margin, classes, _site_counts(settings)[sublattice, classes], is_metal)
 
-    defect = classes > 0
-    where = yx[defect] - margin
-    labels = _paint(settings, where, classes[defect])
+
+def simulate(settings: StemSettings, rng: np.random.Generator, *, noise: bool = True) -> Sample:
+    """One image, its label map and its defect table. With ``noise=False`` the image holds the expected counts.
+
+    The random draws do not depend on the densities, and the noise is drawn last: the same ``rng`` state gives
+    the same geometry for settings that differ only in densities or noise."""
+    margin, _, _, _ = _canvas(settings)
+    h = settings.image_size
+    columns = specimen(settings, rng)
+    present = columns.counts > 0
+    expected = _render_canvas(settings, columns.yx[present] + margin,
+                              columns.counts[present])[margin:margin + h, margin:margin + h]
+
+    defect = columns.classes > 0
+    where = columns.yx[defect]
+    labels = _paint(settings, where, columns.classes[defect])
     inside = np.all((where >= -0.5) & (where < h - 0.5), axis=1)
-    table = np.concatenate([where[inside], classes[defect][inside, None]], axis=1).astype(np.float32)
+    table = np.concatenate([where[inside], columns.classes[defect][inside, None]], axis=1).astype(np.float32)
 
     if noise:
         image = rng.poisson(np.maximum(expected, 0)).astype(np.float32)

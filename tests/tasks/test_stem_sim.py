@@ -137,6 +137,20 @@ def test_drift_and_jitter_move_columns_by_a_function_of_their_scan_row():
         assert np.abs(fit - drift[:, axis]).max() < 0.02
 
 
+def test_the_specimen_is_the_image_simulate_makes():
+    s = StemSettings(image_size=96, chalcogen_vacancy_density=0.05, dopant_density=0.05, jitter=0.3)
+    state = rng(8)
+    columns = stem_sim.specimen(s, state)
+    sample = simulate(s, rng(8), noise=False)
+    np.testing.assert_allclose(render(s, columns.yx, columns.counts), sample.image, rtol=1e-4, atol=1e-3)
+    defect = columns.classes > 0
+    inside = np.all((columns.yx >= -0.5) & (columns.yx < s.image_size - 0.5), axis=1)
+    np.testing.assert_allclose(columns.yx[defect & inside], sample.defects[:, :2], atol=1e-4)
+    np.testing.assert_array_equal(columns.classes[defect & inside], sample.defects[:, 2])
+    assert set(columns.classes[columns.is_metal]) <= {0, 3, 4} and set(columns.classes[~columns.is_metal]) <= {0, 1, 2}
+    assert (columns.counts[columns.classes == 2] == 0).all() and (columns.counts[columns.classes == 1] > 0).all()
+
+
 # ------------------------------------------------------------------------------------------------ noise
 
 def residual(s, seed=1):
