@@ -111,8 +111,8 @@ def fourier(settings, n: int, seed: int) -> list[float]:
     method.fit(*images(seed + 1), radius)
     test, truth = images(seed)
     counts = sum(stem_analysis.match_counts(method.predict(x), t, radius, 5) for x, t in zip(test, truth))
-    tp, fp, fn = counts.T
-    return list(2 * tp / np.maximum(2 * tp + fp + fn, 1))
+    f1 = stem_analysis.f1_scores(counts)
+    return [f1[f"f1_{c}"] for c in range(1, 5)]
 
 
 def main(argv=None) -> int:
