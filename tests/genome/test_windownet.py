@@ -48,15 +48,16 @@ def windows(volumes: torch.Tensor) -> torch.Tensor:
     return padded.unfold(1, W, 1).unfold(2, W, 1).unfold(3, W, 1).reshape(-1, W, W, W)
 
 
-def test_slabs_give_each_voxel_the_value_of_its_window_image():
+@pytest.mark.parametrize("sides", [(10, 11, 12), (W, W, W)], ids=["unequal sides", "window is the whole volume"])
+def test_slabs_give_each_voxel_the_value_of_its_window_image(sides):
     torch.manual_seed(0)
-    volumes = torch.randint(0, 2, (2, 10, 11, 12)).float() * 2 - 1  # unequal sides: no axis may be mixed up
+    volumes = torch.randint(0, 2, (2, *sides)).float() * 2 - 1  # unequal sides: no axis may be mixed up
     for _, genome, model in networks(seed=3, count=12):
         with torch.no_grad():
             planes = model(slabs(volumes, W))
-            fields = planes.reshape(2, 10, 11, 12)
+            fields = planes.reshape(2, *sides)
             each = model(windows(volumes)).reshape(fields.shape)
-        assert planes.shape == (20, 1, 11, 12)
+        assert planes.shape == (2 * sides[0], 1, *sides[1:])
         torch.testing.assert_close(fields, each, rtol=1e-4, atol=1e-5, msg=lambda m: f"{genome.to_json()}: {m}")
 
 

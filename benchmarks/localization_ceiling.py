@@ -1,0 +1,224 @@
+#!/usr/bin/env python
+"""What limits the localization networks on our MVEs: the information in the 11³ window.
+
+1. Linear models. The best linear map from a voxel's w³ neighbourhood (phases as −1/+1, plus a constant) to its
+   ε11, fitted by exact least squares over every voxel of every training MVE (the normal equations are periodic
+   auto- and cross-correlations, summed over the MVEs by FFT), against first-order MKS: the same linear model with
+   the whole periodic MVE as its window.
+2. CNNs. One small CNN (the hand-designed layout at half its widths) trained for the same time on the 11³ window and
+   on the whole 21³ MVE (window 21: each voxel's network sees the entire periodic volume, centred on it), side by
+   side, one process and one thread each, the learning rate decayed to 0 along the budget (cosine).
+Test MASE (%) overall and per microstructure family (isotropic; elongated along or across the loading axis x1;
+plates containing x1 or normal to it): what cutting the neighbourhood to the window costs on this data.
+
+The script reports; it does not assert.
+
+    python benchmarks/localization_ceiling.py           # about 20 min (2 x 900 s of training side by side)
+    python benchmarks/localization_ceiling.py --quick   # 60 training MVEs in a temporary directory, about 2 min
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import tempfile
+import time
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
+
+from common import REPO, code_version, table  # noqa: E402 (puts this checkout first on sys.path)
+
+QUICK = {"train": 60, "val": 4, "test": 24}  # MVEs of --quick (its own data file, in a temporary directory)
+FAMILIES = [("isotropic", -1, "isotropic"), ("elongated", 0, "elongated along x1"),
+            ("elongated", 1, "elongated across x1 (x2)"), ("elongated", 2, "elongated across x1 (x3)"),
+            ("plate", 0, "plates normal to x1"), ("plate", 1, "plates containing x1 (normal x2)"),
+            ("plate", 2, "plates containing x1 (normal x3)")]
+
+
+def load_task(contrast: float, data_dir: str, window: int = 11):
+    """The localization task of configs/localization.yaml at this contrast and window, its data made if missing."""
+    from menndl_py.cli import load_config
+    from menndl_py.run import ensure_data
+    from menndl_py.tasks import make_task
+
+    settings = [f"task.options.contrast={contrast:g}", f"task.data_dir={data_dir}", f"task.options.window={window}"]
+    if data_dir != "data":
+        settings += [f"task.options.{split}_volumes={n}" for split, n in QUICK.items()]
+    config = load_config(str(REPO / "configs" / "localization.yaml"), settings, "localization-ceiling")
+    task = make_task(config.task.name, config.task.options, str(REPO / config.task.data_dir))
+    ensure_data(task)
+    return task
+
+
+class WindowLinear:
+    """ε(s) = c + Σ_{r in window} α_r u(s + r), u = 2m − 1: least squares over every voxel of the training MVEs."""
+
+    def __init__(self, window: int):
+        self.window = window
+
+    def fit(self, volumes, strains, ridge: float = 1e-6) -> "WindowLinear":
+        import numpy as np
+        import scipy.fft as sfft
+
+        n = volumes.shape[1:]
+        u = 2.0 * volumes - 1.0
+        spectrum = sfft.rfftn(u, axes=(1, 2, 3), workers=1)
+        auto = sfft.irfftn((spectrum.conj() * spectrum).sum(0), s=n, workers=1)  # A(d) = Σ u(t) u(t + d)
+        cross = sfft.irfftn((spectrum.conj() * sfft.rfftn(strains, axes=(1, 2, 3), workers=1)).sum(0), s=n,
+                            workers=1)  # C(d) = Σ u(t) ε(t + d)
+        h = self.window // 2
+        offsets = np.array(list(itertools.product(range(-h, h + 1), repeat=3)))
+        d = (offsets[None, :, :] - offsets[:, None, :]) % np.array(n)
+        gram = np.empty((len(offsets) + 1,) * 2)
+        gram[:-1, :-1] = auto[d[..., 0], d[..., 1], d[..., 2]]  # Σ_s u(s + r) u(s + r') = A(r' − r)
+        gram[:-1, -1] = gram[-1, :-1] = u.sum()
+        gram[-1, -1] = strains.size
+        rhs = np.append(cross[tuple((-offsets % np.array(n)).T)], strains.sum())  # Σ_s u(s + r) ε(s) = C(−r)
+        gram[np.diag_indices_from(gram)] += ridge * np.trace(gram) / len(gram)
+        coefficients = np.linalg.solve(gram, rhs)
+        self.kernel = np.zeros(n)
+        self.kernel[tuple((offsets % np.array(n)).T)] = coefficients[:-1]
+        self.constant = coefficients[-1]
+        return self
+
+    def predict(self, volumes):
+        import scipy.fft as sfft
+
+        u = 2.0 * volumes - 1.0
+        n = volumes.shape[1:]
+        kernel = sfft.rfftn(self.kernel, workers=1)
+        return self.constant + sfft.irfftn(kernel.conj() * sfft.rfftn(u, axes=(1, 2, 3), workers=1), s=n,
+                                           axes=(1, 2, 3), workers=1)
+
+
+def per_family_table(task, errors: dict, title: str) -> str:
+    """Mean test MASE per family and over all test MVEs, one column per model (`errors`: name → MASE per MVE)."""
+    import numpy as np
+
+    from menndl_py.tasks import microstructure_data as data
+
+    test = data.read(task.data_path, "test", ("kind", "axis"))
+    kinds = np.array([k.decode() if isinstance(k, bytes) else str(k) for k in test["kind"]])
+    rows = []
+    for kind, axis, label in FAMILIES:
+        chosen = (kinds == kind) & (test["axis"] == axis)
+        if chosen.any():
+            rows.append([f"{label} ({chosen.sum()})"] + [f"{e[chosen].mean():.2f}" for e in errors.values()])
+    rows.append([f"all test MVEs ({len(kinds)})"] + [f"{e.mean():.2f}" for e in errors.values()])
+    return table(["family (MVEs)"] + list(errors), rows, title)
+
+
+def linear_windows(task, windows) -> None:
+    import numpy as np
+
+    from menndl_py.tasks import microstructure_data as data
+    from menndl_py.tasks.mks import mase
+
+    started = time.perf_counter()
+    train = data.read(task.data_path, "train", ("volumes", "strain"))
+    test = data.read(task.data_path, "test", ("volumes", "strain"))
+    volumes, strains = (train[k].astype(np.float64) for k in ("volumes", "strain"))
+    errors = {f"linear, {w}³ window": mase(WindowLinear(w).fit(volumes, strains).predict(
+        test["volumes"].astype(np.float64)), test["strain"]) for w in windows}
+    errors[f"first-order MKS (whole {task.options.size}³ period)"] = mase(task.mks().predict(test["volumes"]),
+                                                                        test["strain"])
+    print(per_family_table(task, errors,
+                f"contrast {task.options.contrast:g}: test MASE (%) of linear models "
+                f"({len(volumes)} training MVEs, {time.perf_counter() - started:.0f} s)"))
+
+
+def small_cnn():
+    """The hand-designed CNN's layout at half its widths (filters 16, 32, 32; dense 128, 64): cheap enough to see
+    several epochs of the whole-MVE window in minutes."""
+    from menndl_py.genome import Genome
+
+    conv = {"kernel": 3, "convs": 1, "norm": "batch", "activation": "relu", "dropout": 0.0}
+    layers = [dict(conv, filters=16, pool="none", dense=0), dict(conv, filters=32, pool="max", dense=128),
+              dict(conv, filters=32, pool="none", dense=64)]
+    return Genome(layers, {"learning_rate": 2e-3, "batch_size": 8, "optimizer": "adam", "weight_decay": 0.0})
+
+
+def train_on_window(contrast: float, data_dir: str, window: int, seconds: float) -> dict:
+    """`small_cnn` trained `seconds` on one thread with the window³ input (learning rate decayed to 0 along the
+    budget, cosine): its test MASE per MVE, steps and epochs."""
+    import numpy as np
+    import torch
+
+    from menndl_py.train.trainer import make_optimizer
+
+    torch.set_num_threads(1)
+    task = load_task(contrast, data_dir, window)
+    genome = small_cnn()
+    torch.manual_seed(0)
+    model = task.space().build(genome)
+    x, y = (torch.as_tensor(a) for a in task.load("train"))
+    g = genome.training
+    optimizer = make_optimizer(g["optimizer"], model.parameters(), g["learning_rate"], g["weight_decay"])
+    shuffle = torch.Generator().manual_seed(0)
+    started, steps, progress = time.perf_counter(), 0, 0.0
+    model.train()
+    while progress < 1.0:
+        order = torch.randperm(len(x), generator=shuffle)
+        for i in range(0, len(x) - g["batch_size"] + 1, g["batch_size"]):
+            idx = order[i:i + g["batch_size"]]
+            inputs, targets = task.augment(x[idx], y[idx], shuffle)
+            loss = task.loss(model(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            progress = (time.perf_counter() - started) / seconds
+            if progress >= 1.0:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = g["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * progress))
+    epochs = steps * g["batch_size"] / len(x)
+    del x, y
+    xt, yt = (torch.as_tensor(a) for a in task.load("test"))
+    model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([model(xt[i:i + 256]) for i in range(0, len(xt), 256)]).numpy()
+    per_mve = 100.0 * np.abs(predicted - yt.numpy()).reshape(task.options.test_volumes, -1).mean(axis=1)
+    return {"per_mve": per_mve, "steps": steps, "epochs": epochs}
+
+
+def cnn_windows(task, data_dir: str, windows, seconds: float) -> None:
+    """`train_on_window` for every window at once, one process (one thread) each, so they share the machine alike."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(len(windows), mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = [pool.submit(train_on_window, task.options.contrast, data_dir, w, seconds) for w in windows]
+        results = {w: r.result() for w, r in zip(windows, runs)}
+    errors = {f"{w}³ window ({results[w]['epochs']:.1f} epochs)": results[w]["per_mve"] for w in windows}
+    print(per_family_table(task, errors, f"\ncontrast {task.options.contrast:g}: test MASE (%) of the same small CNN "
+                                         f"on two windows, {seconds:g} s of training each, one thread each, side by "
+                                         f"side"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contrasts", default="50,10", help="comma-separated contrasts of the linear models (each "
+                                                            "its own data file); the CNNs use the first")
+    parser.add_argument("--windows", default="11,15", help="comma-separated odd windows of the linear models")
+    parser.add_argument("--cnn-windows", default="11,21", help="comma-separated odd windows of the CNNs")
+    parser.add_argument("--seconds", type=float, default=900.0, help="training time of each CNN (s)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 60 training MVEs in a temporary "
+                                                             "directory, contrast 50, 20 s of training")
+    args = parser.parse_args()
+    print(code_version())
+    scratch = tempfile.TemporaryDirectory() if args.quick else None
+    if args.quick:
+        args.contrasts, args.seconds = "50", 20.0
+    data_dir = scratch.name if scratch else "data"
+    contrasts = [float(c) for c in args.contrasts.split(",")]
+    tasks = {c: load_task(c, data_dir) for c in contrasts}
+    for c in contrasts:
+        linear_windows(tasks[c], [int(w) for w in args.windows.split(",")])
+    cnn_windows(tasks[contrasts[0]], data_dir, [int(w) for w in args.cnn_windows.split(",")], args.seconds)
+
+
+if __name__ == "__main__":
+    main()
