@@ -104,6 +104,8 @@ def figures(row: str, args, scratch: Path) -> dict:
     o = task.options
     scale = {"size": o.size, "volumes": {s: getattr(o, f"{s}_volumes") for s in ("train", "val", "test")},
              "contrast": o.contrast}
+    if task.name == "localization":
+        scale["window"] = o.window
     start = time.monotonic()
     if getattr(args, f"run_{row}"):
         ensure_data(task)
