@@ -37,8 +37,9 @@ FAMILIES = [("isotropic", -1, "isotropic"), ("elongated", 0, "elongated along x1
             ("plate", 2, "plates containing x1 (normal x3)")]
 
 
-def load_task(contrast: float, data_dir: str, window: int = 11):
-    """The localization task of configs/localization.yaml at this contrast and window, its data made if missing."""
+def load_task(contrast: float, data_dir: str, window: int = 11, overrides: tuple = ()):
+    """The localization task of configs/localization.yaml at this contrast and window (and `overrides`, KEY=VALUE
+    config settings), its data made if missing."""
     from menndl_py.cli import load_config
     from menndl_py.run import ensure_data
     from menndl_py.tasks import make_task
@@ -46,6 +47,7 @@ def load_task(contrast: float, data_dir: str, window: int = 11):
     settings = [f"task.options.contrast={contrast:g}", f"task.data_dir={data_dir}", f"task.options.window={window}"]
     if data_dir != "data":
         settings += [f"task.options.{split}_volumes={n}" for split, n in QUICK.items()]
+    settings += list(overrides)
     config = load_config(str(REPO / "configs" / "localization.yaml"), settings, "localization-ceiling")
     task = make_task(config.task.name, config.task.options, str(REPO / config.task.data_dir))
     ensure_data(task)
@@ -140,7 +142,7 @@ def small_cnn():
     return Genome(layers, {"learning_rate": 2e-3, "batch_size": 8, "optimizer": "adam", "weight_decay": 0.0})
 
 
-def train_on_window(contrast: float, data_dir: str, window: int, seconds: float) -> dict:
+def train_on_window(contrast: float, data_dir: str, window: int, seconds: float, overrides: tuple) -> dict:
     """`small_cnn` trained `seconds` on one thread with the window³ input (learning rate decayed to 0 along the
     budget, cosine): its test MASE per MVE, steps and epochs."""
     import numpy as np
@@ -149,7 +151,7 @@ def train_on_window(contrast: float, data_dir: str, window: int, seconds: float)
     from menndl_py.train.trainer import make_optimizer
 
     torch.set_num_threads(1)
-    task = load_task(contrast, data_dir, window)
+    task = load_task(contrast, data_dir, window, overrides)
     genome = small_cnn()
     torch.manual_seed(0)
     model = task.space().build(genome)
@@ -184,13 +186,13 @@ def train_on_window(contrast: float, data_dir: str, window: int, seconds: float)
     return {"per_mve": per_mve, "steps": steps, "epochs": epochs}
 
 
-def cnn_windows(task, data_dir: str, windows, seconds: float) -> None:
+def cnn_windows(task, data_dir: str, windows, seconds: float, overrides: tuple) -> None:
     """`train_on_window` for every window at once, one process (one thread) each, so they share the machine alike."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(len(windows), mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = [pool.submit(train_on_window, task.options.contrast, data_dir, w, seconds) for w in windows]
+        runs = [pool.submit(train_on_window, task.options.contrast, data_dir, w, seconds, overrides) for w in windows]
         results = {w: r.result() for w, r in zip(windows, runs)}
     errors = {f"{w}³ window ({results[w]['epochs']:.1f} epochs)": results[w]["per_mve"] for w in windows}
     print(per_family_table(task, errors, f"\ncontrast {task.options.contrast:g}: test MASE (%) of the same small CNN "
@@ -205,6 +207,8 @@ def main() -> None:
     parser.add_argument("--windows", default="11,15", help="comma-separated odd windows of the linear models")
     parser.add_argument("--cnn-windows", default="11,21", help="comma-separated odd windows of the CNNs")
     parser.add_argument("--seconds", type=float, default=900.0, help="training time of each CNN (s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config setting for the data, e.g. task.options.length_max=2 (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 60 training MVEs in a temporary "
                                                              "directory, contrast 50, 20 s of training")
     args = parser.parse_args()
@@ -214,10 +218,11 @@ def main() -> None:
         args.contrasts, args.seconds = "50", 20.0
     data_dir = scratch.name if scratch else "data"
     contrasts = [float(c) for c in args.contrasts.split(",")]
-    tasks = {c: load_task(c, data_dir) for c in contrasts}
+    overrides = tuple(args.overrides)
+    tasks = {c: load_task(c, data_dir, overrides=overrides) for c in contrasts}
     for c in contrasts:
         linear_windows(tasks[c], [int(w) for w in args.windows.split(",")])
-    cnn_windows(tasks[contrasts[0]], data_dir, [int(w) for w in args.cnn_windows.split(",")], args.seconds)
+    cnn_windows(tasks[contrasts[0]], data_dir, [int(w) for w in args.cnn_windows.split(",")], args.seconds, overrides)
 
 
 if __name__ == "__main__":
