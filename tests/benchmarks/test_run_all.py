@@ -5,7 +5,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = ["scale", "search_efficiency", "utilization", "trainer_overhead", "predict_throughput", "stem_simulator",
-         "elasticity_solver"]
+         "elasticity_solver", "localization_ceiling"]
 
 
 def test_quick_run_writes_results_with_commands_and_plots(tmp_path):
