@@ -5,7 +5,7 @@
    ε11, fitted by exact least squares over every voxel of every training MVE (the normal equations are periodic
    auto- and cross-correlations, summed over the MVEs by FFT), against first-order MKS: the same linear model with
    the whole periodic MVE as its window.
-2. CNNs. One small CNN (the hand-designed layout, narrower) trained by the search's Trainer for the same time on the
+2. CNNs. The task's hand-designed CNN trained by the search's Trainer for the same time on the
    11³ window and on the whole 21³ MVE (window 21: each voxel's network sees the entire periodic volume, centred on
    it), side by side, one process and one thread each, the learning rate decayed to 0 along the budget (cosine).
 Test MASE (%) overall and per microstructure family (isotropic; elongated along or across the loading axis x1;
@@ -129,19 +129,8 @@ def linear_windows(task, windows) -> None:
                                          f"({len(volumes)} training MVEs, {time.perf_counter() - started:.0f} s)"))
 
 
-def small_cnn():
-    """The hand-designed CNN's layout, narrower (filters 16, 32, 32 for 32, 64, 64; dense 128, 64 for 256, 64):
-    cheap enough for several epochs on the whole-MVE window in minutes."""
-    from menndl_py.genome import Genome
-
-    conv = {"kernel": 3, "convs": 1, "norm": "batch", "activation": "relu", "dropout": 0.0}
-    layers = [dict(conv, filters=16, pool="none", dense=0), dict(conv, filters=32, pool="max", dense=128),
-              dict(conv, filters=32, pool="none", dense=64)]
-    return Genome(layers, {"learning_rate": 2e-3, "batch_size": 8, "optimizer": "adam", "weight_decay": 0.0})
-
-
 def train_on_window(contrast: float, data_dir: str, window: int, seconds: float, overrides: tuple) -> dict:
-    """`small_cnn` trained by the search's Trainer for `seconds` on one thread with the window³ input (learning
+    """The task's hand-designed CNN trained by the search's Trainer for `seconds` on one thread with the window³ input (learning
     rate decayed to 0 along the budget, cosine): its test MASE per MVE and the epochs it completed."""
     import torch
 
@@ -155,7 +144,8 @@ def train_on_window(contrast: float, data_dir: str, window: int, seconds: float,
     data = {split: tuple(torch.as_tensor(a) for a in task.load(split)) for split in ("train", "val")}
     budget = Budget(epochs=10**6, time_budget=seconds, timeout=2 * seconds + 600, eval_batch_size=256,
                     lr_schedule="cosine")
-    outcome = Trainer(task, task.space(), LocalGroup(), data, budget, device=torch.device("cpu")).evaluate(small_cnn())
+    outcome = Trainer(task, task.space(), LocalGroup(), data, budget, device=torch.device("cpu")).evaluate(
+        *task.baseline_genomes().values())
     if outcome.status != "ok":
         raise RuntimeError(f"window {window}: training ended {outcome.status}: {outcome.message}")
     del data
@@ -173,7 +163,7 @@ def cnn_windows(task, data_dir: str, windows, seconds: float, overrides: tuple) 
         runs = [pool.submit(train_on_window, task.options.contrast, data_dir, w, seconds, overrides) for w in windows]
         results = {w: r.result() for w, r in zip(windows, runs)}
     errors = {f"{w}³ window (epochs done: {results[w]['epochs']})": results[w]["per_mve"] for w in windows}
-    print(per_family_table(task, errors, f"\ncontrast {task.options.contrast:g}: test MASE (%) of the same small CNN "
+    print(per_family_table(task, errors, f"\ncontrast {task.options.contrast:g}: test MASE (%) of the hand-designed CNN "
                                          f"on two windows, {seconds:g} s of training each, one thread each, side by "
                                          f"side"))
 
