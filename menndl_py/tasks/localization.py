@@ -2,7 +2,8 @@
 two-phase 3-D microstructure (MVE, 21³ by default) under macroscopic ε11, from 2-D CNNs.
 
 Data: `sample_family` MVEs and the FFT solver's ε11 fields, stored over the applied strain. The network of a voxel
-reads its periodic window³ neighbourhood (11³ by default) as a window-channel window × window image (channel i is
+reads its periodic window³ neighbourhood (11³ by default, the paper's input; configs/localization.yaml gives the
+whole 21³ MVE, which holds more of what sets the strain) as a window-channel window × window image (channel i is
 the slice at offset i − window//2 along the loading direction x1, phases as −1/+1; `neighbourhoods`) and gives
 that voxel's ε11 / applied ε11. The networks (`WindowNet`: valid convolutions, pooling, dense layers) are trained
 and scored a whole x1 plane at a time, which gives every voxel's value exactly as its window image would, with
