@@ -5,9 +5,9 @@
    ε11, fitted by exact least squares over every voxel of every training MVE (the normal equations are periodic
    auto- and cross-correlations, summed over the MVEs by FFT), against first-order MKS: the same linear model with
    the whole periodic MVE as its window.
-2. CNNs. The task's hand-designed CNN trained by the search's Trainer for the same time on the
-   11³ window and on the whole 21³ MVE (window 21: each voxel's network sees the entire periodic volume, centred on
-   it), side by side, one process and one thread each, the learning rate decayed to 0 along the budget (cosine).
+2. CNNs. The task's hand-designed CNN trained by the search's Trainer for the same time on the 11³ window and on
+   the whole 21³ MVE (window 21: each voxel's network sees the entire periodic volume, centred on it), side by side,
+   one process and one thread each, the learning rate decayed to 0 along the budget (cosine).
 Test MASE (%) overall and per microstructure family (isotropic; elongated along or across the loading axis x1;
 plates containing x1 or normal to it): what cutting the neighbourhood to the window costs on this data.
 
@@ -130,8 +130,8 @@ def linear_windows(task, windows) -> None:
 
 
 def train_on_window(contrast: float, data_dir: str, window: int, seconds: float, overrides: tuple) -> dict:
-    """The task's hand-designed CNN trained by the search's Trainer for `seconds` on one thread with the window³ input (learning
-    rate decayed to 0 along the budget, cosine): its test MASE per MVE and the epochs it completed."""
+    """The task's hand-designed CNN trained by the search's Trainer for `seconds` on one thread with the window³
+    input (learning rate decayed to 0 along the budget, cosine): its test MASE per MVE and the epochs it completed."""
     import torch
 
     from menndl_py.tasks import microstructure_data
@@ -163,9 +163,9 @@ def cnn_windows(task, data_dir: str, windows, seconds: float, overrides: tuple) 
         runs = [pool.submit(train_on_window, task.options.contrast, data_dir, w, seconds, overrides) for w in windows]
         results = {w: r.result() for w, r in zip(windows, runs)}
     errors = {f"{w}³ window (epochs done: {results[w]['epochs']})": results[w]["per_mve"] for w in windows}
-    print(per_family_table(task, errors, f"\ncontrast {task.options.contrast:g}: test MASE (%) of the hand-designed CNN "
-                                         f"on two windows, {seconds:g} s of training each, one thread each, side by "
-                                         f"side"))
+    print(per_family_table(task, errors, f"\ncontrast {task.options.contrast:g}: test MASE (%) of the hand-designed "
+                                         f"CNN on two windows, {seconds:g} s of training each, one thread each, side "
+                                         f"by side"))
 
 
 def main() -> None:
