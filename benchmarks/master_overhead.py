@@ -225,10 +225,10 @@ def run_in_process(args, workdir: Path) -> dict:
     import torch
 
     from menndl_py import config
-    from menndl_py.cluster.master import Master
-    from menndl_py.cluster.worker import Evaluator
-    from menndl_py.run import prepare_run_dir
-    from menndl_py.store import read_checkpoint
+    from menndl_py.engine.master import Master
+    from menndl_py.engine.evaluator import Evaluator
+    from menndl_py.commands.run import prepare_run_dir
+    from menndl_py.rundir import read_checkpoint
     from menndl_py.tasks import make_task
     from menndl_py.train.group import LocalGroup
 
@@ -293,7 +293,7 @@ def checkpoint_anatomy(payload: dict, directory: Path, repeat: int = 200) -> lis
     pure-Python encoder; json.dumps uses the C one)."""
     import io
 
-    from menndl_py.store import write_json_atomic
+    from menndl_py.rundir import write_json_atomic
 
     path = directory / "anatomy.json"
     tmp = path.with_name(path.name + ".tmp")
@@ -314,7 +314,7 @@ def checkpoint_anatomy(payload: dict, directory: Path, repeat: int = 200) -> lis
 
     n_flight = len(payload.get("in_flight", []))
     return [[f"payload (mid-run): {len(text):,} bytes of JSON, {n_flight} genomes in flight", ""],
-            ["menndl_py.store.write_json_atomic(path, payload)", median_ms(lambda: write_json_atomic(path, payload))],
+            ["menndl_py.rundir.write_json_atomic(path, payload)", median_ms(lambda: write_json_atomic(path, payload))],
             ["  json.dumps(payload)  (C encoder)", median_ms(lambda: json.dumps(payload))],
             ["  open + write + os.replace of the encoded text", median_ms(write_and_replace)],
             ["for comparison: json.dump(payload, StringIO)  (pure-Python encoder)",

@@ -10,7 +10,7 @@ Rows: homogenization (configs/homogenization.yaml), localization at contrast 10 
 (configs/localization.yaml). "CNN" is the network of a search run when one is given (--run-homogenization,
 --run-localization10, --run-localization50 RUN_DIR: its network retrained by `menndl retrain` if there is one,
 else its best network as the search left it), else the task's hand-designed baseline genome trained by
-`menndl_py.baseline.run_baselines` under --budget seconds (one process). The other baselines are fitted on the
+`menndl_py.commands.baseline.run_baselines` under --budget seconds (one process). The other baselines are fitted on the
 same training data and scored on the same test data. "Rule of mixtures" is the better of Voigt and Reuss.
 The script reports whether our figures keep the papers' ordering and whether the CNN is within 2× of the
 published error; it does not assert.
@@ -67,10 +67,10 @@ def searched_network(cfg, task) -> dict:
     import torch
 
     from menndl_py.genome import Genome
-    from menndl_py.predict import network_dir
-    from menndl_py.run import test_metrics
-    from menndl_py.tasks import microstructure_data
-    from menndl_py.tasks.mks import mase
+    from menndl_py.commands.predict import network_dir
+    from menndl_py.commands.run import test_metrics
+    from menndl_py.tasks.microstructure import data as microstructure_data
+    from menndl_py.physics.mks import mase
 
     where = network_dir(cfg.run_dir)
     best = json.loads((cfg.run_dir / "best" / "result.json").read_text())
@@ -95,8 +95,8 @@ def searched_network(cfg, task) -> dict:
 
 
 def figures(row: str, args, scratch: Path) -> dict:
-    from menndl_py.baseline import run_baselines
-    from menndl_py.run import ensure_data
+    from menndl_py.commands.baseline import run_baselines
+    from menndl_py.commands.run import ensure_data
     from menndl_py.tasks import make_task
 
     cfg = row_config(row, args, scratch)

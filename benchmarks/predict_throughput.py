@@ -38,7 +38,7 @@ def make_images(path: Path, n: int, settings) -> None:
     import h5py
     import numpy as np
 
-    from menndl_py.tasks import stem_sim
+    from menndl_py.physics import stem_sim
 
     with h5py.File(path, "w") as f:
         stack = f.create_dataset("images", (n, settings.image_size, settings.image_size), np.float32,
@@ -78,7 +78,7 @@ def plain_loop(model, images, batch: int) -> float:
 
 
 def menndl_predict(run_dir: Path, stack: Path, out: Path, batch: int) -> float:
-    from menndl_py.predict import predict
+    from menndl_py.commands.predict import predict
 
     start = time.perf_counter()
     predict(str(run_dir), [str(stack)], str(out), batch_size=batch, overwrite=True, progress=False)
@@ -103,8 +103,8 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from menndl_py.predict import load_best
-    from menndl_py.tasks.stem_defects import standardize
+    from menndl_py.commands.predict import load_best
+    from menndl_py.tasks.stem.task import standardize
 
     print(code_version())
     scratch = Path(tempfile.mkdtemp(prefix="menndl-predict-bench-"))

@@ -69,10 +69,10 @@ def overlap(starts: np.ndarray, ends: np.ndarray, a: float, b: float) -> float:
 def simulate(workers: int, mean: float, results: int, workdir: Path, seed: int = 0) -> dict:
     """One run of the real Master against `workers` simulated groups and a simulated clock (seconds)."""
     from menndl_py import config
-    from menndl_py.cluster.master import Master
-    from menndl_py.cluster.mpi import MASTER_POLL
+    from menndl_py.engine.master import Master
+    from menndl_py.engine.transport.mpi import MASTER_POLL
     from menndl_py.genome import Genome
-    from menndl_py.run import prepare_run_dir
+    from menndl_py.commands.run import prepare_run_dir
     from menndl_py.tasks import make_task
 
     timeout = TIMEOUT_FACTOR * mean
@@ -284,7 +284,7 @@ class SleepEvaluator:
 
 def mpi_child(config_path: str) -> None:
     """One rank of the light MPI run: rank 0 the real master, the others real worker loops that only sleep."""
-    from menndl_py.cluster import mpi
+    from menndl_py.engine.transport import mpi
 
     comm = mpi.world()
     layout = mpi.make_layout(comm, 1)  # first, so that no rank spins in a collective while rank 0 imports torch
@@ -293,8 +293,8 @@ def mpi_child(config_path: str) -> None:
         mpi.worker_loop(comm, layout, lambda: SleepEvaluator(raw["task"]["options"], raw["search"]["seed"]))
         return
     from menndl_py import config
-    from menndl_py.cluster.master import Master
-    from menndl_py.run import prepare_run_dir
+    from menndl_py.engine.master import Master
+    from menndl_py.commands.run import prepare_run_dir
     from menndl_py.tasks import make_task
 
     cfg = config.from_dict(raw)

@@ -123,8 +123,8 @@ def run_one(job: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from menndl_py.cluster.worker import Evaluator
-    from menndl_py.tasks.elemnet import ElemNetTask
+    from menndl_py.engine.evaluator import Evaluator
+    from menndl_py.tasks.elemnet.task import ElemNetTask
     from menndl_py.train.group import LocalGroup
 
     path, cache = Path(job["file"]), Path(job["file"]).parent
@@ -162,7 +162,7 @@ def data_dir(given: str | None) -> str:
     """A directory holding elemnet.h5 (made in the repository's data/ if missing)."""
     target = Path(given) if given else REPO / "data"
     if not (target / "elemnet.h5").exists():
-        from menndl_py.tasks.elemnet import ElemNetTask
+        from menndl_py.tasks.elemnet.task import ElemNetTask
 
         target.mkdir(parents=True, exist_ok=True)
         print(f"making the ElemNet data set in {target}", flush=True)

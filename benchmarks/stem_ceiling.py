@@ -34,7 +34,7 @@ def column_amplitudes(settings, image, columns):
     """Least-squares amplitude (counts) of every column whose patch lies inside the image; (amplitudes, index)."""
     import numpy as np
 
-    from menndl_py.tasks import stem_sim
+    from menndl_py.physics import stem_sim
 
     h = settings.image_size
     small = dataclasses.replace(settings, image_size=2 * PATCH + 1)
@@ -77,7 +77,7 @@ def ideal_observer(settings, n: int, seed: int) -> list[float]:
     """Ceiling F1 per defect class (single vacancy, double vacancy, dopant, metal vacancy) on n images."""
     import numpy as np
 
-    from menndl_py.tasks import stem_sim
+    from menndl_py.physics import stem_sim
 
     amplitudes, classes, metal = [], [], []
     for i in range(n):
@@ -99,8 +99,9 @@ def fourier(settings, n: int, seed: int) -> list[float]:
     """Fourier filtering's F1 per defect class on the same n images, tuned on n others."""
     import numpy as np
 
-    from menndl_py.tasks import stem_analysis, stem_sim
-    from menndl_py.tasks.stem_defects import true_defects
+    from menndl_py.physics import stem_analysis
+    from menndl_py.physics import stem_sim
+    from menndl_py.tasks.stem.task import true_defects
 
     def images(s):
         samples = [stem_sim.simulate(settings, np.random.default_rng((s, i))) for i in range(n)]

@@ -34,9 +34,9 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from menndl_py.predict import load_best, network_dir
-    from menndl_py.tasks import stem_analysis
-    from menndl_py.tasks.stem_defects import CALIBRATION_IMAGES, standardize, true_defects
+    from menndl_py.commands.predict import load_best, network_dir
+    from menndl_py.physics import stem_analysis
+    from menndl_py.tasks.stem.task import CALIBRATION_IMAGES, standardize, true_defects
     from menndl_py.train.group import LocalGroup
 
     torch.set_num_threads(1)

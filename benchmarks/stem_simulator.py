@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from menndl_py.tasks.stem_sim import StemSettings, image_rng, simulate
+    from menndl_py.physics.stem_sim import StemSettings, image_rng, simulate
 
     settings = StemSettings()
     print(f"stem_simulator: numpy {np.__version__}, one thread\n  {code_version()}")

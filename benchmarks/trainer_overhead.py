@@ -51,7 +51,7 @@ def find_data(data_dir: str | None, scratch: Path) -> Path:
     if full.exists():
         os.symlink(full, target / "elemnet.h5")
         return target
-    from menndl_py.tasks.elemnet import ElemNetTask
+    from menndl_py.tasks.elemnet.task import ElemNetTask
 
     print(f"making the ElemNet data set in {target} (about 10 s)", flush=True)
     print(ElemNetTask(data_dir=target).make_data(), flush=True)
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from menndl_py.tasks.elemnet import ElemNetTask
+    from menndl_py.tasks.elemnet.task import ElemNetTask
     from menndl_py.train.group import LocalGroup
     from menndl_py.train.trainer import Budget, Trainer
 

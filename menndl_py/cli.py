@@ -45,7 +45,9 @@ def load_config(path: str, settings: list[str], name: str | None = None):
 def config_of_run(run_dir: str):
     from menndl_py import config
 
-    path = Path(run_dir) / "config.yaml"
+    from menndl_py.rundir.layout import RunDir
+
+    path = RunDir(run_dir).config
     if not path.is_file():
         raise UserError(f"{path}: missing; is {run_dir} a run directory?")
     raw = yaml.safe_load(path.read_text())
@@ -55,14 +57,14 @@ def config_of_run(run_dir: str):
 
 def cmd_run(args) -> int:
     cfg = load_config(args.config, args.set, args.name)
-    from menndl_py.run import search
+    from menndl_py.commands.run import search
 
     return search(cfg, progress=not args.no_progress)
 
 
 def cmd_resume(args) -> int:
     cfg = config_of_run(args.run_dir)
-    from menndl_py.run import search
+    from menndl_py.commands.run import search
 
     return search(cfg, resume=True, progress=not args.no_progress)
 
@@ -86,38 +88,19 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from menndl_py.cluster import mpi
-    from menndl_py.run import say
-    from menndl_py.tasks import make_task
+    from menndl_py.commands.data import make_data
 
-    options = {}
-    data_dir = args.data_dir
     if args.set and not args.config:
         raise UserError("--set: needs --config (it overrides the config's keys)")
-    if args.config:
-        cfg = load_config(args.config, args.set)
-        options, data_dir = cfg.task.options, args.data_dir or cfg.task.data_dir
-    task = make_task(args.task, options, data_dir or "data")
-    comm = mpi.world()
-    rank = comm.rank if comm is not None else 0
-    if task.data_path.exists() and not args.force:
-        task.check_data()
-        if rank == 0:
-            say(f"{task.data_path}: already made (use --force to make it again)")
-        return 0
-    if task.parallel_data and comm is not None:
-        summary = task.make_data(comm)
-    elif rank == 0:
-        summary = task.make_data()
-    if rank == 0:
-        say(summary)
-    return 0
+    cfg = load_config(args.config, args.set) if args.config else None
+    return make_data(args.task, cfg, args.data_dir, args.force)
 
 
 def cmd_baseline(args) -> int:
     from menndl_py import config
-    from menndl_py.baseline import format_baselines, run_baselines
-    from menndl_py.tasks import make_task
+    from menndl_py.commands.baseline import run_baselines
+    from menndl_py.commands.common import format_baselines, task_of
+    from menndl_py.rundir.layout import RunDir
 
     target = Path(args.target)
     if target.is_file():
@@ -128,21 +111,21 @@ def cmd_baseline(args) -> int:
         raw = {"task": {"name": args.target}, "run": {"name": args.name or f"{args.target}-baselines"}}
         cfg = config.from_dict(_overrides(raw, args.set))
     results = run_baselines(cfg)
-    task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    task = task_of(cfg)
     print(format_baselines(results, task.metric, task.unit))
-    print(f"[menndl] written to {cfg.run_dir / 'baselines.json'}")
+    print(f"[menndl] written to {RunDir(cfg.run_dir).baselines}")
     return 0
 
 
 def cmd_retrain(args) -> int:
-    from menndl_py.retrain import retrain
+    from menndl_py.commands.retrain import retrain
 
     retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule)
     return 0
 
 
 def cmd_predict(args) -> int:
-    from menndl_py.predict import predict
+    from menndl_py.commands.predict import predict
 
     return predict(args.run_dir, args.inputs, args.output, batch_size=args.batch_size, dataset=args.dataset,
                    overwrite=args.overwrite, progress=not args.no_progress)
@@ -222,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException:
-        _abort_if_mpi()
+        from menndl_py.engine.transport.mpi import abort_world
+
+        abort_world()  # an unexpected crash on one rank must not leave the others waiting forever
         raise
 
 
@@ -233,16 +218,6 @@ def _rank() -> int:
         if var in os.environ:
             return int(os.environ[var])
     return 0
-
-
-def _abort_if_mpi() -> None:
-    """An unexpected crash on one rank must not leave the others waiting forever."""
-    if "mpi4py.MPI" in sys.modules:
-        import traceback
-
-        traceback.print_exc()
-        sys.stderr.flush()
-        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(1)
 
 
 if __name__ == "__main__":

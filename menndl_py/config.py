@@ -18,7 +18,7 @@ import yaml
 from menndl_py.errors import UserError
 
 
-def _f(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **rules):
+def setting(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **rules):
     """A dataclass field with validation rules (min, max, choices) in its metadata."""
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=rules)
@@ -27,72 +27,73 @@ def _f(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **rules):
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = _f("run")
-    directory: str = _f("runs")
+    name: str = setting("run")
+    directory: str = setting("runs")
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: str = _f("elemnet")
-    data_dir: str = _f("data")
-    options: dict = _f(factory=dict)
+    name: str = setting("elemnet")
+    data_dir: str = setting("data")
+    options: dict = setting(factory=dict)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    population: int = _f(16, min=2)
-    max_evaluations: Optional[int] = _f(100, min=1)
-    max_minutes: Optional[float] = _f(None, min=0.0)
-    crossover_rate: float = _f(0.5, min=0.0, max=1.0)
-    mutation_rate: float = _f(0.9, min=0.0, max=1.0)
-    tournament_size: int = _f(3, min=1)
-    surrogate: bool = _f(True)
-    screen_factor: int = _f(8, min=1)
-    explore_fraction: float = _f(0.25, min=0.0, max=1.0)
-    surrogate_min_results: int = _f(8, min=2)
-    surrogate_max_train: int = _f(256, min=8)
-    surrogate_refit_every: int = _f(4, min=1)
-    seed: int = _f(0, min=0)
-    space: dict = _f(factory=dict)
-    seed_genomes: list = _f(factory=list)  # "baselines", genome JSON files or run directories, evaluated first
+    algorithm: str = setting("ga", choices=("ga", "random"))  # random: the baseline a search must beat
+    population: int = setting(16, min=2)
+    max_evaluations: Optional[int] = setting(100, min=1)
+    max_minutes: Optional[float] = setting(None, min=0.0)
+    crossover_rate: float = setting(0.5, min=0.0, max=1.0)
+    mutation_rate: float = setting(0.9, min=0.0, max=1.0)
+    tournament_size: int = setting(3, min=1)
+    surrogate: bool = setting(True)
+    screen_factor: int = setting(8, min=1)
+    explore_fraction: float = setting(0.25, min=0.0, max=1.0)
+    surrogate_min_results: int = setting(8, min=2)
+    surrogate_max_train: int = setting(256, min=8)
+    surrogate_refit_every: int = setting(4, min=1)
+    seed: int = setting(0, min=0)
+    space: dict = setting(factory=dict)
+    seed_genomes: list = setting(factory=list)  # "baselines", genome JSON files or run directories, evaluated first
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    ranks_per_candidate: int = _f(1, min=1)
-    candidate_timeout: float = _f(600.0, min=0.1)
-    stop_grace: float = _f(60.0, min=0.0)  # seconds the master waits for busy groups after a stop signal
-    threads_per_rank: Optional[int] = _f(None, min=1)
+    ranks_per_candidate: int = setting(1, min=1)
+    candidate_timeout: float = setting(600.0, min=0.1)
+    stop_grace: float = setting(60.0, min=0.0)  # seconds the master waits for busy groups after a stop signal
+    threads_per_rank: Optional[int] = setting(None, min=1)
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = _f(20, min=1)
-    time_budget: Optional[float] = _f(None, min=0.1)
-    eval_batch_size: int = _f(4096, min=1)
-    lr_schedule: str = _f("constant", choices=("constant", "cosine"))  # cosine: to 0 over the budget
+    epochs: int = setting(20, min=1)
+    time_budget: Optional[float] = setting(None, min=0.1)
+    eval_batch_size: int = setting(4096, min=1)
+    lr_schedule: str = setting("constant", choices=("constant", "cosine"))  # cosine: to 0 over the budget
 
 
 @dataclass(frozen=True)
 class FaultConfig:
-    exception: float = _f(0.0, min=0.0, max=1.0)
-    nonfinite: float = _f(0.0, min=0.0, max=1.0)
-    timeout: float = _f(0.0, min=0.0, max=1.0)
+    exception: float = setting(0.0, min=0.0, max=1.0)
+    nonfinite: float = setting(0.0, min=0.0, max=1.0)
+    timeout: float = setting(0.0, min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
 class DebugConfig:
-    inject_faults: FaultConfig = _f(factory=FaultConfig)
+    inject_faults: FaultConfig = setting(factory=FaultConfig)
 
 
 @dataclass(frozen=True)
 class Config:
-    run: RunConfig = _f(factory=RunConfig)
-    task: TaskConfig = _f(factory=TaskConfig)
-    search: SearchConfig = _f(factory=SearchConfig)
-    cluster: ClusterConfig = _f(factory=ClusterConfig)
-    training: TrainingConfig = _f(factory=TrainingConfig)
-    debug: DebugConfig = _f(factory=DebugConfig)
+    run: RunConfig = setting(factory=RunConfig)
+    task: TaskConfig = setting(factory=TaskConfig)
+    search: SearchConfig = setting(factory=SearchConfig)
+    cluster: ClusterConfig = setting(factory=ClusterConfig)
+    training: TrainingConfig = setting(factory=TrainingConfig)
+    debug: DebugConfig = setting(factory=DebugConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,6 +105,8 @@ class Config:
         d.pop("run")
         d["search"].pop("max_evaluations")
         d["search"].pop("max_minutes")
+        if d["search"]["algorithm"] == "ga":  # added later: left out at its default, so older runs resume
+            d["search"].pop("algorithm")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -134,6 +137,8 @@ def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
         bounds += f" and <= {rules['max']}" if bounds else f" <= {rules['max']}"
     if not ok or ("min" in rules and value < rules["min"]) or ("max" in rules and value > rules["max"]):
         raise UserError(f"{key}: must be {_KIND[typ]}{bounds}, got {value!r}")
+    if "choices" in rules and value not in rules["choices"]:
+        raise UserError(f"{key}: must be one of {', '.join(map(repr, rules['choices']))}, got {value!r}")
     return value
 
 

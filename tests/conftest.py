@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from menndl_py.config import Config, from_dict
-from menndl_py.tasks.elemnet_data import make_dataset
+from menndl_py.tasks.elemnet.data import make_dataset
 
 def merged(base: dict, over: dict) -> dict:
     """`base` with `over` laid on top, mappings merged key by key (neither argument is changed)."""

@@ -247,3 +247,15 @@ def test_fingerprint_ignores_the_budget():
 ])
 def test_fingerprint_follows_the_search(change):
     assert from_dict({"search": {"population": 6, "seed": 3}}).fingerprint() != from_dict(change).fingerprint()
+
+
+@pytest.mark.parametrize("key, value", [("training.lr_schedule", "linear"), ("search.algorithm", "bayes")])
+def test_a_value_outside_its_choices_is_refused(key, value):
+    section, name = key.split(".")
+    with pytest.raises(UserError, match=rf"^{key}: must be one of .*got '{value}'$"):
+        config.from_dict({section: {name: value}})
+
+
+def test_the_default_algorithm_leaves_the_fingerprint_as_it_was():
+    assert config.from_dict({}).fingerprint() == config.from_dict({"search": {"algorithm": "ga"}}).fingerprint()
+    assert config.from_dict({}).fingerprint() != config.from_dict({"search": {"algorithm": "random"}}).fingerprint()

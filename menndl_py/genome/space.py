@@ -5,7 +5,7 @@ import functools
 import math
 import random
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 from deap import tools
@@ -127,15 +127,18 @@ class SearchSpace:
             layers.append(self.sample_layer(rng))
         return layers
 
-    def contains(self, genome: Genome) -> bool:
+    def outside(self, genome: Genome) -> Optional[str]:
+        """What puts `genome` outside this space, in words; None if it lies inside."""
         if not self.depth[0] <= genome.depth <= self.depth[1]:
-            return False
-        if set(genome.training) != set(self.training_genes):
-            return False
-        if any(v not in self.training_genes[k].values for k, v in genome.training.items()):
-            return False
-        return all(set(layer) == set(self.layer_genes)
-                   and all(v in self.layer_genes[k].values for k, v in layer.items()) for layer in genome.layers)
+            return f"depth {genome.depth}, expected {self.depth[0]} to {self.depth[1]}"
+        for genes, values in [(self.training_genes, genome.training)] + [(self.layer_genes, layer)
+                                                                         for layer in genome.layers]:
+            if set(values) != set(genes):
+                return f"genes {sorted(values)}, expected {sorted(genes)}"
+            for name, value in values.items():
+                if value not in genes[name].values:
+                    return f"{name}={value!r}, expected one of {list(genes[name].values)}"
+        return None
 
     # -- cost, features and modules -------------------------------------------------------------
     def cost(self, genome: Genome) -> tuple[int, int]:

@@ -18,15 +18,11 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from menndl_py.errors import UserError  # noqa: E402
+from menndl_py.records import STORED_STATUSES, Status  # noqa: E402
+from menndl_py.rundir.layout import RunDir  # noqa: E402
+from menndl_py.rundir.results import complete_lines  # noqa: E402
 
-STATUS_COLORS = {
-    "ok": "#2ca02c",
-    "refused": "#7f7f7f",
-    "error": "#d62728",
-    "nonfinite": "#ff7f0e",
-    "timeout": "#9467bd",
-    "oom": "#8c564b",
-}
+STATUS_COLORS = dict(zip(map(str, STORED_STATUSES), ("#2ca02c", "#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#8c564b")))
 OTHER_COLOR = "#17becf"
 NUMERIC_COLUMNS = ("id", "fitness", "predicted", "params", "depth", "group", "submit_time", "start_time",
                    "end_time", "train_seconds")
@@ -35,35 +31,32 @@ TOP_COLUMNS = ("id", "fitness", "params", "depth", "train_seconds", "status")
 
 def make_report(run_dir: str | Path) -> Path:
     """Write the five plots and `summary.md` into `run_dir/report/` and return that directory."""
-    run_dir = Path(run_dir)
-    df = read_results(run_dir / "results.csv")
-    sur = read_surrogate(run_dir / "surrogate.csv")
-    meta = read_run_json(run_dir / "run.json")
+    run = RunDir(run_dir)
+    df = read_results(run.results_csv)
+    sur = read_surrogate(run.surrogate_csv)
+    meta = run.read_run_json()
     hib = bool(meta.get("higher_is_better", False))
     label = _metric_label(meta)
-    out = run_dir / "report"
+    out = run.report
     out.mkdir(parents=True, exist_ok=True)
     plot_best_so_far_evaluations(df, hib, label, out / "best_so_far_evaluations.png")
     plot_best_so_far_time(df, hib, label, out / "best_so_far_time.png")
     plot_worker_utilization(df, out / "worker_utilization.png")
     plot_fitness_vs_params(df, hib, label, out / "fitness_vs_params.png")
     plot_surrogate(df, sur, label, out / "surrogate_predicted_vs_actual.png")
-    (out / "summary.md").write_text(format_summary(df, sur, meta, run_dir.name))
+    (out / "summary.md").write_text(format_summary(df, sur, meta, run.path.name))
     return out
 
 
 # ----------------------------------------------------------------------------------------------------- reading
 
 def read_results(path: Path) -> pd.DataFrame:
-    """`results.csv` in completion order (file order), numeric columns coerced (bad cells become NaN); UserError if missing or empty.
-
-    A last line without its newline is a row still being written and is left out.
+    """The results file in completion order (file order), numeric columns coerced (bad cells become NaN);
+    UserError if missing or empty. A last line without its newline is a row still being written and is left out.
     """
     if not path.is_file():
         raise UserError(f"no results file: {path}")
-    text = path.read_text(errors="replace")
-    if not text.endswith("\n") and "\n" in text:
-        text = text[: text.rindex("\n") + 1]
+    text = complete_lines(path.read_bytes()).decode(errors="replace")
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
@@ -73,7 +66,7 @@ def read_results(path: Path) -> pd.DataFrame:
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
     df["status"] = df["status"].str.strip().replace("", "unknown") if "status" in df else "unknown"
-    df.loc[df["status"] != "ok", "fitness"] = np.nan
+    df.loc[df["status"] != Status.OK, "fitness"] = np.nan
     df.loc[~np.isfinite(df["fitness"]), "fitness"] = np.nan
     df = df[df["id"].notna()].reset_index(drop=True)
     if df.empty:
@@ -82,7 +75,7 @@ def read_results(path: Path) -> pd.DataFrame:
 
 
 def read_surrogate(path: Path) -> pd.DataFrame:
-    """`surrogate.csv` (empty frame with the `refit` and `spearman` columns if absent or unreadable)."""
+    """The surrogate's refit log (empty frame with the `refit` and `spearman` columns if absent or unreadable)."""
     try:
         sur = pd.read_csv(path)
     except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError):
@@ -90,19 +83,6 @@ def read_surrogate(path: Path) -> pd.DataFrame:
     for col in ("refit", "spearman"):
         sur[col] = pd.to_numeric(sur[col], errors="coerce") if col in sur else pd.Series(dtype=float)
     return sur
-
-
-def read_run_json(path: Path) -> dict:
-    """`run.json` as a dict ({} if absent); UserError if it is not a JSON object."""
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{path} is not a JSON object")
-    return meta
 
 
 # -------------------------------------------------------------------------------------------------- computing
@@ -168,7 +148,7 @@ def _note(ax, text: str) -> None:
 def _mark_failures(ax, x: pd.Series, status: pd.Series) -> list:
     """Tick marks along the x axis for failed evaluations; returns legend handles."""
     handles = []
-    for kind in sorted(set(status) - {"ok"}):
+    for kind in sorted(set(status) - {Status.OK}):
         xs = x[status == kind]
         if xs.empty:
             continue
@@ -225,7 +205,7 @@ def plot_worker_utilization(df: pd.DataFrame, path: Path) -> None:
     if timed.empty:
         _note(ax, "no timed evaluations")
     t0 = _start_clock(df)
-    kinds = sorted(set(timed["status"]), key=lambda s: (s != "ok", s))
+    kinds = sorted(set(timed["status"]), key=lambda s: (s != Status.OK, s))
     for kind in kinds:
         part = timed[timed["status"] == kind]
         ax.barh([row[int(g)] for g in part["group"]], (part["end_time"] - part["start_time"]) / 60.0,

@@ -1,5 +1,23 @@
-"""Search: the asynchronous GA and its SVM surrogate. Nothing here knows about MPI."""
-from menndl_py.search.ga import AsyncGA, Proposal
+"""Search: the Search protocol, the asynchronous GA with its SVM surrogate, and random search. No MPI, no torch."""
+from menndl_py.config import SearchConfig
+from menndl_py.genome import Genome, SearchSpace
+from menndl_py.search.base import Proposal, Search, SpaceExhausted
+from menndl_py.search.ga import AsyncGA
+from menndl_py.search.random import RandomSearch
+from menndl_py.search.seeds import seed_genomes
 from menndl_py.search.surrogate import Surrogate
 
-__all__ = ["AsyncGA", "Proposal", "Surrogate"]
+__all__ = ["AsyncGA", "Proposal", "RandomSearch", "Search", "SpaceExhausted", "Surrogate", "make_search"]
+
+
+def make_search(s: SearchConfig, space: SearchSpace, higher_is_better: bool, baselines: dict[str, Genome]) -> Search:
+    """The search the config names (`search.algorithm`), seeded with `search.seed_genomes`."""
+    seeds = seed_genomes(s.seed_genomes, baselines, space)
+    if s.algorithm == "random":
+        return RandomSearch(space, seed=s.seed, seeds=seeds)
+    surrogate = Surrogate(higher_is_better, min_results=s.surrogate_min_results, max_train=s.surrogate_max_train,
+                          refit_every=s.surrogate_refit_every) if s.surrogate else None
+    return AsyncGA(space, population=s.population, higher_is_better=higher_is_better, seed=s.seed,
+                   crossover_rate=s.crossover_rate, mutation_rate=s.mutation_rate,
+                   tournament_size=s.tournament_size, surrogate=surrogate, screen_factor=s.screen_factor,
+                   explore_fraction=s.explore_fraction, seeds=seeds)

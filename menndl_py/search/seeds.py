@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from menndl_py.errors import CandidateRefused, UserError
 from menndl_py.genome import Genome, SearchSpace
+from menndl_py.rundir.layout import genome_file
 
 
 def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpace) -> list[Genome]:
@@ -20,8 +21,7 @@ def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpa
         if item == "baselines":
             found = list(baselines.values())
         elif isinstance(item, str) and item:
-            path = Path(item)
-            path = path / "best" / "genome.json" if path.is_dir() else path
+            path = genome_file(Path(item))
             try:
                 found = [Genome.from_json(json.loads(path.read_text()))]
             except OSError as exc:
@@ -31,7 +31,7 @@ def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpa
         else:
             raise UserError(f"{where}: expected \"baselines\", a genome JSON file or a run directory, got {item!r}")
         for genome in found:
-            reason = outside(genome, space)
+            reason = space.outside(genome)
             if reason:
                 raise UserError(f"{where}: outside the search space: {reason}")
             try:
@@ -40,17 +40,3 @@ def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpa
                 raise UserError(f"{where}: the search space refuses it: {exc}") from None
             genomes.append(genome)
     return genomes
-
-
-def outside(genome: Genome, space: SearchSpace) -> Optional[str]:
-    """What puts a genome outside a space, in words; None if it is inside."""
-    if not space.depth[0] <= genome.depth <= space.depth[1]:
-        return f"depth {genome.depth}, expected {space.depth[0]} to {space.depth[1]}"
-    for genes, values in [(space.training_genes, genome.training)] + [(space.layer_genes, layer)
-                                                                      for layer in genome.layers]:
-        if set(values) != set(genes):
-            return f"genes {sorted(values)}, expected {sorted(genes)}"
-        for name, value in values.items():
-            if value not in genes[name].values:
-                return f"{name}={value!r}, expected one of {list(genes[name].values)}"
-    return None

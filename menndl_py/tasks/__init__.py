@@ -9,10 +9,10 @@ from menndl_py.errors import UserError
 from menndl_py.tasks.base import Task
 
 BUILT_IN = {
-    "elemnet": "menndl_py.tasks.elemnet:ElemNetTask",
-    "homogenization": "menndl_py.tasks.homogenization:HomogenizationTask",
-    "localization": "menndl_py.tasks.localization:LocalizationTask",
-    "stem_defects": "menndl_py.tasks.stem_defects:StemDefectsTask",
+    "elemnet": "menndl_py.tasks.elemnet.task:ElemNetTask",
+    "homogenization": "menndl_py.tasks.microstructure.homogenization:HomogenizationTask",
+    "localization": "menndl_py.tasks.microstructure.localization:LocalizationTask",
+    "stem_defects": "menndl_py.tasks.stem.task:StemDefectsTask",
     "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
 }
 

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 
 from menndl_py import config as config_module
 from menndl_py.errors import UserError
+from menndl_py.engine.transport.share import Solo
 from menndl_py.genome import Genome, SearchSpace
+from menndl_py.records import Outcome
 
-if TYPE_CHECKING:
-    from menndl_py.train.trainer import Outcome
+SPLITS = ("train", "val", "test")
 
 
 def error_sums(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -27,7 +28,8 @@ class SkipImage(Exception):
 
 
 class Task(ABC):
-    """One application. Tasks know nothing of MPI: they are handed a shard (rank, size) to load."""
+    """One application. Tasks know nothing of MPI: they are handed a shard (rank, size) to load, and a parallel
+    data maker is handed its share of the ranks (`engine.transport.share`)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -36,7 +38,7 @@ class Task(ABC):
     unit: ClassVar[str]
     higher_is_better: ClassVar[bool] = False
     Options: ClassVar[type]  # a dataclass of task options, validated like the rest of the config
-    parallel_data: ClassVar[bool] = False  # make_data(comm) shares the work over MPI ranks
+    parallel_data: ClassVar[bool] = False  # make_data(share) spreads the work over the ranks of a share
 
     def __init__(self, options: Mapping[str, Any] | None = None, data_dir: str | Path = "data"):
         self.options = config_module.build(self.Options, dict(options or {}), "task.options")
@@ -48,9 +50,9 @@ class Task(ABC):
         return self.data_dir / f"{self.name}.h5"
 
     @abstractmethod
-    def make_data(self) -> str:
-        """Write the data set to `data_path`; return a one-paragraph summary of what was made. Tasks with
-        `parallel_data` take an mpi4py communicator too, and every rank of it calls them."""
+    def make_data(self, share: Solo = Solo()) -> str:
+        """Write the data set to `data_path`; return a one-paragraph summary of what was made. With
+        `parallel_data`, every rank of `share` calls this and the work is spread over them."""
 
     @abstractmethod
     def check_data(self) -> None:
@@ -81,7 +83,7 @@ class Task(ABC):
         """A training batch under random symmetries that leave its targets right (default: as it is)."""
         return x, y
 
-    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> "Outcome":
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> Outcome:
         """Evaluate one candidate; tasks that need no training (benchmarks) or calibrate a trained network
         override this."""
         return trainer.evaluate(genome, fault_key)

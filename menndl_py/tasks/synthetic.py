@@ -12,17 +12,18 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from menndl_py.config import _f
+from menndl_py.config import setting
+from menndl_py.engine.transport.share import Solo
 from menndl_py.genome import Genome
-from menndl_py.tasks.elemnet import ElemNetTask
-from menndl_py.train.trainer import Outcome
+from menndl_py.tasks.elemnet.task import ElemNetTask
+from menndl_py.records import Outcome, Status
 
 
 @dataclass(frozen=True)
 class SyntheticOptions:
-    seconds: float = _f(0.0, min=0.0)  # mean evaluation time
-    sigma: float = _f(0.0, min=0.0)  # log-normal spread of the evaluation time
-    failure_rate: float = _f(0.0, min=0.0, max=1.0)
+    seconds: float = setting(0.0, min=0.0)  # mean evaluation time
+    sigma: float = setting(0.0, min=0.0)  # log-normal spread of the evaluation time
+    failure_rate: float = setting(0.0, min=0.0, max=1.0)
 
 
 class SyntheticTask(ElemNetTask):
@@ -33,7 +34,7 @@ class SyntheticTask(ElemNetTask):
     unit = "a.u."
     Options = SyntheticOptions
 
-    def make_data(self) -> str:
+    def make_data(self, share: Solo = Solo()) -> str:
         return "synthetic: no data needed"
 
     def check_data(self) -> None:
@@ -48,7 +49,7 @@ class SyntheticTask(ElemNetTask):
             mu = math.log(self.options.seconds) - self.options.sigma ** 2 / 2
             time.sleep(rng.lognormvariate(mu, self.options.sigma))
         if rng.random() < self.options.failure_rate:
-            return Outcome("error", message="synthetic failure")
+            return Outcome(Status.ERROR, message="synthetic failure")
         x = trainer.space.features(genome)
         fitness = float(np.sum((x[3:] - 0.35) ** 2) + 0.02 * (x[0] - 6) ** 2 + 0.05 * rng.random())
-        return Outcome("ok", fitness, {"val_mae": fitness, "val_rmse": fitness}, epochs=1)
+        return Outcome(Status.OK, fitness, {"val_mae": fitness, "val_rmse": fitness}, epochs=1)

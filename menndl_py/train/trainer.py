@@ -9,18 +9,35 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
 
+import numpy as np
 import torch
 
+from menndl_py.config import FaultConfig
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Genome, SearchSpace
-from menndl_py.tasks.base import Task
+from menndl_py.records import Outcome, Status
+from menndl_py.train.group import LocalGroup
 
 SYNC_EVERY = 8  # steps between the group's agreements on stopping
-STATUSES = ("ok", "refused", "error", "nonfinite", "timeout", "oom")
-INTERRUPTED = "interrupted"  # abandoned because the search is stopping: never stored, sent again on resume
+
+
+class Objective(Protocol):
+    """What the trainer needs of a problem (a task is one): the fitness metric, loss, metric sums, augmentation."""
+
+    metric: str
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+    def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+    def metrics(self, sums: torch.Tensor) -> dict[str, float]: ...
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple: ...
+
+    def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -32,37 +49,18 @@ class Budget:
     lr_schedule: str = "constant"  # or "cosine": the learning rate falls to 0 along the budget (time or epochs)
 
 
-@dataclass(frozen=True)
-class Faults:
-    """Deliberate failures for testing the guards: the share of candidates that raise, go NaN or hang."""
-
-    exception: float = 0.0
-    nonfinite: float = 0.0
-    timeout: float = 0.0
-
-    def plan(self, key: str, seed: int) -> Optional[str]:
-        u = int(hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 2**32
-        for kind in ("exception", "nonfinite", "timeout"):
-            u -= getattr(self, kind)
-            if u < 0:
-                return kind
-        return None
-
-
-@dataclass
-class Outcome:
-    status: str
-    fitness: Optional[float] = None
-    metrics: dict = field(default_factory=dict)
-    message: str = ""
-    epochs: int = 0
-    train_seconds: float = 0.0
-    curve: list = field(default_factory=list)
-    model: Optional[torch.nn.Module] = None
+def fault_plan(faults: FaultConfig, key: str, seed: int) -> Optional[str]:
+    """The fault (`debug.inject_faults`) to inject into the evaluation named `key`, or None."""
+    u = int(hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 2**32
+    for kind in ("exception", "nonfinite", "timeout"):
+        u -= getattr(faults, kind)
+        if u < 0:
+            return kind
+    return None
 
 
 class _Stop(Exception):
-    def __init__(self, status: str, message: str):
+    def __init__(self, status: Status, message: str):
         super().__init__(message)
         self.status = status
 
@@ -84,23 +82,30 @@ def candidate_seed(seed: int, key: str) -> int:
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, group, batch: int) -> dict:
-    """Task metrics of `model` over this rank's (x, y), summed over the group."""
+def score(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, group, batch: int) -> dict:
+    """The objective's metrics of `model` over this rank's (x, y), summed over the group."""
     model.eval()
     sums = None
     for start in range(0, len(x), batch):
-        part = task.metric_sums(model(x[start:start + batch]), y[start:start + batch])
+        part = objective.metric_sums(model(x[start:start + batch]), y[start:start + batch])
         sums = part if sums is None else sums + part
-    return task.metrics(group.sum(sums.double()))
+    return objective.metrics(group.sum(sums.double()))
+
+
+def score_split(model: torch.nn.Module, objective: Objective, split: str, batch: int) -> dict:
+    """The objective's metrics of `model` over a whole split, in this process (on the model's device)."""
+    device = next(model.parameters()).device
+    x, y = (torch.as_tensor(a).to(device) for a in objective.load(split))
+    return score(model, objective, x, y, LocalGroup(), batch)
 
 
 class Trainer:
     """Trains and scores genomes on data already loaded (this rank's shard) onto `device`."""
 
-    def __init__(self, task: Task, space: SearchSpace, group, data: dict, budget: Budget, *,
-                 device: torch.device, seed: int = 0, faults: Faults = Faults(),
+    def __init__(self, objective: Objective, space: SearchSpace, group, data: dict, budget: Budget, *,
+                 device: torch.device, seed: int = 0, faults: FaultConfig = FaultConfig(),
                  interrupted: Callable[[], bool] = lambda: False):
-        self.task, self.space, self.group, self.data = task, space, group, data
+        self.objective, self.space, self.group, self.data = objective, space, group, data
         self.budget, self.device, self.seed, self.faults = budget, device, seed, faults
         self.interrupted = interrupted
 
@@ -110,15 +115,15 @@ class Trainer:
         try:
             torch.manual_seed(candidate_seed(self.seed, genome.key))
             model = self.space.build(genome).to(self.device)
-            return self._train(model, genome, start, self.faults.plan(fault_key or genome.key, self.seed))
+            return self._train(model, genome, start, fault_plan(self.faults, fault_key or genome.key, self.seed))
         except CandidateRefused as exc:
-            return Outcome("refused", message=str(exc))
+            return Outcome(Status.REFUSED, message=str(exc))
         except _Stop as exc:
             return Outcome(exc.status, message=str(exc))
         except (torch.OutOfMemoryError, MemoryError) as exc:
-            return Outcome("oom", message=_one_line(exc))
+            return Outcome(Status.OOM, message=_one_line(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of a candidate is a result, never a crash
-            status = "oom" if "out of memory" in str(exc).lower() else "error"
+            status = Status.OOM if "out of memory" in str(exc).lower() else Status.ERROR
             return Outcome(status, message=_one_line(exc))
 
     def _train(self, model: torch.nn.Module, genome: Genome, start: float, fault: Optional[str]) -> Outcome:
@@ -139,8 +144,8 @@ class Trainer:
             loss_sum = torch.zeros((), dtype=torch.float64)
             for i in range(steps):
                 idx = order[i * batch:(i + 1) * batch]
-                inputs, targets = self.task.augment(x[idx], y[idx], shuffle)
-                loss = self.task.loss(model(inputs), targets)
+                inputs, targets = self.objective.augment(x[idx], y[idx], shuffle)
+                loss = self.objective.loss(model(inputs), targets)
                 step += 1
                 if fault and step == 2:
                     loss = self._inject(fault, loss, start)
@@ -161,13 +166,13 @@ class Trainer:
                 continue
             break
         train_seconds = time.monotonic() - train_start
-        val = score(model, self.task, *self.data["val"], group, budget.eval_batch_size)
+        val = score(model, self.objective, *self.data["val"], group, budget.eval_batch_size)
         metrics = {f"val_{k}": v for k, v in val.items()}
-        fitness = metrics[f"val_{self.task.metric}"]
+        fitness = metrics[f"val_{self.objective.metric}"]
         if not all(map(_finite, metrics.values())):
-            return Outcome("nonfinite", message=f"validation {self.task.metric} is {fitness}", epochs=epoch,
+            return Outcome(Status.NONFINITE, message=f"validation {self.objective.metric} is {fitness}", epochs=epoch,
                            train_seconds=train_seconds, curve=curve)
-        return Outcome("ok", fitness, metrics, epochs=len(curve), train_seconds=train_seconds, curve=curve,
+        return Outcome(Status.OK, fitness, metrics, epochs=len(curve), train_seconds=train_seconds, curve=curve,
                        model=model)
 
     def _agree_to_stop(self, loss: torch.Tensor, train_start: float, start: float,
@@ -182,11 +187,11 @@ class Trainer:
         *flags, progress = self.group.max(flags).tolist()
         interrupted, nonfinite, timed_out, spent = (bool(v) for v in flags)
         if interrupted:
-            raise _Stop(INTERRUPTED, "abandoned: the search is stopping")
+            raise _Stop(Status.INTERRUPTED, "abandoned: the search is stopping")
         if nonfinite:
-            raise _Stop("nonfinite", f"training loss became non-finite ({loss.item()})")
+            raise _Stop(Status.NONFINITE, f"training loss became non-finite ({loss.item()})")
         if timed_out:
-            raise _Stop("timeout", f"exceeded the candidate time-out of {self.budget.timeout:g} s")
+            raise _Stop(Status.TIMEOUT, f"exceeded the candidate time-out of {self.budget.timeout:g} s")
         return spent, progress
 
     def _inject(self, fault: str, loss: torch.Tensor, start: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""menndl_py.genome.conv: encoder–decoder genomes build networks of the input's size, or are refused with a reason."""
+"""menndl_py.genome.networks.conv: encoder–decoder genomes build networks of the input's size, or are refused with a reason."""
 import random
 
 import pytest
@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Choice, SearchSpace
-from menndl_py.genome.conv import DOWN, NORMS, UP, EncoderDecoder
+from menndl_py.genome.networks.conv import DOWN, NORMS, UP, EncoderDecoder
 
 GENES = {"filters": Choice((4, 8, 12)), "kernel": Choice((3, 5)), "convs": Choice((1, 2)),
          "activation": Choice(("relu", "gelu")), "norm": Choice(NORMS), "down": Choice(DOWN), "up": Choice(UP),

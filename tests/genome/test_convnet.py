@@ -1,4 +1,4 @@
-"""menndl_py.genome.convnet: convolutional regressors count their parameters exactly and refuse over-pooling."""
+"""menndl_py.genome.networks.convnet: convolutional regressors count their parameters exactly and refuse over-pooling."""
 import random
 
 import pytest
@@ -7,8 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.conv import NORMS
-from menndl_py.genome.convnet import POOL, ConvNet
+from menndl_py.genome.networks.conv import NORMS
+from menndl_py.genome.networks.convnet import POOL, ConvNet
 
 GENES = {"filters": Choice((2, 4, 6)), "kernel": Choice((3, 5)), "convs": Choice((1, 2)), "norm": Choice(NORMS),
          "activation": Choice(("relu", "gelu")), "pool": Choice(POOL), "dropout": Choice((0.0, 0.1)),

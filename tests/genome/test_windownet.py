@@ -1,4 +1,4 @@
-"""menndl_py.genome.windownet: window CNNs give, on the slabs of periodic volumes, what they give on each voxel's
+"""menndl_py.genome.networks.windownet: window CNNs give, on the slabs of periodic volumes, what they give on each voxel's
 window."""
 import random
 
@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.windownet import NORMS, POOL, WindowNet, slabs
+from menndl_py.genome.networks.windownet import NORMS, POOL, WindowNet, slabs
 
 GENES = {"filters": Choice((2, 4, 6)), "kernel": Choice((1, 3, 5)), "convs": Choice((1, 2)),
          "norm": Choice(NORMS), "activation": Choice(("relu", "gelu", "elu")), "pool": Choice(POOL),

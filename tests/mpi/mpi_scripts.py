@@ -9,7 +9,7 @@ def identical_weights(data_dir: str) -> None:
     """Train one genome data-parallel in each group of 2; each leader prints how far its group's weights differ."""
     from mpi4py import MPI
 
-    from menndl_py.cluster.mpi import make_layout
+    from menndl_py.engine.transport.mpi import make_layout
     from menndl_py.genome import Genome
     from menndl_py.tasks import make_task
     from menndl_py.train.group import HorovodGroup

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from menndl_py.search import Surrogate
-from menndl_py.tasks.elemnet import ElemNetTask
+from menndl_py.tasks.elemnet.task import ElemNetTask
 
 SPACE = ElemNetTask().space()
 

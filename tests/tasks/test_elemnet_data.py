@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from menndl_py.errors import UserError
-from menndl_py.tasks import elemnet_data as ed
-from menndl_py.tasks.elemnet_data import (ELEMENTS, fractions, load_split, make_dataset, parse_formula,
+from menndl_py.tasks.elemnet import data as ed
+from menndl_py.tasks.elemnet.data import (ELEMENTS, fractions, load_split, make_dataset, parse_formula,
                                          random_forest_baseline)
 
 LIMIT = 3000

@@ -13,13 +13,14 @@ import yaml
 
 from launchers import MENNDL, mpi_env, mpirun
 from menndl_py import config as config_module
-from menndl_py import run as run_module
+from menndl_py.commands import run as run_module
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
-from menndl_py.predict import network_record
-from menndl_py.tasks import make_task, stem_analysis
-from menndl_py.tasks.stem_analysis import MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule
-from menndl_py.tasks.stem_defects import standardize, tiles, true_defects
+from menndl_py.commands.predict import network_record
+from menndl_py.tasks import make_task
+from menndl_py.physics import stem_analysis
+from menndl_py.physics.stem_analysis import MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule
+from menndl_py.tasks.stem.task import standardize, tiles, true_defects
 from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import Budget, Trainer
 

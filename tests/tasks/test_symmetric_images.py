@@ -6,8 +6,8 @@ import torch
 
 from menndl_py.physics import elasticity
 from menndl_py.physics.microstructure import generate
-from menndl_py.genome.windownet import slabs
-from menndl_py.tasks.microstructure_data import symmetric_images
+from menndl_py.genome.networks.windownet import slabs
+from menndl_py.tasks.microstructure.data import symmetric_images
 
 E, NU = (10.0, 500.0), 0.3
 

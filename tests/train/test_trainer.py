@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from menndl_py.genome import Genome
-from menndl_py.tasks.elemnet import ElemNetTask
+from menndl_py.tasks.elemnet.task import ElemNetTask
 from menndl_py.train.group import LocalGroup
-from menndl_py.train.trainer import Budget, Faults, Trainer
+from menndl_py.config import FaultConfig
+from menndl_py.train.trainer import Budget, Trainer, fault_plan
 
 
 def layer(width=32, activation="relu", dropout=0.0, batch_norm=False):
@@ -32,7 +33,7 @@ def data(task, cpu):
 
 @pytest.fixture
 def make_trainer(task, data, cpu):
-    def make(epochs=4, time_budget=None, timeout=60.0, seed=0, faults=Faults()):
+    def make(epochs=4, time_budget=None, timeout=60.0, seed=0, faults=FaultConfig()):
         return Trainer(task, task.space(), LocalGroup(), data, Budget(epochs, time_budget, timeout),
                        device=cpu, seed=seed, faults=faults)
 
@@ -64,19 +65,19 @@ def test_metrics_score_the_returned_model(make_trainer, data, task):
 
 
 def test_injected_exception_is_an_error_result(make_trainer):
-    out = make_trainer(faults=Faults(exception=1.0)).evaluate(genome())
+    out = make_trainer(faults=FaultConfig(exception=1.0)).evaluate(genome())
     assert out.status == "error" and out.fitness is None and out.model is None
     assert "injected fault: exception during training" in out.message and "\n" not in out.message
 
 
 def test_injected_nonfinite_loss(make_trainer):
-    out = make_trainer(faults=Faults(nonfinite=1.0)).evaluate(genome())
+    out = make_trainer(faults=FaultConfig(nonfinite=1.0)).evaluate(genome())
     assert out.status == "nonfinite" and out.fitness is None and "non-finite" in out.message
 
 
 def test_injected_hang_times_out(make_trainer):
     start = time.monotonic()
-    out = make_trainer(epochs=1000, timeout=1.0, faults=Faults(timeout=1.0)).evaluate(genome())
+    out = make_trainer(epochs=1000, timeout=1.0, faults=FaultConfig(timeout=1.0)).evaluate(genome())
     took = time.monotonic() - start
     assert out.status == "timeout" and out.fitness is None
     assert out.message == "exceeded the candidate time-out of 1 s"
@@ -85,8 +86,8 @@ def test_injected_hang_times_out(make_trainer):
 
 
 def test_faults_are_off_by_default_and_shares_add_up():
-    assert all(Faults().plan(f"{i:016x}", 0) is None for i in range(200))
-    plans = [Faults(exception=0.2, nonfinite=0.3, timeout=0.1).plan(f"{i:016x}", 0) for i in range(2000)]
+    assert all(fault_plan(FaultConfig(), f"{i:016x}", 0) is None for i in range(200))
+    plans = [fault_plan(FaultConfig(exception=0.2, nonfinite=0.3, timeout=0.1), f"{i:016x}", 0) for i in range(2000)]
     shares = {kind: plans.count(kind) / len(plans) for kind in ("exception", "nonfinite", "timeout", None)}
     assert shares["exception"] == pytest.approx(0.2, abs=0.04) and shares["nonfinite"] == pytest.approx(0.3, abs=0.04)
     assert shares["timeout"] == pytest.approx(0.1, abs=0.04) and shares[None] == pytest.approx(0.4, abs=0.04)

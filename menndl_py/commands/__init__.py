@@ -1,0 +1,1 @@
+"""The `menndl` subcommands, thin over the packages: run, baseline, retrain, predict, data."""

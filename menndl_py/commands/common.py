@@ -1,0 +1,44 @@
+"""What several commands share: messages, the task's data made on first use, one-line descriptions."""
+from __future__ import annotations
+
+from menndl_py.config import Config
+from menndl_py.tasks import make_task
+from menndl_py.tasks.base import Task
+
+
+def say(text: str) -> None:
+    print(f"[menndl] {text}", flush=True)
+
+
+def task_of(cfg: Config) -> Task:
+    return make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+
+
+def ensure_data(task: Task) -> None:
+    """Make the task's data set in this process if it is missing; check it."""
+    if not task.data_path.exists():
+        say(f"making the {task.name} data set (first use): {task.data_path}")
+        say(task.make_data())
+    task.check_data()
+
+
+def describe(genome: dict) -> str:
+    """A compact one-line architecture: layer genes, then training genes."""
+    def short(layer: dict) -> str:
+        return "/".join(k if v is True else str(v) for k, v in layer.items() if v not in (False, 0))
+
+    layers = " > ".join(short(layer) for layer in genome["layers"])
+    training = ", ".join(f"{k}={v}" for k, v in genome["training"].items())
+    return f"[{len(genome['layers'])} layers] {layers} | {training}"
+
+
+def format_baselines(results: dict[str, dict], metric: str, unit: str) -> str:
+    """A table of baselines (name → {'val_<metric>', 'test_<metric>', 'status'}), one row each."""
+    def cell(v) -> str:
+        return f"{v:12.4f}" if isinstance(v, float) else f"{'-':>12s}"
+
+    lines = [f"{'baseline':44s} {'val ' + metric:>12s} {'test ' + metric:>12s}  ({unit})"]
+    for name, row in results.items():
+        status = f"  [{row['status']}]" if row.get("status", "ok") != "ok" else ""
+        lines.append(f"{name:44s} {cell(row.get(f'val_{metric}'))} {cell(row.get(f'test_{metric}'))}{status}")
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""Batch inference: the best network of a run over image files (HDF5, TIFF, PNG), sharded over MPI ranks.
+
+Each rank takes every size-th image; rank 0 writes what all ranks find, as it arrives, to one HDF5 file (a class
+map per image, the defect table, the skipped images and why) and a CSV of defects beside it. An image that cannot
+be used is skipped with a one-line reason; the others go on. The task reads the network's outputs with the
+calibration recorded beside its weights (for STEM defects, the detection thresholds in result.json).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from menndl_py import config as config_module
+from menndl_py.commands.common import task_of
+from menndl_py.engine.transport import mpi
+from menndl_py.errors import UserError
+from menndl_py.genome import Genome
+from menndl_py.images import Item, Reader, list_items
+from menndl_py.rundir import RunDir
+from menndl_py.rundir.networks import calibrated, load_network
+from menndl_py.tasks.base import SkipImage
+from menndl_py.train.device import pick_device
+
+EXIT_SKIPPED = 1
+
+
+class Output:
+    """The output file (rank 0 only): class maps, the defect table and the skipped images, flushed as they come."""
+
+    def __init__(self, path: Path, run_dir: Path, genome: Genome, class_names: tuple, overwrite: bool):
+        if path.exists() and not overwrite:
+            raise UserError(f"{path}: exists; choose another --output or pass --overwrite")
+        if path.suffix.lower() not in (".h5", ".hdf5"):
+            raise UserError(f"--output: must name an .h5 file, got {str(path)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.class_names = class_names
+        self.h5 = h5py.File(path, "w")
+        self.h5.attrs.update(run=str(run_dir), genome=genome.canonical(), classes=json.dumps(list(class_names)))
+        self.maps = self.h5.create_group("maps")
+        self.defects = self.h5.create_dataset("defects", (0, 5), np.float32, maxshape=(None, 5), chunks=(4096, 5))
+        self.defects.attrs["columns"] = "image, y, x, class, confidence"
+        text = h5py.string_dtype()
+        self.skipped = self.h5.create_dataset("skipped", (0, 2), text, maxshape=(None, 2), chunks=(256, 2))
+        self.csv_path = path.with_suffix(".csv")
+        self.csv_file = open(self.csv_path, "w", newline="")
+        self.csv = csv.writer(self.csv_file)
+        self.csv.writerow(["image", "source", "y", "x", "class", "confidence"])
+        self.n_images = self.n_defects = 0
+        self.skips: list[tuple[str, str]] = []
+
+    def write(self, results: list[tuple]) -> None:
+        for index, source, class_map, defects, reason in results:
+            if reason:
+                self.skips.append((source, reason))
+                self.skipped.resize(len(self.skips), 0)
+                self.skipped[-1] = (source, reason)
+                tqdm.write(f"menndl: skipped {source}: {reason}", file=sys.stderr)
+                continue
+            dataset = self.maps.create_dataset(f"{index:07d}", data=class_map, compression="gzip",
+                                               compression_opts=1)
+            dataset.attrs["source"] = source
+            if len(defects):
+                n = len(self.defects)
+                self.defects.resize(n + len(defects), 0)
+                self.defects[n:] = np.column_stack([np.full(len(defects), index, np.float32), defects[:, :4]])
+                for y, x, cls, conf in defects[:, :4]:
+                    self.csv.writerow([index, source, f"{y:.2f}", f"{x:.2f}", self.class_names[int(cls)],
+                                       f"{conf:.4f}"])
+            self.n_images += 1
+            self.n_defects += len(defects)
+        self.h5.flush()
+        self.csv_file.flush()
+
+    def close(self) -> None:
+        self.h5.close()
+        self.csv_file.close()
+
+
+def load_best(run_dir: Path, quiet: bool = False):
+    """(task, genome, model in eval mode on CPU) of a run's network to use (final/ after `menndl retrain`, else
+    best/), the task calibrated for that network; unless `quiet`, a note on stderr when the network has no
+    calibration and a fallback is used."""
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")
+    cfg = config_module.load(run.config)
+    task = task_of(cfg)
+    where = run.network_to_use()
+    genome, model, record = load_network(where, task.space().restricted(cfg.search.space))
+    calibrated(task, where, record, lambda note: None if quiet else print(f"menndl: note: {note}", file=sys.stderr,
+                                                                          flush=True))
+    return task, genome, model
+
+
+def batches(items: list[tuple[int, Item]], reader: Reader, prepare, size: int) -> Iterator[tuple[list, list]]:
+    """(ready, skipped): up to `size` prepared images of one shape, and the items that could not be used."""
+    ready, skipped = [], []
+    for index, item in items:
+        try:
+            array = prepare(reader.read(item))
+        except SkipImage as exc:
+            skipped.append((index, item.source, None, None, str(exc)))
+            continue
+        if ready and (array.shape != ready[0][2].shape or len(ready) == size):
+            yield ready, skipped
+            ready, skipped = [], []
+        ready.append((index, item.source, array))
+    if ready or skipped:
+        yield ready, skipped
+
+
+@torch.no_grad()
+def infer(model, task, genome, ready: list, device) -> list[tuple]:
+    """Run one batch through the network; class maps and defect tables per image."""
+    x = torch.from_numpy(np.stack([array for _, _, array in ready])).to(device)
+    found = task.interpret(model(task.pad_for(genome, x)), x.shape[-2:])
+    return [(index, source, class_map, defects, "") for (index, source, _), (class_map, defects)
+            in zip(ready, found)]
+
+
+def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: int = 8, dataset: Optional[str] = None,
+            overwrite: bool = False, progress: bool = True) -> int:
+    """Run the best network of `run_dir` over `inputs`; 0 if every image was used, EXIT_SKIPPED otherwise."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
+    share = mpi.share()
+    task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0)
+    device = pick_device(share.local_rank)
+    model.to(device)
+    items = list(enumerate(list_items(inputs, dataset)))
+    if not items:
+        raise UserError("INPUT: no images given")
+    out, refusal = None, None
+    if share.rank == 0:
+        try:
+            out = Output(Path(output), Path(run_dir), genome, task.class_names, overwrite)
+        except UserError as exc:
+            refusal = str(exc)
+    refusal = share.bcast(refusal)  # the output is open (or refused) before anybody sends to it
+    if refusal:
+        raise UserError(refusal)
+    bar = tqdm(total=len(items), unit="image", disable=not progress or share.rank != 0, file=sys.stderr)
+    start, reader = time.monotonic(), Reader()
+    mine = share.mine(items)
+
+    def results():
+        for ready, skipped in batches(mine, reader, lambda a: task.prepare_image(a, genome), batch_size):
+            yield skipped + (infer(model, task, genome, ready, device) if ready else [])
+
+    for chunk in share.to_root(results(), len(items) - len(mine)):
+        out.write(chunk)
+        bar.update(len(chunk))
+    reader.close()
+    if share.rank != 0:
+        return EXIT_SKIPPED if share.bcast(None) else 0
+    bar.close()
+    out.close()
+    seconds = time.monotonic() - start
+    print(f"[menndl] {out.n_images:,} images, {out.n_defects:,} defects in {seconds:.1f} s "
+          f"({out.n_images / max(seconds, 1e-9):.1f} images/s on {share.size} rank{'s' * (share.size > 1)}); "
+          f"skipped {len(out.skips)}; written to {output} and {out.csv_path}", flush=True)
+    return EXIT_SKIPPED if share.bcast(len(out.skips)) else 0

@@ -1,0 +1,61 @@
+"""Train a run's best network again, from scratch and for longer.
+
+A search ranks candidates on short training budgets; its winner then earns a full one. `menndl retrain RUN
+--budget SECONDS` trains the best genome of RUN on the run's own data and task settings in this one process
+(all its threads unless `cluster.threads_per_rank` says otherwise), calibrates it as a search candidate is (the
+STEM task's detection thresholds), scores it on the validation and test splits with that calibration, and saves it
+as the run's retrained network (with its metrics and calibration), which `menndl predict` then prefers to the
+search's best.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from menndl_py.commands.common import describe, ensure_data, say, task_of
+from menndl_py.config import Config
+from menndl_py.engine.evaluator import make_trainer
+from menndl_py.errors import UserError
+from menndl_py.records import Status
+from menndl_py.rundir import RunDir
+from menndl_py.rundir.layout import GENOME
+from menndl_py.rundir.networks import read_genome, save_network
+from menndl_py.train.device import pick_device, set_threads
+from menndl_py.train.group import LocalGroup
+from menndl_py.train.trainer import score_split
+
+
+def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine") -> dict:
+    """Train `cfg.run_dir`'s best genome for `budget` seconds or `epochs` epochs, the learning rate on
+    `lr_schedule`; returns the record written beside the network."""
+    run = RunDir(cfg.run_dir)
+    if not (run.best / GENOME).is_file():
+        raise UserError(f"{run.best / GENOME}: missing; the run has no best network yet")
+    if not budget > 0:
+        raise UserError(f"--budget: must be > 0 seconds, got {budget!r}")
+    if epochs < 1:
+        raise UserError(f"--epochs: must be >= 1, got {epochs!r}")
+    cfg = dataclasses.replace(
+        cfg, training=dataclasses.replace(cfg.training, time_budget=budget, epochs=epochs, lr_schedule=lr_schedule),
+        cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout, 2 * budget)))
+    task = task_of(cfg)
+    ensure_data(task)
+    genome = read_genome(run.best)
+    threads = set_threads(cfg.cluster.threads_per_rank, 1)
+    say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
+        f"rate ({threads} threads)")
+    started = time.time()
+    outcome = task.evaluate(genome, make_trainer(cfg, task, LocalGroup(), pick_device(0)))
+    if outcome.status != Status.OK:
+        raise UserError(f"{cfg.run_dir}: retraining the best network ended with status {outcome.status}: "
+                        f"{outcome.message}")
+    test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size)
+    result = {"genome_hash": genome.key, "budget_seconds": budget, "lr_schedule": lr_schedule,
+              "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "threads": threads, "started": started,
+              "params": sum(p.numel() for p in outcome.model.parameters()),
+              **outcome.metrics, **{f"test_{k}": v for k, v in test.items()}, "curve": outcome.curve}
+    save_network(run.final, genome, outcome.model.state_dict(), result)
+    say(f"{outcome.epochs} epochs in {outcome.train_seconds:.0f} s: validation {task.metric} "
+        f"{outcome.metrics[f'val_{task.metric}']:.4f} {task.unit}, test {task.metric} {test[task.metric]:.4f} "
+        f"{task.unit}; written to {run.final}")
+    return result

@@ -1,0 +1,56 @@
+"""What every rank of a worker group does with a Work: train it with the group and report the Result."""
+from __future__ import annotations
+
+import io
+import socket
+import time
+from typing import Callable
+
+import torch
+
+from menndl_py.config import Config
+from menndl_py.engine.signals import StopRequest
+from menndl_py.genome import Genome
+from menndl_py.records import Result, Work, better
+from menndl_py.tasks.base import Task
+from menndl_py.train.trainer import Budget, Trainer
+
+
+def make_trainer(cfg: Config, task: Task, group, device: torch.device,
+                 interrupted: Callable[[], bool] = StopRequest.requested) -> Trainer:
+    """A trainer holding this rank's shard of the training and validation data on `device`."""
+    data = {}
+    for split in ("train", "val"):
+        x, y = (torch.as_tensor(a).to(device) for a in task.load(split, (group.rank, group.size)))
+        data[split] = (x, y)
+    x, y = data["train"]
+    n = -int(group.max(torch.tensor([-float(len(x))])))  # equal step counts on every rank
+    data["train"] = (x[:n], y[:n])
+    t = cfg.training
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimizer imports torch._dynamo (~3 s)
+    return Trainer(task, task.space().restricted(cfg.search.space), group, data,
+                   Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size, t.lr_schedule),
+                   device=device, seed=cfg.search.seed, faults=cfg.debug.inject_faults, interrupted=interrupted)
+
+
+class Evaluator:
+    """Evaluates the genomes the master sends, on this rank's shard of the data."""
+
+    def __init__(self, cfg: Config, task: Task, group, device: torch.device,
+                 interrupted: Callable[[], bool] = StopRequest.requested):
+        self.task, self.group = task, group
+        self.trainer = make_trainer(cfg, task, group, device, interrupted)
+        self.host = socket.gethostname()
+
+    def evaluate(self, work: Work) -> Result:
+        """The Result of one Work (complete on the group's rank 0: only it carries the weights)."""
+        start = time.time()
+        outcome = self.task.evaluate(Genome.from_json(work.genome), self.trainer, str(work.id))
+        weights = None
+        if self.group.rank == 0 and outcome.model is not None and \
+                better(outcome.fitness, work.best, self.task.higher_is_better):
+            buf = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}, buf)
+            weights = buf.getvalue()
+        return Result(work.id, outcome.status, outcome.fitness, outcome.metrics, outcome.message, outcome.epochs,
+                      outcome.train_seconds, outcome.curve, start, time.time(), self.host, self.group.size, weights)

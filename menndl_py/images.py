@@ -1,0 +1,154 @@
+"""Reading images for batch inference: HDF5 datasets, TIFF files and stacks, grayscale PNG files, or folders of
+them, listed in a fixed order, read one by one; an image that cannot be used raises SkipImage with the reason."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from menndl_py.tasks.base import SkipImage
+
+SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".tif": "tiff", ".tiff": "tiff", ".png": "png"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of the input: a file, or one entry of a stack in a file."""
+
+    source: str  # how it is named to the user: "a.png", "b.tif[3]", "c.h5:/images[12]"
+    path: Path
+    dataset: Optional[str] = None  # HDF5 dataset
+    index: Optional[int] = None  # position in a stack
+    error: str = ""  # set when the file could not even be listed
+
+
+def list_items(inputs: list[str], dataset: Optional[str] = None) -> list[Item]:
+    """Every image named by `inputs` (files or folders), in a fixed order that every rank agrees on."""
+    items = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            if not files:
+                items.append(Item(name, path, error=f"no {', '.join(sorted(SUFFIXES))} files in this folder"))
+            items += [item for p in files for item in _list_file(p, dataset)]
+        elif not path.exists():
+            items.append(Item(name, path, error="no such file or folder"))
+        else:
+            items += _list_file(path, dataset)
+    return items
+
+
+def _list_file(path: Path, dataset: Optional[str]) -> list[Item]:
+    kind = SUFFIXES.get(path.suffix.lower())
+    try:
+        if kind == "hdf5":
+            return _list_hdf5(path, dataset)
+        if kind == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+            if len(shape) == 3 and shape[-1] not in (3, 4):
+                return [Item(f"{path}[{i}]", path, index=i) for i in range(shape[0])]
+            return [Item(str(path), path)]
+        if kind == "png":
+            return [Item(str(path), path)]
+        return [Item(str(path), path, error=f"unknown image format {path.suffix!r} (expected "
+                                              f"{', '.join(sorted(SUFFIXES))})")]
+    except Exception as exc:  # noqa: BLE001 - a file that cannot be opened is skipped, not fatal
+        return [Item(str(path), path, error=f"cannot read: {_one_line(exc)}")]
+
+
+def _list_hdf5(path: Path, dataset: Optional[str]) -> list[Item]:
+    with h5py.File(path, "r") as f:
+        if dataset is not None:
+            if not isinstance(f.get(dataset), h5py.Dataset):
+                return [Item(f"{path}:{dataset}", path, error=f"no dataset {dataset!r} in this file")]
+            names = [dataset]
+        else:
+            names = []
+            f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
+                         and obj.ndim in (2, 3) else None)
+            if not names:
+                return [Item(str(path), path, error="no 2-D or 3-D dataset in this file")]
+        items = []
+        for name in names:
+            shape = f[name].shape
+            if len(shape) == 3:
+                items += [Item(f"{path}:/{name}[{i}]", path, name, i) for i in range(shape[0])]
+            else:
+                items.append(Item(f"{path}:/{name}", path, name))
+        return items
+
+
+class Reader:
+    """Reads items one by one, keeping the last file open (stacks are read image by image)."""
+
+    def __init__(self):
+        self._path, self._handle, self._stack = None, None, None
+
+    def read(self, item: Item) -> np.ndarray:
+        if item.error:
+            raise SkipImage(item.error)
+        try:
+            kind = SUFFIXES[item.path.suffix.lower()]
+            if kind == "png":
+                return _read_png(item.path)
+            handle = self._open(item.path, kind)
+            if kind == "hdf5":
+                data = handle[item.dataset]
+                return data[item.index] if item.index is not None else data[()]
+            series = handle.series[0]
+            if item.index is None:
+                return series.asarray()
+            if len(series.pages) == series.shape[0]:
+                return series.pages[item.index].asarray()
+            if self._stack is None:  # the stack is stored in one page: read it once
+                self._stack = series.asarray()
+            return self._stack[item.index]
+        except SkipImage:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unreadable or corrupt data: skip this image, keep going
+            raise SkipImage(f"cannot read: {_one_line(exc)}") from None
+
+    def _open(self, path: Path, kind: str):
+        if self._path != path:
+            self.close()
+            if kind == "hdf5":
+                self._handle = h5py.File(path, "r")
+            else:
+                import tifffile
+
+                self._handle = tifffile.TiffFile(path)
+            self._path = path
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._path, self._handle, self._stack = None, None, None
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        array = np.asarray(image)
+        if image.mode in ("RGB", "RGBA"):
+            rgb = array[..., :3]
+            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                raise SkipImage(f"colour image (mode {image.mode}); expected a grayscale image")
+            return rgb[..., 0]
+        if image.mode not in ("L", "I", "I;16", "I;16B", "F"):
+            raise SkipImage(f"image mode {image.mode}; expected a grayscale image")
+        return array
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,87 @@
+"""A run directory's layout: the one place that names its files. JSON files are written whole and renamed into
+place, so a reader sees the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from menndl_py.errors import UserError
+
+GENOME, WEIGHTS, RECORD = "genome.json", "model.pt", "result.json"  # a saved network's three files
+SURROGATE_COLUMNS = ["refit", "n_results", "n_train", "fit_seconds", "spearman", "n_scored"]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """A reader sees the old or the new file, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(data))  # json.dumps uses the C encoder; json.dump to a file does not
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """`runs/<name>/`: config.yaml, run.json, results.csv/.h5, surrogate.csv, the checkpoint, baselines.json, the
+    best network of the search (best/), the retrained one (final/), report/."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.run_json = self.path / "run.json"
+        self.results_csv = self.path / "results.csv"
+        self.results_h5 = self.path / "results.h5"
+        self.surrogate_csv = self.path / "surrogate.csv"
+        self.checkpoint = self.path / "checkpoint.json"
+        self.baselines = self.path / "baselines.json"
+        self.report = self.path / "report"
+        self.best = self.path / "best"  # the search's best network, as it was trained in the search
+        self.final = self.path / "final"  # that network trained again by `menndl retrain`
+
+    def network_to_use(self) -> Path:
+        """Where the network to use is: final/ after `menndl retrain`, else best/."""
+        return self.final if (self.final / WEIGHTS).is_file() else self.best
+
+    def has_trained_network(self) -> bool:
+        return (self.best / WEIGHTS).is_file()
+
+    # -- run.json ------------------------------------------------------------------------------------
+    def read_run_json(self) -> dict:
+        """run.json ({} if absent); UserError if it is not a JSON object."""
+        if not self.run_json.is_file():
+            return {}
+        try:
+            facts = json.loads(self.run_json.read_text())
+        except ValueError as exc:
+            raise UserError(f"{self.run_json}: unreadable ({exc})") from None
+        if not isinstance(facts, dict):
+            raise UserError(f"{self.run_json}: expected a JSON object")
+        return facts
+
+    def update_run_json(self, **facts) -> None:
+        write_json_atomic(self.run_json, {**self.read_run_json(), **facts})
+
+    # -- baselines.json ------------------------------------------------------------------------------
+    def write_baselines(self, results: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.baselines.write_text(json.dumps(results, indent=2))
+
+    def read_baselines(self) -> dict:
+        return json.loads(self.baselines.read_text()) if self.baselines.is_file() else {}
+
+    # -- surrogate.csv -------------------------------------------------------------------------------
+    def append_surrogate_row(self, row: dict) -> None:
+        """One refit of the surrogate: how well it ranked the results that followed it."""
+        new = not self.surrogate_csv.exists()
+        with open(self.surrogate_csv, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, SURROGATE_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: ("" if row[k] is None else row[k]) for k in SURROGATE_COLUMNS})
+
+
+def genome_file(path: Path) -> Path:
+    """A genome JSON file named directly, or the best network's of a run directory."""
+    path = Path(path)
+    return RunDir(path).best / GENOME if path.is_dir() else path

@@ -1,0 +1,167 @@
+"""results.csv (the durable record) and results.h5 (the same, plus arrays), one row appended per evaluation.
+
+Each CSV row is written and flushed to the operating system before the master sends the next genome, so a killed
+job loses nothing that was stored; a half-written last line is dropped on opening (that evaluation was still in
+flight). results.h5 is derived from the CSV: rows reach it in batches (`write_h5`, called by the master when it
+is idle, and at close), and on opening it is rebuilt from the CSV unless it holds exactly the CSV's rows.
+
+results.h5 layout, one entry per evaluation in CSV order: `evals/id` (int64), `evals/row` (the CSV row's scalars
+as JSON), `evals/genome` (JSON); `curves` (float64, one line per epoch: id, epoch, train_loss, seconds).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+
+from menndl_py.errors import UserError
+from menndl_py.records import INT_COLUMNS, STR_COLUMNS, columns
+from menndl_py.rundir.layout import RunDir
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_, np.integer)):
+        value = int(value)
+    elif isinstance(value, np.floating):
+        value = float(value)  # repr(np.float64(x)) is 'np.float64(x)', which no reader parses
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+
+
+def complete_lines(data: bytes) -> bytes:
+    """The complete lines of a file being appended to: a last line without its newline was still being written."""
+    return data[: data.rfind(b"\n") + 1]
+
+
+def _parse(name: str, text: str) -> Any:
+    if name in STR_COLUMNS:
+        return text
+    if text == "":
+        return None
+    return int(text) if name in INT_COLUMNS else float(text)
+
+
+class ResultStore:
+    """Append-only evaluation records for one run directory."""
+
+    def __init__(self, run_dir: Path, metric_names: Iterable[str]):
+        run = RunDir(run_dir)
+        self.csv_path, self.h5_path = run.results_csv, run.results_h5
+        self.columns = columns(metric_names)
+        self.rows: list[dict] = self._read_csv()
+        self._csv = open(self.csv_path, "a", newline="")
+        if not self.rows and self._csv.tell() == 0:
+            self._write_line(self.columns)
+        self._pending_h5: list[dict] = []
+        self._h5 = self._open_h5()
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def _read_csv(self) -> list[dict]:
+        if not self.csv_path.exists():
+            return []
+        data = self.csv_path.read_bytes()
+        complete = complete_lines(data)
+        if len(complete) != len(data):  # killed mid-line: that evaluation was not stored
+            with open(self.csv_path, "r+b") as fh:
+                fh.truncate(len(complete))
+        reader = csv.reader(io.StringIO(complete.decode()))
+        header = next(reader, None)
+        if header is None:
+            return []
+        if header != self.columns:
+            raise UserError(f"{self.csv_path}: columns do not match this task's (was the run made by another task?)")
+        try:
+            return [{k: _parse(k, v) for k, v in zip(header, line)} for line in reader]
+        except ValueError as exc:
+            raise UserError(f"{self.csv_path}: corrupt row ({exc})") from None
+
+    def _open_h5(self) -> h5py.File:
+        try:
+            h5 = h5py.File(self.h5_path, "a")
+            level = list(h5["evals/id"][:]) == [row["id"] for row in self.rows]
+        except (OSError, ValueError, KeyError):  # damaged by a kill mid-write, or an older layout
+            h5, level = None, False
+        if not level:
+            if h5 is not None:
+                h5.close()
+            self.h5_path.unlink(missing_ok=True)
+            h5 = h5py.File(self.h5_path, "w")
+            text = h5py.string_dtype()
+            evals = h5.create_group("evals")
+            evals.create_dataset("id", (0,), np.int64, maxshape=(None,), chunks=(4096,))
+            for name in ("row", "genome"):
+                evals.create_dataset(name, (0,), text, maxshape=(None,), chunks=(1024,))
+            h5.create_dataset("curves", (0, 4), np.float64, maxshape=(None, 4), chunks=(4096, 4))
+            self._pending_h5 = list(self.rows)
+            self._write_h5(h5)
+        return h5
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def _write_line(self, cells: list[str]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(cells)
+        self._csv.write(buf.getvalue())
+        self._csv.flush()
+
+    def _write_h5(self, h5: h5py.File) -> None:
+        rows, self._pending_h5 = self._pending_h5, []
+        if not rows:
+            return
+        curves = []
+        for row in rows:
+            curves += [[row["id"], c["epoch"], c["train_loss"], c["seconds"]]
+                       for c in (json.loads(row["curve"]) if row["curve"] else [])]
+        if curves:
+            _extend(h5["curves"], np.array(curves, dtype=np.float64))
+        evals = h5["evals"]
+        _extend(evals["row"], [json.dumps({k: v for k, v in row.items() if k not in ("genome", "curve")})
+                               for row in rows])
+        _extend(evals["genome"], [row["genome"] or "" for row in rows])
+        _extend(evals["id"], np.array([row["id"] for row in rows], dtype=np.int64))  # last: marks them complete
+        h5.flush()
+
+    @property
+    def h5_pending(self) -> int:
+        """Rows stored in the CSV but not yet in results.h5."""
+        return len(self._pending_h5)
+
+    def write_h5(self) -> None:
+        """Bring results.h5 level with the CSV (one batch)."""
+        self._write_h5(self._h5)
+
+    def append(self, row: dict) -> None:
+        """Write one evaluation to the CSV and flush it; results.h5 gets it with the next `write_h5`."""
+        cells = [_cell(row.get(k)) for k in self.columns]
+        stored = {k: _parse(k, cell) for k, cell in zip(self.columns, cells)}  # a bad value fails before writing
+        self._write_line(cells)
+        self.rows.append(stored)
+        self._pending_h5.append(stored)
+
+    def close(self) -> None:
+        self._csv.close()
+        self.write_h5()
+        self._h5.close()
+
+    def sync(self) -> None:
+        """Force the CSV to disk and bring results.h5 level (for a clean stop; flushing the CSV is enough to
+        survive a killed job)."""
+        self._csv.flush()
+        os.fsync(self._csv.fileno())
+        self.write_h5()
+
+
+def _extend(dataset: h5py.Dataset, values) -> None:
+    n = dataset.shape[0]
+    dataset.resize(n + len(values), axis=0)
+    dataset[n:] = values

@@ -1,0 +1,1 @@
+"""ElemNet: formation enthalpy from composition (OQMD)."""

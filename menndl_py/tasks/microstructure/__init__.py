@@ -1,0 +1,1 @@
+"""Periodic two-phase microstructures: homogenization (C11) and localization (strain fields)."""

@@ -1,0 +1,1 @@
+"""STEM atomic-defect identification (the MENNDL task)."""

@@ -1,0 +1,116 @@
+"""The STEM data set: simulated images of every split with their exact labels, made over the ranks of a share.
+
+Image i of a split comes from its own generator (seed, split, i), so the file is the same for any number of ranks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from menndl_py.engine.transport.share import Solo
+from menndl_py.errors import UserError
+from menndl_py.physics.stem_sim import CLASSES, StemSettings, simulate
+from menndl_py.tasks.base import SPLITS
+
+CHUNK = 8  # images per message to the writer
+
+
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of image ``index`` of ``split``: the same whatever process makes it."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), index)))
+
+
+def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int, share: Solo = Solo()) -> dict:
+    """Write an HDF5 file of simulated images: groups train/val/test with ``images`` (N, H, W) float32,
+    ``labels`` (N, H, W) uint8 and ``defects`` (M, 4) float32 (image index, y, x, class); attributes
+    ``settings`` (JSON), ``classes`` and ``seed``.
+
+    Image i of a split comes from image_rng(seed, split, i), so the file is the same for any number of ranks.
+    Over a ``share`` of several ranks, rank r simulates images i = r (mod size) and hands them to rank 0 in chunks
+    of a few images; rank 0 writes. The file is written to ``path.with_suffix('.partial')`` and renamed at the end.
+    Returns, on every rank, {split: {"images": N, class name: number of defects, ...}}.
+    """
+    bad = [k for k in counts if k not in SPLITS]
+    if bad:
+        raise UserError(f"unknown data split(s) {', '.join(map(repr, bad))} (expected {', '.join(SPLITS)})")
+    for split, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise UserError(f"task.options.{split}_size: must be an integer >= 0, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
+    path = Path(path)
+    partial = path.with_suffix(".partial")
+    error, f = None, None
+    if share.rank == 0:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = h5py.File(partial, "w")
+        except OSError as exc:
+            error = f"{partial}: cannot create ({exc})"
+    error = share.bcast(error)
+    if error is not None:
+        raise UserError(error)
+    result = None
+    try:
+        if f is not None:
+            f.attrs["settings"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
+            f.attrs["classes"] = np.array(CLASSES, dtype=h5py.string_dtype("utf-8"))
+            f.attrs["seed"] = seed
+            result = {}
+        for split in SPLITS:
+            n = counts.get(split, 0)
+            own = share.mine(list(range(n)))
+            chunks = share.to_root(_chunks(_simulated(settings, seed, split, own)), n - len(own))
+            if f is not None:
+                result[split] = _write(f.create_group(split), settings, n, (item for c in chunks for item in c))
+            else:
+                for _ in chunks:  # sent to rank 0
+                    pass
+        if f is not None:
+            f.close()
+            os.replace(partial, path)
+    except BaseException:
+        if f is not None:
+            f.close()
+            partial.unlink(missing_ok=True)
+        raise
+    return share.bcast(result)
+
+
+def _simulated(settings: StemSettings, seed: int, split: str, indices):
+    """(index, Sample) for each image index."""
+    for i in indices:
+        yield i, simulate(settings, image_rng(seed, split, i))
+
+
+def _chunks(items, size: int = CHUNK):
+    """Lists of up to `size` items."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _write(group, settings: StemSettings, n: int, items) -> dict:
+    h = settings.image_size
+    chunks = (1, h, h) if n else None
+    images = group.create_dataset("images", (n, h, h), np.float32, chunks=chunks)
+    labels = group.create_dataset("labels", (n, h, h), np.uint8, chunks=chunks, compression="lzf" if n else None)
+    tables = [np.zeros((0, 4), np.float32)] * n
+    for i, sample in items:
+        images[i] = sample.image
+        labels[i] = sample.labels
+        tables[i] = np.concatenate([np.full((len(sample.defects), 1), i, np.float32), sample.defects], axis=1)
+    defects = np.concatenate(tables) if tables else np.zeros((0, 4), np.float32)
+    group.create_dataset("defects", data=defects)
+    found = np.bincount(defects[:, 3].astype(np.int64), minlength=len(CLASSES))
+    return {"images": n, **{name: int(found[c]) for c, name in enumerate(CLASSES) if c > 0}}

@@ -1,0 +1,330 @@
+"""STEM atomic-defect identification (the MENNDL task): a per-pixel class map of every point defect in HAADF
+images of a TMD monolayer, from fully convolutional encoder–decoder networks.
+
+Data: images made by `stem_sim` with exact labels. Training uses tiles of the images (the networks are fully
+convolutional); validation and test use whole images. Fitness: the mean over defect types of the object-level F1
+(a predicted defect counts when it lies within `match_radius` of a true one of the same type). A trained network's
+defects are read with per-class probability thresholds and minimum sizes calibrated for the best F1 on training
+images, as the Fourier-filtering baseline's are; the thresholds are recorded in its metrics (result.json).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from menndl_py.config import setting
+from menndl_py.errors import UserError
+from menndl_py.genome import Choice, Genome, SearchSpace
+from menndl_py.genome.networks.conv import DOWN, NORMS, UP, EncoderDecoder
+from menndl_py.physics import stem_analysis
+from menndl_py.engine.transport.share import Solo
+from menndl_py.physics import stem_sim
+from menndl_py.tasks.stem import data as stem_data
+from menndl_py.tasks.base import SPLITS, SkipImage, Task
+from menndl_py.records import Outcome, Status
+from menndl_py.train.trainer import score
+
+CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection thresholds are tuned
+
+
+@dataclass(frozen=True)
+class StemDefectsOptions:
+    train_images: int = setting(400, min=1)
+    val_images: int = setting(40, min=1)
+    test_images: int = setting(100, min=1)
+    seed: int = setting(0, min=0)
+    simulator: dict = setting(factory=dict)  # StemSettings fields: material, dose, probe_fwhm, ...
+    tile: int = setting(128, min=16)  # training tiles of tile × tile pixels
+    match_radius: float = setting(1.0, min=0.0)  # Å: how far a detection may lie from the defect it finds
+    min_pixels: int = setting(3, min=1)  # smaller argmax blobs are not defects (networks without calibrated thresholds)
+    loss: str = setting("cross_entropy")  # or "focal"
+    focal_gamma: float = setting(2.0, min=0.0)
+    class_weight_power: float = setting(0.5, min=0.0, max=1.0)  # class weights (f_lattice / f_class) ** power
+
+
+class StemDefectsTask(Task):
+    name = "stem_defects"
+    summary = "atomic defects in simulated HAADF-STEM images of WSe2 (per-pixel classes), fitness: defect F1"
+    metric = "defect_f1"
+    metric_names = ("defect_f1", "mean_iou")
+    unit = "F1"
+    higher_is_better = True
+    parallel_data = True
+    Options = StemDefectsOptions
+    class_names = stem_sim.CLASSES
+
+    def __init__(self, options=None, data_dir="data"):
+        super().__init__(options, data_dir)
+        if self.options.loss not in ("cross_entropy", "focal"):
+            raise UserError(f"task.options.loss: must be 'cross_entropy' or 'focal', got {self.options.loss!r}")
+        if not isinstance(self.options.simulator, dict):
+            raise UserError(f"task.options.simulator: must be a mapping, got {self.options.simulator!r}")
+        try:
+            self.settings = stem_sim.StemSettings(**self.options.simulator)
+        except TypeError as exc:
+            raise UserError(f"task.options.simulator: {exc} (expected keys among: "
+                            f"{', '.join(stem_sim.StemSettings.__dataclass_fields__)})") from None
+        self.radius_px = self.options.match_radius / self.settings.pixel_size
+        self._weights = None
+        self._calibration_sets: dict[tuple[int, int], tuple] = {}
+        self.rule: stem_analysis.DetectionRule | None = None  # the network's calibrated detection, once known
+
+    # -- data ----------------------------------------------------------------------------------------
+    def _recipe(self) -> dict:
+        o = self.options
+        return {"settings": asdict(self.settings), "seed": o.seed,
+                "counts": {"train": o.train_images, "val": o.val_images, "test": o.test_images}}
+
+    @property
+    def data_path(self) -> Path:
+        """One file per recipe (settings, seed, sizes), so a changed config never meets stale data."""
+        digest = hashlib.sha1(json.dumps(self._recipe(), sort_keys=True).encode()).hexdigest()[:10]
+        return self.data_dir / f"{self.name}-{digest}.h5"
+
+    def make_data(self, share: Solo = Solo()) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        recipe = self._recipe()
+        counts = stem_data.make_dataset(self.data_path, self.settings, recipe["counts"], recipe["seed"], share)
+        return f"{self.data_path}: {json.dumps(counts)}"
+
+    def check_data(self) -> None:
+        try:
+            with h5py.File(self.data_path, "r") as f:
+                for split in SPLITS:
+                    n = len(f[split]["images"])
+                    if n < self._recipe()["counts"][split]:
+                        raise UserError(f"{self.data_path}: {split} has {n} images, expected "
+                                        f"{self._recipe()['counts'][split]}")
+                    if f[split]["images"].shape[1:] != (self.settings.image_size,) * 2:
+                        raise UserError(f"{self.data_path}: {split} images are not "
+                                        f"{self.settings.image_size}×{self.settings.image_size}")
+        except (OSError, KeyError) as exc:
+            raise UserError(f"{self.data_path}: unreadable or incomplete STEM data set ({exc}); make it again "
+                            f"with 'menndl data make stem_defects --force'") from None
+
+    def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+        with h5py.File(self.data_path, "r") as f:
+            n = self._recipe()["counts"][split]
+            rows = np.arange(shard[0], n, shard[1])
+            images, labels = f[split]["images"][rows], f[split]["labels"][rows]
+            if split == "train" and self._weights is None:
+                self._weights = self._class_weights(f["train"]["labels"])
+        x = standardize(images)[:, None]
+        y = labels.astype(np.int64)
+        if split == "train":
+            x, y = tiles(x, self.options.tile), tiles(y[:, None], self.options.tile)[:, 0]
+        return x, y
+
+    def _class_weights(self, labels: h5py.Dataset) -> np.ndarray:
+        """(f_lattice / f_class) ** power from the whole training split's pixel counts (the same on every rank)."""
+        counts = np.zeros(len(self.class_names))
+        for start in range(0, len(labels), 64):
+            counts += np.bincount(labels[start:start + 64].ravel(), minlength=len(self.class_names))
+        return (counts[0] / np.maximum(counts, 1)) ** self.options.class_weight_power
+
+    # -- model ---------------------------------------------------------------------------------------
+    def space(self) -> SearchSpace:
+        return SearchSpace(
+            layer_genes={
+                "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
+                "kernel": Choice((3, 5, 7)),
+                "convs": Choice((1, 2, 3)),
+                "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
+                "norm": Choice(NORMS),
+                "down": Choice(DOWN),
+                "up": Choice(UP),
+                "skip": Choice((False, True)),
+                "dropout": Choice((0.0, 0.1, 0.2)),
+            },
+            training_genes={
+                "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+                "batch_size": Choice((4, 8, 16, 32)),
+                "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
+                "weight_decay": Choice((0.0, 1e-5, 1e-4)),
+            },
+            depth=(1, 5), network=EncoderDecoder(len(self.class_names)),
+            input_shape=(1, self.options.tile, self.options.tile), max_params=4_000_000)
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self._weights is None:
+            raise RuntimeError("load('train') first: the class weights come from the training labels")
+        weight = torch.as_tensor(self._weights, dtype=prediction.dtype, device=prediction.device)
+        if self.options.loss == "cross_entropy":
+            return F.cross_entropy(prediction, target, weight=weight)
+        log_p = F.log_softmax(prediction, 1).gather(1, target[:, None])[:, 0]
+        focal = (1 - log_p.exp()) ** self.options.focal_gamma * -log_p
+        return (focal * weight[target]).sum() / weight[target].sum()
+
+    def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per defect class TP, FP, FN of detection (`detect`), then per class pixel intersection and union of the
+        argmax map."""
+        n = len(self.class_names)
+        probabilities = torch.softmax(prediction.float(), 1).cpu().numpy()
+        labels = target.cpu().numpy()
+        detection = np.zeros((n - 1, 3), np.int64)
+        pixels = np.zeros((n, 2), np.int64)
+        for p, t in zip(probabilities, labels):
+            found = self.detect(p)
+            detection += stem_analysis.match_counts(found, true_defects(t), self.radius_px, n)
+            pixels += stem_analysis.pixel_iou_counts(p.argmax(0), t, n)
+        return torch.from_numpy(np.concatenate([detection.ravel(), pixels.ravel()]).astype(np.float64))
+
+    def metrics(self, sums: torch.Tensor) -> dict[str, float]:
+        n = len(self.class_names)
+        sums = sums.numpy()
+        f1 = stem_analysis.f1_scores(sums[:3 * (n - 1)], self.class_names[1:])
+        iou = stem_analysis.iou_scores(sums[3 * (n - 1):], self.class_names)
+        out = {"defect_f1": f1["defect_f1"], "mean_iou": iou["mean_iou"]}
+        out.update({k: v for k, v in {**f1, **iou}.items() if k.startswith(("f1_", "iou_"))})
+        return {k: (0.0 if v != v and k != "defect_f1" else v) for k, v in out.items()}
+
+    # -- detection -----------------------------------------------------------------------------------
+    def detect(self, probabilities: np.ndarray) -> np.ndarray:
+        """One image's defects (K×4) from softmax outputs: by the calibrated `rule`, or, while there is none,
+        argmax components of at least `min_pixels` pixels."""
+        if self.rule is None:
+            return stem_analysis.extract_defects(probabilities, self.options.min_pixels)
+        return stem_analysis.threshold_defects(probabilities, self.rule)
+
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> Outcome:
+        """Train and score a candidate, then calibrate its detection on training images and score validation
+        again with it; the outcome's metrics record the rule (`threshold_<class>`, `min_pixels_<class>`)."""
+        self.rule = None  # a new network: the trainer's own validation score is by argmax
+        outcome = trainer.evaluate(genome, fault_key)
+        if outcome.status != Status.OK:
+            return outcome
+        batch = trainer.budget.eval_batch_size
+        self.rule = self.calibrate(outcome.model, trainer.group, trainer.device, batch)
+        val = score(outcome.model, self, *trainer.data["val"], trainer.group, batch)
+        metrics = {**outcome.metrics, **{f"val_{k}": v for k, v in val.items()}, **self.rule_record()}
+        return replace(outcome, fitness=metrics[f"val_{self.metric}"], metrics=metrics)
+
+    def calibrate(self, model: torch.nn.Module, group, device: torch.device, batch: int) -> stem_analysis.DetectionRule:
+        """The rule of the best F1 per defect class on the first CALIBRATION_IMAGES training images (whole, not
+        tiles), from the grids of `stem_analysis.calibrate`. Each rank of `group` takes its share of the images and
+        the counts are summed over the group, so every rank chooses the same rule."""
+        x, tables = self._calibration_set((group.rank, group.size))
+        counts = np.zeros((len(self.class_names) - 1, len(stem_analysis.THRESHOLD_GRID),
+                           len(stem_analysis.MIN_PIXELS_GRID), 3))
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(x), batch):
+                output = model(torch.from_numpy(x[start:start + batch]).to(device))
+                for p, true in zip(torch.softmax(output.float(), 1).cpu().numpy(), tables[start:start + batch]):
+                    counts += stem_analysis.threshold_counts(p, true, self.radius_px)
+        return stem_analysis.calibrate(group.sum(torch.from_numpy(counts)).numpy())
+
+    def _calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray, list]:
+        """Standardized images (N×1×H×W) and true defect tables of a shard of the calibration images (cached)."""
+        if shard not in self._calibration_sets:
+            images, labels = self._calibration_images(shard)
+            self._calibration_sets[shard] = (standardize(images)[:, None], [true_defects(t) for t in labels])
+        return self._calibration_sets[shard]
+
+    def _calibration_images(self, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+        """Raw images and label maps of the first CALIBRATION_IMAGES training images, rows rank::size for shard
+        (rank, size)."""
+        rows = np.arange(shard[0], min(CALIBRATION_IMAGES, self.options.train_images), shard[1])
+        with h5py.File(self.data_path, "r") as f:
+            return f["train"]["images"][rows], f["train"]["labels"][rows]
+
+    def rule_record(self) -> dict:
+        """The calibrated rule as metrics: `threshold_<class>` and `min_pixels_<class>` per defect class."""
+        names = self.class_names[1:]
+        return {**{f"threshold_{n}": t for n, t in zip(names, self.rule.thresholds)},
+                **{f"min_pixels_{n}": m for n, m in zip(names, self.rule.min_pixels)}}
+
+    def load_calibration(self, record: dict) -> str:
+        keys = [(f"threshold_{n}", f"min_pixels_{n}") for n in self.class_names[1:]]
+        if not all(t in record and m in record for t, m in keys):
+            self.rule = None
+            return (f"no calibrated detection thresholds; defects are argmax components of at least "
+                    f"{self.options.min_pixels} pixels")
+        self.rule = stem_analysis.DetectionRule(tuple(float(record[t]) for t, _ in keys),
+                                                tuple(int(record[m]) for _, m in keys))
+        return ""
+
+    # -- baselines -----------------------------------------------------------------------------------
+    def baseline_genomes(self) -> dict[str, Genome]:
+        """A classic U-Net (Ronneberger et al. 2015) scaled to the budget: 4 levels, 16→128 filters, two 3×3
+        convolutions with batch norm and ReLU per level, max pooling, transposed convolutions, skips."""
+        level = {"kernel": 3, "convs": 2, "activation": "relu", "norm": "batch", "down": "max", "up": "transpose",
+                 "skip": True, "dropout": 0.0}
+        layers = [dict(level, filters=f) for f in (16, 32, 48, 64)]
+        training = {"learning_rate": 1e-3, "batch_size": 8, "optimizer": "adam", "weight_decay": 0.0}
+        return {"U-Net (hand-designed)": Genome(layers, training)}
+
+    def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
+        """The Fourier-filtering method, its thresholds tuned on the CALIBRATION_IMAGES training images."""
+        images, labels = self._calibration_images()
+        fourier = stem_analysis.FourierFilterBaseline(disk_radius=self.settings.label_radius / self.settings.pixel_size)
+        fourier.fit(list(images), [true_defects(t) for t in labels], self.radius_px)
+        row = {}
+        for split in evals:
+            with h5py.File(self.data_path, "r") as f:
+                images, labels = f[split]["images"][()], f[split]["labels"][()]
+            n_cls = len(self.class_names)
+            detection, pixels = np.zeros((n_cls - 1, 3), np.int64), np.zeros((n_cls, 2), np.int64)
+            for image, t in zip(images, labels):
+                detection += stem_analysis.match_counts(fourier.predict(image), true_defects(t), self.radius_px,
+                                                        n_cls)
+                pixels += stem_analysis.pixel_iou_counts(fourier.predict_map(image), t, n_cls)
+            sums = torch.from_numpy(np.concatenate([detection.ravel(), pixels.ravel()]).astype(np.float64))
+            row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
+        return {"Fourier filtering (Bragg-peak reconstruction)": row}
+
+    # -- batch inference -----------------------------------------------------------------------------
+    def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
+        if image.dtype.kind not in "uif":
+            raise SkipImage(f"wrong dtype {image.dtype}; expected integer or floating-point pixels")
+        if image.ndim != 2:
+            raise SkipImage(f"shape {image.shape}; expected a 2-D grayscale image")
+        side = 2 ** (genome.depth - 1)
+        if min(image.shape) < max(side, 2 * self.options.min_pixels):
+            raise SkipImage(f"{image.shape[0]}×{image.shape[1]} is smaller than the network accepts "
+                            f"({max(side, 2 * self.options.min_pixels)} pixels a side)")
+        if not np.isfinite(image).all():
+            raise SkipImage("contains NaN or infinite pixels")
+        if float(image.std()) == 0.0:
+            raise SkipImage("a blank image (every pixel the same)")
+        return standardize(image[None].astype(np.float32))
+
+    def pad_for(self, genome: Genome, x: torch.Tensor) -> torch.Tensor:
+        side = 2 ** (genome.depth - 1)
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, -w % side, 0, -h % side), mode="reflect") if (h % side or w % side) else x
+
+    def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The argmax class map and the defects found by `detect` of each image."""
+        probabilities = torch.softmax(output[..., :size[0], :size[1]].float(), 1).cpu().numpy()
+        return [(p.argmax(0).astype(np.uint8), self.detect(p)) for p in probabilities]
+
+
+def standardize(images: np.ndarray) -> np.ndarray:
+    """Each image to zero mean and unit standard deviation (over its last two axes), float32."""
+    images = images.astype(np.float32)
+    mean = images.mean(axis=(-2, -1), keepdims=True)
+    std = images.std(axis=(-2, -1), keepdims=True)
+    return (images - mean) / np.maximum(std, 1e-6)
+
+
+def tiles(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, C, H, W) → (N·⌊H/size⌋·⌊W/size⌋, C, size, size)."""
+    n, c, h, w = x.shape
+    if h < size or w < size:
+        raise UserError(f"task.options.tile: {size} is larger than the {h}×{w} images")
+    ny, nx = h // size, w // size
+    x = x[:, :, :ny * size, :nx * size].reshape(n, c, ny, size, nx, size)
+    return np.ascontiguousarray(x.transpose(0, 2, 4, 1, 3, 5).reshape(n * ny * nx, c, size, size))
+
+
+def true_defects(labels: np.ndarray) -> np.ndarray:
+    """The true defect table of a label map: one defect per labelled disk (its centroid and class)."""
+    return stem_analysis.extract_defects(labels, min_pixels=1)[:, :3]

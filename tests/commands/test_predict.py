@@ -1,0 +1,152 @@
+"""`menndl predict`: the best network of a run over HDF5/TIFF/PNG images, one process or sharded over MPI ranks;
+bad images skipped with a reason while the rest are processed; defects found with the network's recorded
+detection thresholds, or by argmax with a note when it has none."""
+import json
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from launchers import MENNDL, mpi_env, mpirun
+from menndl_py import config
+from menndl_py.genome import Genome
+from menndl_py.commands.predict import load_best
+from menndl_py.tasks import make_task
+from menndl_py.physics.stem_analysis import DetectionRule, extract_defects, threshold_defects
+
+OPTIONS = {"train_images": 4, "val_images": 2, "test_images": 6, "tile": 64, "simulator": {"image_size": 96}}
+LEVEL = {"filters": 4, "kernel": 3, "convs": 1, "activation": "relu", "norm": "none", "down": "max",
+         "up": "nearest", "skip": True, "dropout": 0.0}
+GENOME = Genome([LEVEL, dict(LEVEL, filters=8)], {"learning_rate": 1e-3, "batch_size": 4, "optimizer": "adam",
+                                                  "weight_decay": 0.0})
+RULE = DetectionRule((0.74, 0.9, 0.9, 0.9), (3, 1, 1, 1))  # many class-1 defects where the argmax sees one blob
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A run directory whose best network is a small encoder–decoder with seeded random weights and RULE recorded
+    beside it (as a search records it), and inputs."""
+    root = tmp_path_factory.mktemp("predict")
+    cfg = config.from_dict({"run": {"name": "r", "directory": str(root / "runs")},
+                            "task": {"name": "stem_defects", "data_dir": str(root / "data"), "options": OPTIONS}})
+    task = make_task("stem_defects", OPTIONS, root / "data")
+    task.make_data()
+    (cfg.run_dir / "best").mkdir(parents=True)
+    config.save(cfg, cfg.run_dir / "config.yaml")
+    (cfg.run_dir / "best" / "genome.json").write_text(json.dumps(GENOME.to_json()))
+    torch.manual_seed(0)
+    model = task.space().build(GENOME)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([0.0, 1.0, -5.0, -5.0, -5.0]))  # some pixels come out as defects
+    torch.save(model.state_dict(), cfg.run_dir / "best" / "model.pt")
+    names = task.class_names[1:]
+    (cfg.run_dir / "best" / "result.json").write_text(json.dumps(
+        {"id": 0, "m:val_defect_f1": 0.1, **{f"m:threshold_{n}": t for n, t in zip(names, RULE.thresholds)},
+         **{f"m:min_pixels_{n}": m for n, m in zip(names, RULE.min_pixels)}}))
+    with h5py.File(task.data_path, "r") as f:
+        images = f["test"]["images"][()]
+    with h5py.File(root / "stack.h5", "w") as f:
+        f["images"] = images
+    tifffile.imwrite(root / "pages.tif", images[:3], photometric="minisblack")
+    Image.fromarray(images[0].astype(np.uint16)).save(root / "one.png")
+    return root, cfg.run_dir, task, model.eval(), images
+
+
+def predict(root, *args, n=1):
+    command = [MENNDL, "predict", "runs/r", *args, "--no-progress"]
+    if n == 1:
+        return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, env=mpi_env())
+    return mpirun(n, *command, timeout=300, cwd=root)
+
+
+def test_class_maps_and_defects_are_those_of_the_network_with_its_thresholds(workdir):
+    root, _, task, model, images = workdir
+    done = predict(root, "stack.h5", "--output", "out/a.h5")
+    assert done.returncode == 0, done.stderr
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack([task.prepare_image(i, GENOME) for i in images]))
+        p = torch.softmax(model(x), 1).numpy()
+    expected = [threshold_defects(q, RULE) for q in p]
+    with h5py.File(root / "out/a.h5", "r") as f:
+        assert len(f["maps"]) == len(images) and len(f["skipped"]) == 0
+        for i, q in enumerate(p):
+            assert np.array_equal(f["maps"][f"{i:07d}"][()], q.argmax(0))
+            assert f["maps"][f"{i:07d}"].attrs["source"] == f"stack.h5:/images[{i}]"
+        table = f["defects"][()]
+    assert len(table) == sum(map(len, expected)) > 2 * sum(len(extract_defects(q)) for q in p)
+    np.testing.assert_allclose(table[:, 1:], np.concatenate(expected), rtol=1e-5)
+    rows = (root / "out/a.csv").read_text().splitlines()
+    assert rows[0] == "image,source,y,x,class,confidence" and len(rows) == len(table) + 1
+
+
+def test_a_network_without_recorded_thresholds_is_read_by_argmax_with_a_note(workdir, tmp_path, capsys):
+    _, run_dir, *_ = workdir
+    assert load_best(run_dir)[0].rule == RULE and capsys.readouterr().err == ""
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "best" / "result.json").unlink()
+    task, _, _ = load_best(bare)
+    assert task.rule is None
+    assert capsys.readouterr().err == (f"menndl: note: {bare}/best/result.json: no calibrated detection thresholds; "
+                                       f"defects are argmax components of at least 3 pixels\n")
+    load_best(bare, quiet=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_bad_images_are_skipped_by_name_and_the_rest_processed(workdir):
+    root, *_ = workdir
+    (root / "bad").mkdir(exist_ok=True)
+    (root / "bad" / "corrupt.tif").write_bytes(b"not a tiff at all")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "bad" / "tiny.png")
+    with h5py.File(root / "bad" / "complex.h5", "w") as f:
+        f["x"] = np.ones((96, 96), np.complex64)
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8) + np.arange(3, dtype=np.uint8)).save(root / "bad" / "rgb.png")
+    done = predict(root, "pages.tif", "one.png", "bad", "missing.png", "--output", "out/b.h5")
+    assert done.returncode == 1, done.stderr
+    reasons = {line.removeprefix("menndl: skipped ").split(": ")[0]: line for line in done.stderr.splitlines()
+               if line.startswith("menndl: skipped")}
+    assert set(reasons) == {"bad/corrupt.tif", "bad/tiny.png", "bad/complex.h5:/x", "bad/rgb.png", "missing.png"}
+    assert "wrong dtype complex64" in reasons["bad/complex.h5:/x"]
+    assert "smaller than the network accepts" in reasons["bad/tiny.png"]
+    assert "grayscale" in reasons["bad/rgb.png"]
+    assert "Traceback" not in done.stderr
+    with h5py.File(root / "out/b.h5", "r") as f:
+        assert len(f["maps"]) == 4  # three TIFF pages and one PNG
+        assert sorted(s.decode() for s, _ in f["skipped"][()]) == sorted(reasons)
+
+
+def test_sharded_over_mpi_ranks_gives_the_same_output(workdir):
+    root, *_ = workdir
+    assert predict(root, "stack.h5", "pages.tif", "--output", "out/serial.h5").returncode == 0
+    done = predict(root, "stack.h5", "pages.tif", "--output", "out/mpi.h5", n=3)
+    assert done.returncode == 0, done.stderr
+    with h5py.File(root / "out/serial.h5", "r") as a, h5py.File(root / "out/mpi.h5", "r") as b:
+        assert sorted(a["maps"]) == sorted(b["maps"]) and len(a["maps"]) == 9
+        for key in a["maps"]:
+            assert np.array_equal(a["maps"][key][()], b["maps"][key][()])
+        order = lambda t: t[np.lexsort(t.T[::-1])]  # noqa: E731 - rows arrive in another order under MPI
+        assert np.allclose(order(a["defects"][()]), order(b["defects"][()]))
+
+
+def test_an_existing_output_is_not_overwritten_without_asking(workdir):
+    root, *_ = workdir
+    assert predict(root, "one.png", "--output", "out/c.h5").returncode == 0
+    before = (root / "out/c.h5").read_bytes()
+    again = predict(root, "one.png", "--output", "out/c.h5")
+    assert again.returncode == 2 and again.stderr.strip() == \
+        "menndl: error: out/c.h5: exists; choose another --output or pass --overwrite"
+    assert (root / "out/c.h5").read_bytes() == before
+    assert predict(root, "one.png", "--output", "out/c.h5", "--overwrite").returncode == 0
+
+
+def test_a_run_without_a_trained_network_is_a_clear_error(tmp_path):
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    done = subprocess.run([MENNDL, "predict", "runs/empty", "x.png", "--output", "o.h5"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == \
+        "menndl: error: runs/empty: not a run directory (no config.yaml)"

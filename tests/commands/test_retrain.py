@@ -1,0 +1,41 @@
+"""`menndl retrain`: the best network of a run trained again from scratch into RUN/final/, with clear errors."""
+import json
+
+import yaml
+
+from test_cli import menndl, one_line_error
+
+
+def test_retrain_writes_a_scored_final_network_and_bad_calls_are_one_line(tmp_path):
+    options = {"size": 9, "train_volumes": 24, "val_volumes": 6, "test_volumes": 6}
+    cfg = {"run": {"name": "h", "directory": "runs"}, "task": {"name": "homogenization", "options": options},
+           "search": {"population": 2, "max_evaluations": 2, "space": {"depth": [1, 2]},
+                      "seed_genomes": []},
+           "training": {"epochs": 2, "eval_batch_size": 8}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = menndl("run", "c.yaml", "--no-progress", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    out = menndl("retrain", "runs/h", "--budget", "30", "--epochs", "3", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    final = tmp_path / "runs" / "h" / "final"
+    result = json.loads((final / "result.json").read_text())
+    assert result["epochs"] == 3 and result["budget_seconds"] == 30 and result["test_mae_pct"] > 0
+    assert json.loads((final / "genome.json").read_text()) == json.loads(
+        (tmp_path / "runs" / "h" / "best" / "genome.json").read_text())
+    assert (final / "model.pt").stat().st_size > 0
+    assert "written to runs/h/final" in out.stdout + out.stderr
+    assert one_line_error(menndl("retrain", "runs/h", "--budget", "0", cwd=tmp_path)) == \
+        "--budget: must be > 0 seconds, got 0.0"
+    assert one_line_error(menndl("retrain", "elsewhere", cwd=tmp_path)).startswith("elsewhere/config.yaml: missing")
+
+
+def test_predict_takes_the_retrained_network_when_there_is_one(tmp_path):
+    from menndl_py.commands.predict import network_dir
+
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "model.pt").write_bytes(b"x")
+    assert network_dir(tmp_path) == tmp_path / "best"
+    (tmp_path / "final").mkdir()
+    assert network_dir(tmp_path) == tmp_path / "best"  # an unfinished retrain
+    (tmp_path / "final" / "model.pt").write_bytes(b"x")
+    assert network_dir(tmp_path) == tmp_path / "final"
