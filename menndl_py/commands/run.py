@@ -70,9 +70,10 @@ def setup(cfg: Config, resume: bool) -> tuple[str, Task]:
     return state, task
 
 
-def make_master(cfg: Config, task: Task, n_groups: int, progress: bool) -> Master:
+def make_master(cfg: Config, task: Task, n_groups: int, progress: bool = True, **options) -> Master:
+    """The master of `cfg`'s search (`options`: Master's own, e.g. its clock)."""
     search = make_search(cfg.search, space_of(cfg, task), task.higher_is_better, task.baseline_genomes())
-    return Master(cfg, task, search, n_groups=n_groups, progress=progress)
+    return Master(cfg, task, search, n_groups=n_groups, progress=progress, **options)
 
 
 def search(cfg: Config, resume: bool = False, progress: bool = True) -> int:
