@@ -1,4 +1,4 @@
-"""How the tests launch jobs: mpirun in a subprocess with a time-out, and the environment for Slurm jobs."""
+"""How the tests launch jobs: `menndl` and mpirun in a subprocess with a time-out, and the environment for Slurm jobs."""
 import os
 import shutil
 import subprocess
@@ -8,6 +8,19 @@ from pathlib import Path
 MPIRUN = shutil.which("mpirun")
 PYTHON = sys.executable
 MENNDL = str(Path(sys.executable).with_name("menndl"))
+
+
+def menndl(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the `menndl` command in one process; a hang past `timeout` fails the test."""
+    return subprocess.run([MENNDL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(out: subprocess.CompletedProcess) -> str:
+    """The message of a user error: exit status 2 and one line on stderr, checked."""
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("menndl: error: "), out.stderr
+    return lines[0][len("menndl: error: "):]
 
 
 def mpi_env() -> dict:

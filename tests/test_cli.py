@@ -7,18 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-MENNDL = str(Path(sys.executable).with_name("menndl"))
-
-
-def menndl(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([MENNDL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def one_line_error(out: subprocess.CompletedProcess) -> str:
-    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("menndl: error: "), out.stderr
-    return lines[0][len("menndl: error: "):]
+from launchers import MENNDL, menndl, one_line_error
 
 
 def synthetic_config(tmp: Path, **search) -> dict:

@@ -3,7 +3,7 @@ import json
 
 import yaml
 
-from test_cli import menndl, one_line_error
+from launchers import menndl, one_line_error
 
 
 def test_retrain_writes_a_scored_final_network_and_bad_calls_are_one_line(tmp_path):
@@ -30,8 +30,9 @@ def test_retrain_writes_a_scored_final_network_and_bad_calls_are_one_line(tmp_pa
 
 
 def test_predict_takes_the_retrained_network_when_there_is_one(tmp_path):
-    from menndl_py.commands.predict import network_dir
+    from menndl_py.rundir import RunDir
 
+    network_dir = lambda path: RunDir(path).network_to_use()  # noqa: E731
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "model.pt").write_bytes(b"x")
     assert network_dir(tmp_path) == tmp_path / "best"

@@ -5,11 +5,14 @@ import json
 import pytest
 import torch
 
-from menndl_py.engine.master import SURROGATE_COLUMNS, Master
+from menndl_py.commands.run import make_master
+from menndl_py.engine.master import Master
 from menndl_py.engine.transport.serial import run_serial
 from menndl_py.engine.evaluator import Evaluator
 from menndl_py.genome import Genome
+from menndl_py.records import Result
 from menndl_py.rundir import read_checkpoint
+from menndl_py.rundir.layout import SURROGATE_COLUMNS
 from menndl_py.tasks import make_task
 from menndl_py.train.group import LocalGroup
 
@@ -47,7 +50,7 @@ def setup(make_config, elemnet_data_dir, cpu):
 
 
 def run(cfg, task, evaluator) -> Master:
-    master = Master(cfg, task, n_groups=1, progress=False)
+    master = make_master(cfg, task, 1, progress=False)
     run_serial(master, evaluator)
     master.close()
     return master
@@ -70,7 +73,7 @@ def test_a_run_stores_every_evaluation_and_the_best_model(setup):
         genome = Genome.from_json(r["genome"])
         assert genome.key == r["genome_hash"] and r["depth"] == genome.depth and r["epochs"] == 1
         assert r["fitness"] == r["m:val_mae"] and r["submit_time"] <= r["start_time"] <= r["end_time"]
-        assert (r["params"], r["flops"]) == master.space.cost(genome)
+        assert (r["params"], r["flops"]) == master.search.space.cost(genome)
     assert [r["origin"] for r in rows[:4]] == ["random"] * 4 and all(r["origin"] == "offspring" for r in rows[4:])
     assert all(r["parents"] for r in rows[4:])
     for r in rows[4:]:  # parents are earlier evaluations
@@ -84,7 +87,7 @@ def test_a_run_stores_every_evaluation_and_the_best_model(setup):
     assert genome.key == best["genome_hash"]
     result = json.loads((cfg.run_dir / "best" / "result.json").read_text())
     assert result["id"] == best["id"] and result["fitness"] == best["fitness"]
-    model = master.space.build(genome)
+    model = master.search.space.build(genome)
     model.load_state_dict(torch.load(cfg.run_dir / "best" / "model.pt", weights_only=True))
     x, y = (torch.as_tensor(a) for a in task.load("val"))
     model.eval()
@@ -110,12 +113,12 @@ def test_failures_are_stored_and_never_win(setup):
     assert all(r["status"] == "error" and r["fitness"] is None and "injected fault" in r["message"] for r in failed)
     best = json.loads((cfg.run_dir / "best" / "result.json").read_text())
     assert best["status"] == "ok" and best["id"] not in {r["id"] for r in failed}
-    assert not {r["genome_hash"] for r in failed} & {m.genome.key for m in master.ga.population}
+    assert not {r["genome_hash"] for r in failed} & {m.genome.key for m in master.search.population}
 
 
 def interrupt(cfg, task, evaluator, k):
     """Store k results, send one more genome, and die. Returns (the Master left behind, the work in flight)."""
-    first = Master(cfg, task, n_groups=1, progress=False)
+    first = make_master(cfg, task, 1, progress=False)
     for _ in range(k):
         first.on_result(evaluator.evaluate(first.next_work(group=0)))
     return first, first.next_work(group=0)
@@ -128,12 +131,12 @@ def test_interrupted_run_resumes(setup, k):
     stored = [dict(r) for r in first.store.rows]
     # the job dies: no close(), and `first` keeps its files open, as a killed process would have them
 
-    second = Master(cfg, task, n_groups=1, progress=False)
+    second = make_master(cfg, task, 1, progress=False)
     assert second.store.rows == stored and len(stored) == k
     work = second.next_work(group=0)
-    assert work["id"] == in_flight["id"] == k
-    assert Genome.from_json(work["genome"]) == Genome.from_json(in_flight["genome"])
-    assert (work["parents"], work["origin"]) == (in_flight["parents"], in_flight["origin"])
+    assert work.id == in_flight.id == k
+    assert Genome.from_json(work.genome) == Genome.from_json(in_flight.genome)
+    assert (work.parents, work.origin) == (in_flight.parents, in_flight.origin)
     second.on_result(evaluator.evaluate(work))
     run_serial(second, evaluator)
     second.close()
@@ -150,7 +153,7 @@ def test_resuming_a_finished_run_does_nothing(setup):
     cfg, task, evaluator = setup()
     run(cfg, task, evaluator)
     before = (cfg.run_dir / "results.csv").read_bytes()
-    again = Master(cfg, task, n_groups=1, progress=False)
+    again = make_master(cfg, task, 1, progress=False)
     assert again.next_work(group=0) is None and again.done
     again.close()
     assert (cfg.run_dir / "results.csv").read_bytes() == before
@@ -204,18 +207,16 @@ def test_the_checkpoint_is_a_journal_line_per_genome_compacted_off_the_reply_pat
     trainer = SimpleNamespace(space=task.space())
 
     def answer(work):
-        out = task.evaluate(Genome.from_json(work["genome"]), trainer)
-        return {"id": work["id"], "status": out.status, "fitness": out.fitness, "metrics": out.metrics,
-                "message": "", "epochs": 1, "train_seconds": 0.0, "curve": [], "start_time": 0.0,
-                "end_time": 0.0, "host": "h", "ranks": 1, "weights": None}
+        out = task.evaluate(Genome.from_json(work.genome), trainer)
+        return Result(work.id, out.status, out.fitness, out.metrics, "", 1, 0.0, [], 0.0, 0.0, "h", 1)
 
-    master = Master(cfg, task, n_groups=30, progress=False)
+    master = make_master(cfg, task, 30, progress=False)
     flight = [master.next_work(g) for g in range(30)]
     snapshot = (cfg.run_dir / "checkpoint.json").stat().st_mtime_ns
     for _ in range(40):  # results and replies, no deferred work: only the journal grows
         work = flight.pop(0)
         master.on_result(answer(work))
-        flight.append(master.next_work(work["group"]))
+        flight.append(master.next_work(work.group))
     assert (cfg.run_dir / "checkpoint.json").stat().st_mtime_ns == snapshot
     assert master.checkpoints.lines == 29 + 40
     while master.catch_up():
@@ -224,10 +225,10 @@ def test_the_checkpoint_is_a_journal_line_per_genome_compacted_off_the_reply_pat
     for _ in range(10):
         work = flight.pop(0)
         master.on_result(answer(work))
-        flight.append(master.next_work(work["group"]))
+        flight.append(master.next_work(work.group))
     stored = {r["id"] for r in master.store.rows}
     # killed here (no close): the resumed master sends exactly the genomes in flight again, under their ids
-    resumed = Master(cfg, task, n_groups=30, progress=False)
-    assert {w["id"] for w in resumed.resend} == {w["id"] for w in flight}
-    assert not stored & {w["id"] for w in resumed.resend} and resumed.next_id == master.next_id
+    resumed = make_master(cfg, task, 30, progress=False)
+    assert {w.id for w in resumed.resend} == {w.id for w in flight}
+    assert not stored & {w.id for w in resumed.resend} and resumed.next_id == master.next_id
     resumed.close()

@@ -13,10 +13,9 @@ import yaml
 
 from launchers import MENNDL, mpi_env, mpirun
 from menndl_py import config as config_module
-from menndl_py.commands import run as run_module
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
-from menndl_py.commands.predict import network_record
+from menndl_py.rundir.networks import read_record as network_record, score_on_test
 from menndl_py.tasks import make_task
 from menndl_py.physics import stem_analysis
 from menndl_py.physics.stem_analysis import MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule
@@ -244,7 +243,9 @@ def test_a_search_retrain_and_predict_each_with_the_network_s_own_thresholds(tmp
     cfg = config_module.load(tmp_path / "runs" / "s" / "config.yaml")
     task = make_task("stem_defects", OPTIONS, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    test = run_module.test_metrics(cfg, task)  # the search's test score is that of the best network's own rule
+    space = task.space().restricted(cfg.search.space)
+    test = score_on_test(task, tmp_path / "runs" / "s" / "best", space, cfg.training.eval_batch_size, print)
+    # the search's test score is that of the best network's own rule
     assert task.rule_record() == {k: best[k] for k in task.rule_record()}
     assert json.loads((tmp_path / "runs" / "s" / "run.json").read_text())["best_test"] == test
     retrained = subprocess.run([MENNDL, "retrain", "runs/s", "--budget", "5", "--epochs", "1"], cwd=tmp_path,

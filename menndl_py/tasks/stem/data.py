@@ -14,7 +14,8 @@ import numpy as np
 
 from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
-from menndl_py.physics.stem_sim import CLASSES, StemSettings, simulate
+from menndl_py.physics import stem_sim
+from menndl_py.physics.stem_sim import CLASSES, StemSettings
 from menndl_py.tasks.base import SPLITS
 
 CHUNK = 8  # images per message to the writer
@@ -85,7 +86,7 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
 def _simulated(settings: StemSettings, seed: int, split: str, indices):
     """(index, Sample) for each image index."""
     for i in indices:
-        yield i, simulate(settings, image_rng(seed, split, i))
+        yield i, stem_sim.simulate(settings, image_rng(seed, split, i))
 
 
 def _chunks(items, size: int = CHUNK):
