@@ -44,7 +44,6 @@ def load_config(path: str, settings: list[str], name: str | None = None):
 
 def config_of_run(run_dir: str):
     from menndl_py import config
-
     from menndl_py.rundir.layout import RunDir
 
     path = RunDir(run_dir).config

@@ -151,13 +151,14 @@ def build(cls, data: Any, prefix: str = ""):
         raise UserError(f"{where}: must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    dotted = f"{prefix}." if prefix else ""
     for key in data:
         if key not in fields:
-            raise UserError(f"{prefix + '.' if prefix else ''}{key}: unknown key (expected one of: {', '.join(fields)})")
+            raise UserError(f"{dotted}{key}: unknown key (expected one of: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
         if name in data:
-            values[name] = _check_value(f"{prefix + '.' if prefix else ''}{name}", data[name], hints[name], dict(f.metadata))
+            values[name] = _check_value(f"{dotted}{name}", data[name], hints[name], dict(f.metadata))
     return cls(**values)
 
 

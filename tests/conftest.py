@@ -10,6 +10,7 @@ import torch
 from menndl_py.config import Config, from_dict
 from menndl_py.tasks.elemnet.data import make_dataset
 
+
 def merged(base: dict, over: dict) -> dict:
     """`base` with `over` laid on top, mappings merged key by key (neither argument is changed)."""
     out = copy.deepcopy(base)
@@ -49,3 +50,13 @@ def make_config(tmp_path):
         return from_dict(merged(base, data or {}))
 
     return make
+
+
+def pytest_collection_modifyitems(items):
+    """Every test under tests/mpi is marked `mpi`, every one under tests/slurm `slurm` (others are marked where
+    they launch ranks or take long), so that `pytest -m "not mpi and not slurm and not slow"` is the fast suite."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for kind in ("mpi", "slurm"):
+            if kind in parts[-2:-1]:
+                item.add_marker(getattr(pytest.mark, kind))

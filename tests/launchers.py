@@ -1,4 +1,5 @@
-"""How the tests launch jobs: `menndl` and mpirun in a subprocess with a time-out, and the environment for Slurm jobs."""
+"""How the tests launch jobs: `menndl` and mpirun in a subprocess with a time-out, and the environment for Slurm
+jobs."""
 import os
 import shutil
 import subprocess

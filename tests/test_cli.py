@@ -1,12 +1,10 @@
 """Bad input on the command line: one line on stderr, exit status 2, no traceback, nothing damaged."""
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
 from launchers import MENNDL, menndl, one_line_error
 
 
@@ -35,6 +33,7 @@ def test_missing_config_file(tmp_path):
     assert "nowhere.yaml: no such config file" in one_line_error(menndl("run", "nowhere.yaml", cwd=tmp_path))
 
 
+@pytest.mark.slow
 def test_corrupt_data_file_is_named(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "elemnet.h5").write_bytes(b"\x89HDF\r\n\x1a\n but then nothing sensible " * 10)
@@ -48,6 +47,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_run_directory_of_another_config_is_refused_and_left_intact(tmp_path):
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(synthetic_config(tmp_path, seed=1)))
     first = menndl("run", "a.yaml", "--no-progress", cwd=tmp_path)
@@ -80,6 +80,7 @@ def test_tasks_lists_the_tasks(tmp_path):
                                                                    "stem_defects", "synthetic"]
 
 
+@pytest.mark.slow
 def test_usr1_stops_a_serial_run_with_status_3_and_it_resumes(tmp_path):
     import csv
     import json
@@ -113,6 +114,7 @@ def test_usr1_stops_a_serial_run_with_status_3_and_it_resumes(tmp_path):
     assert sorted(int(r["id"]) for r in after) == list(range(30))
 
 
+@pytest.mark.slow
 def test_a_run_starts_from_its_seed_genomes_and_a_bad_seed_is_one_line(tmp_path):
     import csv
     import json

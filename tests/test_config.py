@@ -6,8 +6,18 @@ from pathlib import Path
 import pytest
 
 from menndl_py import config
-from menndl_py.config import (ClusterConfig, Config, DebugConfig, FaultConfig, RunConfig, SearchConfig, TaskConfig,
-                              TrainingConfig, from_dict, load)
+from menndl_py.config import (
+    ClusterConfig,
+    Config,
+    DebugConfig,
+    FaultConfig,
+    RunConfig,
+    SearchConfig,
+    TaskConfig,
+    TrainingConfig,
+    from_dict,
+    load,
+)
 from menndl_py.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

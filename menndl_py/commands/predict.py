@@ -11,7 +11,6 @@ import csv
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 

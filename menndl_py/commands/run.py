@@ -46,8 +46,8 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
 
 
 def scheduler_facts() -> dict:
-    keys = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_GPUS_PER_TASK",
-            "SLURM_RESTART_COUNT")
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE",
+            "SLURM_GPUS_PER_TASK", "SLURM_RESTART_COUNT")
     return {k.lower(): os.environ[k] for k in keys if k in os.environ}
 
 

@@ -173,7 +173,8 @@ class Master:
         """Write the whole state (a snapshot; the journal starts afresh)."""
         self.checkpoints.snapshot({
             "fingerprint": self.fingerprint, "next_id": self.next_id, "ga": self.search.state(),
-            "in_flight": [w.to_json() for w in (*self.in_flight.values(), *self.resend)], "elapsed": self.elapsed, "finished": finished})
+            "in_flight": [w.to_json() for w in (*self.in_flight.values(), *self.resend)], "elapsed": self.elapsed,
+            "finished": finished})
 
     def close(self) -> None:
         """Flush everything; mark the run finished if its budget is spent."""

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from menndl_py.errors import UserError
 from menndl_py.rundir.layout import write_json_atomic

@@ -25,6 +25,7 @@ from menndl_py.errors import UserError
 from menndl_py.records import INT_COLUMNS, STR_COLUMNS, columns
 from menndl_py.rundir.layout import RunDir
 
+
 def _cell(value: Any) -> str:
     if isinstance(value, (bool, np.bool_, np.integer)):
         value = int(value)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from menndl_py import config as config_module
-from menndl_py.errors import UserError
 from menndl_py.engine.transport.share import Solo
+from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Outcome
 

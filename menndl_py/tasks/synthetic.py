@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from menndl_py.config import setting
 from menndl_py.engine.transport.share import Solo
 from menndl_py.genome import Genome
-from menndl_py.tasks.elemnet.task import ElemNetTask
 from menndl_py.records import Outcome, Status
+from menndl_py.tasks.elemnet.task import ElemNetTask
 
 
 @dataclass(frozen=True)

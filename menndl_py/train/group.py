@@ -39,7 +39,8 @@ class HorovodGroup:
         return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name="menndl.sum")  # synchronous calls: one name each is safe
+        # synchronous calls: one name each is safe
+        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name="menndl.sum")
 
     def max(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(tensor, op=self.hvd.Max, name="menndl.max")

@@ -3,11 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = ["scale", "search_efficiency", "utilization", "trainer_overhead", "predict_throughput", "stem_simulator",
          "elasticity_solver", "localization_ceiling"]
 
 
+@pytest.mark.slow
 def test_quick_run_writes_results_with_commands_and_plots(tmp_path):
     done = subprocess.run([sys.executable, "benchmarks/run_all.py", "--quick", "--only", ",".join(SMOKE), "--out",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=1500)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from launchers import MENNDL, mpi_env, mpirun
 from PIL import Image
 
-from launchers import MENNDL, mpi_env, mpirun
 from menndl_py import config
-from menndl_py.genome import Genome
 from menndl_py.commands.predict import load_best
-from menndl_py.tasks import make_task
+from menndl_py.genome import Genome
 from menndl_py.physics.stem_analysis import DetectionRule, extract_defects, threshold_defects
+from menndl_py.tasks import make_task
 
 OPTIONS = {"train_images": 4, "val_images": 2, "test_images": 6, "tile": 64, "simulator": {"image_size": 96}}
 LEVEL = {"filters": 4, "kernel": 3, "convs": 1, "activation": "relu", "norm": "none", "down": "max",
@@ -120,6 +120,7 @@ def test_bad_images_are_skipped_by_name_and_the_rest_processed(workdir):
         assert sorted(s.decode() for s, _ in f["skipped"][()]) == sorted(reasons)
 
 
+@pytest.mark.mpi
 def test_sharded_over_mpi_ranks_gives_the_same_output(workdir):
     root, *_ = workdir
     assert predict(root, "stack.h5", "pages.tif", "--output", "out/serial.h5").returncode == 0
@@ -133,6 +134,7 @@ def test_sharded_over_mpi_ranks_gives_the_same_output(workdir):
         assert np.allclose(order(a["defects"][()]), order(b["defects"][()]))
 
 
+@pytest.mark.slow
 def test_an_existing_output_is_not_overwritten_without_asking(workdir):
     root, *_ = workdir
     assert predict(root, "one.png", "--output", "out/c.h5").returncode == 0

@@ -1,11 +1,12 @@
 """`menndl retrain`: the best network of a run trained again from scratch into RUN/final/, with clear errors."""
 import json
 
+import pytest
 import yaml
-
 from launchers import menndl, one_line_error
 
 
+@pytest.mark.slow
 def test_retrain_writes_a_scored_final_network_and_bad_calls_are_one_line(tmp_path):
     options = {"size": 9, "train_volumes": 24, "val_volumes": 6, "test_volumes": 6}
     cfg = {"run": {"name": "h", "directory": "runs"}, "task": {"name": "homogenization", "options": options},

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from menndl_py.commands.run import make_master
+from menndl_py.engine.evaluator import Evaluator
 from menndl_py.engine.master import Master
 from menndl_py.engine.transport.serial import run_serial
-from menndl_py.engine.evaluator import Evaluator
 from menndl_py.genome import Genome
 from menndl_py.records import Result
 from menndl_py.rundir import read_checkpoint

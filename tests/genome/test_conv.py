@@ -1,4 +1,5 @@
-"""menndl_py.genome.networks.conv: encoder–decoder genomes build networks of the input's size, or are refused with a reason."""
+"""menndl_py.genome.networks.conv: encoder–decoder genomes build networks of the input's size, or are refused with
+a reason."""
 import random
 
 import pytest

@@ -1,4 +1,5 @@
-"""menndl_py.genome.networks.convnet: convolutional regressors count their parameters exactly and refuse over-pooling."""
+"""menndl_py.genome.networks.convnet: convolutional regressors count their parameters exactly and refuse
+over-pooling."""
 import random
 
 import pytest

@@ -1,5 +1,5 @@
-"""menndl_py.genome.networks.windownet: window CNNs give, on the slabs of periodic volumes, what they give on each voxel's
-window."""
+"""menndl_py.genome.networks.windownet: window CNNs give, on the slabs of periodic volumes, what they give on each
+voxel's window."""
 import random
 
 import pytest

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 
 from menndl_py.errors import UserError
-from menndl_py.physics.elasticity import (effective_stiffness, effective_stiffness_c11, hashin_shtrikman,
-                                          isotropic_moduli, solve)
+from menndl_py.physics.elasticity import (
+    effective_stiffness,
+    effective_stiffness_c11,
+    hashin_shtrikman,
+    isotropic_moduli,
+    solve,
+)
 from menndl_py.physics.microstructure import generate
 
 NU = 0.3

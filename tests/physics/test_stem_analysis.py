@@ -3,9 +3,20 @@ import math
 import numpy as np
 import pytest
 
-from menndl_py.physics.stem_analysis import (MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule, FourierFilterBaseline,
-                                           calibrate, extract_defects, f1_scores, iou_scores, match_counts,
-                                           pixel_iou_counts, threshold_counts, threshold_defects)
+from menndl_py.physics.stem_analysis import (
+    MIN_PIXELS_GRID,
+    THRESHOLD_GRID,
+    DetectionRule,
+    FourierFilterBaseline,
+    calibrate,
+    extract_defects,
+    f1_scores,
+    iou_scores,
+    match_counts,
+    pixel_iou_counts,
+    threshold_counts,
+    threshold_defects,
+)
 from menndl_py.physics.stem_sim import CLASSES, StemSettings, simulate
 
 N = len(CLASSES)

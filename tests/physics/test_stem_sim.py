@@ -1,16 +1,12 @@
-import json
 import math
 from dataclasses import replace
 
-import h5py
 import numpy as np
 import pytest
-from launchers import PYTHON, mpirun
 
 from menndl_py.errors import UserError
 from menndl_py.physics import stem_sim
-from menndl_py.physics.stem_sim import (ATOMIC_NUMBER, CLASSES, MATERIALS, StemSettings, column_intensity, render,
-                                      simulate)
+from menndl_py.physics.stem_sim import ATOMIC_NUMBER, MATERIALS, StemSettings, column_intensity, render, simulate
 
 NO_DEFECTS = dict(chalcogen_vacancy_density=0.0, double_vacancy_density=0.0, dopant_density=0.0,
                   metal_vacancy_density=0.0)

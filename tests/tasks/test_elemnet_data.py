@@ -7,8 +7,14 @@ import pytest
 
 from menndl_py.errors import UserError
 from menndl_py.tasks.elemnet import data as ed
-from menndl_py.tasks.elemnet.data import (ELEMENTS, fractions, load_split, make_dataset, parse_formula,
-                                         random_forest_baseline)
+from menndl_py.tasks.elemnet.data import (
+    ELEMENTS,
+    fractions,
+    load_split,
+    make_dataset,
+    parse_formula,
+    random_forest_baseline,
+)
 
 LIMIT = 3000
 COUNT_KEYS = ("n_dropped_enthalpy", "n_dropped_elements", "n_dropped_unparseable")

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from launchers import MENNDL, mpirun
+
 from menndl_py.errors import UserError
+from menndl_py.physics.mks import StatsRegression, rule_of_mixtures, two_point_stats
 from menndl_py.tasks import make_task
 from menndl_py.tasks.microstructure import data as data
-from menndl_py.physics.mks import StatsRegression, rule_of_mixtures, two_point_stats
 
 TINY = {"size": 9, "train_volumes": 6, "val_volumes": 3, "test_volumes": 2, "seed": 3}
 
@@ -49,6 +49,7 @@ def test_data_layout_and_inputs(made):
     assert made.space().input_shape == (1, 9, 9, 9)
 
 
+@pytest.mark.mpi
 def test_two_ranks_make_the_same_file(made, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"task": {"name": "homogenization", "data_dir": str(tmp_path / "two"),

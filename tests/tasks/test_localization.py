@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from launchers import MENNDL, mpirun
+
 from menndl_py.errors import CandidateRefused, UserError
+from menndl_py.physics.mks import MKSLocalization, mase
 from menndl_py.tasks import make_task
 from menndl_py.tasks.microstructure import data as data
-from menndl_py.physics.mks import MKSLocalization, mase
 
 TINY = {"size": 11, "window": 5, "train_volumes": 5, "val_volumes": 2, "test_volumes": 2, "seed": 5}
 
@@ -31,7 +31,8 @@ def test_samples_are_the_slabs_of_every_plane_and_window_images_have_slices_alon
     mve, plane = 3, 9
     np.testing.assert_array_equal(x[11 * mve + plane, 0], 2.0 * got["volumes"][mve][[7, 8, 9, 10, 0]] - 1)
     np.testing.assert_array_equal(y[11 * mve + plane, 0], got["strain"][mve, plane])
-    np.testing.assert_array_equal(made.load("train", (1, 3))[1], y.reshape(5, 11, 1, 11, 11)[1::3].reshape(-1, 1, 11, 11))
+    np.testing.assert_array_equal(made.load("train", (1, 3))[1],
+                                  y.reshape(5, 11, 1, 11, 11)[1::3].reshape(-1, 1, 11, 11))
     voxels = np.array([0, 7, 600, 1330])
     i, j, k = np.unravel_index(voxels[2], (11, 11, 11))
     a, b, c = np.ix_(*[(centre + np.arange(-2, 3)) % 11 for centre in (i, j, k)])
@@ -40,6 +41,7 @@ def test_samples_are_the_slabs_of_every_plane_and_window_images_have_slices_alon
     np.testing.assert_allclose(got["strain"].reshape(5, -1).mean(axis=1), 1.0, atol=1e-6)  # in applied strains
 
 
+@pytest.mark.mpi
 def test_two_ranks_make_the_same_file(made, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"task": {"name": "localization", "data_dir": str(tmp_path / "two"),

@@ -35,6 +35,7 @@ def contents(path):
     return out
 
 
+@pytest.mark.mpi
 def test_make_dataset_writes_the_splits_and_the_same_file_under_mpi(tmp_path):
     one = tmp_path / "one" / "stem.h5"
     result = make_dataset(one, SMALL, COUNTS, seed=7)

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from launchers import MENNDL, mpi_env, mpirun
+
 from menndl_py import config as config_module
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
-from menndl_py.rundir.networks import read_record as network_record, score_on_test
-from menndl_py.tasks import make_task
 from menndl_py.physics import stem_analysis
 from menndl_py.physics.stem_analysis import MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule
+from menndl_py.rundir.networks import read_record as network_record
+from menndl_py.rundir.networks import score_on_test
+from menndl_py.tasks import make_task
 from menndl_py.tasks.stem.task import standardize, tiles, true_defects
 from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import Budget, Trainer
@@ -209,6 +210,7 @@ def test_a_recorded_rule_is_taken_up_and_its_absence_noted(tmp_path, task):
     assert other.rule is None and note.startswith("no calibrated detection thresholds") and "\n" not in note
 
 
+@pytest.mark.mpi
 def test_data_made_under_mpi_is_the_data_made_in_one_process(tmp_path):
     config = {"task": {"name": "stem_defects", "data_dir": "data", "options": OPTIONS}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
@@ -226,6 +228,7 @@ def test_data_made_under_mpi_is_the_data_made_in_one_process(tmp_path):
                 assert np.array_equal(fa[split][name][()], fb[split][name][()])
 
 
+@pytest.mark.mpi
 def test_a_search_retrain_and_predict_each_with_the_network_s_own_thresholds(tmp_path, monkeypatch):
     config = {"run": {"name": "s", "directory": "runs"},
               "task": {"name": "stem_defects", "data_dir": "data", "options": OPTIONS},

@@ -4,9 +4,9 @@ import itertools
 import numpy as np
 import torch
 
+from menndl_py.genome.networks.windownet import slabs
 from menndl_py.physics import elasticity
 from menndl_py.physics.microstructure import generate
-from menndl_py.genome.networks.windownet import slabs
 from menndl_py.tasks.microstructure.data import symmetric_images
 
 E, NU = (10.0, 500.0), 0.3

@@ -5,10 +5,10 @@ import time
 import pytest
 import torch
 
+from menndl_py.config import FaultConfig
 from menndl_py.genome import Genome
 from menndl_py.tasks.elemnet.task import ElemNetTask
 from menndl_py.train.group import LocalGroup
-from menndl_py.config import FaultConfig
 from menndl_py.train.trainer import Budget, Trainer, fault_plan
 
 

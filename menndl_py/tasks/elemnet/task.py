@@ -14,8 +14,8 @@ from menndl_py.config import setting
 from menndl_py.engine.transport.share import Solo
 from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.layers import Dense, LinearHead, Stack
-from menndl_py.tasks.elemnet import data as elemnet_data
 from menndl_py.tasks.base import Task, error_sums
+from menndl_py.tasks.elemnet import data as elemnet_data
 
 # ElemNet's published 17-layer network: (width, dropout after the layer) per layer.
 _ELEMNET_17 = ([(1024, 0.0)] * 3 + [(1024, 0.2)] + [(512, 0.0)] * 2 + [(512, 0.1)] + [(256, 0.0)] * 2

@@ -15,6 +15,7 @@ Fitness: MASE = mean over voxels of |predicted − true| / applied strain, in %,
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -22,10 +23,10 @@ from menndl_py.config import setting
 from menndl_py.errors import UserError
 from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.windownet import NORMS, POOL, WindowNet, slabs
-from menndl_py.tasks.microstructure import data as data
-from menndl_py.tasks.base import error_sums
-from menndl_py.tasks.microstructure.data import SPLITS, as_input
 from menndl_py.physics.mks import MKSLocalization, check_volumes, mase
+from menndl_py.tasks.base import error_sums
+from menndl_py.tasks.microstructure import data as data
+from menndl_py.tasks.microstructure.data import as_input
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from menndl_py.config import setting
+from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
 from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.conv import DOWN, NORMS, UP, EncoderDecoder
-from menndl_py.physics import stem_analysis
-from menndl_py.engine.transport.share import Solo
-from menndl_py.physics import stem_sim
-from menndl_py.tasks.stem import data as stem_data
-from menndl_py.tasks.base import SPLITS, SkipImage, Task
+from menndl_py.physics import stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
+from menndl_py.tasks.base import SPLITS, SkipImage, Task
+from menndl_py.tasks.stem import data as stem_data
 from menndl_py.train.trainer import score
 
 CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection thresholds are tuned
