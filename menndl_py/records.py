@@ -92,7 +92,7 @@ class Result:
     weights: Optional[bytes] = None  # the state dict, saved, when the fitness beat Work.best
 
 
-# -- the stored row: results.csv's columns ----------------------------------------------------------------
+# -- the stored row: the columns of the results table ----------------------------------------------------
 BASE_COLUMNS = ["id", "genome_hash", "parents", "origin", "status", "fitness", "predicted", "screened", "params",
                 "flops", "depth", "group", "host", "ranks", "submit_time", "start_time", "end_time",
                 "train_seconds", "epochs"]
@@ -102,7 +102,7 @@ STR_COLUMNS = {"genome_hash", "parents", "origin", "status", "host", "message", 
 
 
 def columns(metric_names) -> list[str]:
-    """results.csv's columns for a task with these metrics (stored as `m:<metric>`)."""
+    """The results table's columns for a task with these metrics (stored as `m:<metric>`)."""
     return BASE_COLUMNS + [f"m:{m}" for m in metric_names] + TAIL_COLUMNS
 
 

@@ -23,6 +23,7 @@ from menndl_py.rundir.layout import RunDir  # noqa: E402
 from menndl_py.rundir.results import complete_lines  # noqa: E402
 
 STATUS_COLORS = dict(zip(map(str, STORED_STATUSES), ("#2ca02c", "#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#8c564b")))
+BEST_PLACE = 0  # matplotlib: the legend where it hides the least
 OTHER_COLOR = "#17becf"
 NUMERIC_COLUMNS = ("id", "fitness", "predicted", "params", "depth", "group", "submit_time", "start_time",
                    "end_time", "train_seconds")
@@ -174,7 +175,7 @@ def _best_so_far_plot(x: pd.Series, best: pd.Series, status: pd.Series, hib: boo
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if handles:
-        ax.legend(handles=handles, loc="best", fontsize=8)
+        ax.legend(handles=handles, loc=BEST_PLACE, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -243,7 +244,7 @@ def plot_fitness_vs_params(df: pd.DataFrame, hib: bool, label: str, path: Path) 
                    zorder=3, label=f"best: id {int(best['id'])}, {best['fitness']:.4g}, "
                                    f"{int(best['params']):,} params")
         ax.set_xscale("log")
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc=BEST_PLACE)
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(f"{label}\n({_direction(hib)})")
     ax.set_title("Fitness against model size")
