@@ -182,6 +182,17 @@ def test_without_surrogate_a_resumed_run_repeats_the_uninterrupted_one(setup):
     assert [r["genome_hash"] for r in resumed.store.rows] == whole
 
 
+def test_random_search_runs_behind_the_same_master_and_resumes_the_same(setup):
+    cfg, task, evaluator = setup("random-whole", algorithm="random")
+    whole = run(cfg, task, evaluator).store.rows
+    assert len(whole) == N and {r["origin"] for r in whole} == {"random"}
+    assert all(r["predicted"] is None and r["parents"] == "" for r in whole)
+    assert not (cfg.run_dir / "surrogate.csv").exists()
+    cfg, task, evaluator = setup("random-interrupted", algorithm="random")
+    dead, _ = interrupt(cfg, task, evaluator, 4)  # kept: its files stay open, as in a killed job
+    assert [r["genome_hash"] for r in run(cfg, task, evaluator).store.rows] == [r["genome_hash"] for r in whole]
+
+
 def test_a_space_with_fewer_genomes_than_the_budget_ends_the_run_cleanly(setup):
     one_genome = {"depth": [1, 1], "width": [16], "activation": ["relu"], "dropout": [0.0], "batch_norm": [False],
                   "learning_rate": [1e-3], "batch_size": [32], "optimizer": ["adam"], "weight_decay": [0.0]}
