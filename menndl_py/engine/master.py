@@ -25,6 +25,8 @@ OVERDUE = 4  # deferred work is done even under a backlog of results once it is 
 
 
 class Master:
+    """Hands out Work that any Search proposes, stores each Result in the run directory, keeps the checkpoint."""
+
     def __init__(self, cfg: Config, task: Task, search: Search, n_groups: int, *, progress: bool = True,
                  clock=time.time):
         self.cfg, self.task, self.search, self.n_groups, self.clock = cfg, task, search, n_groups, clock
