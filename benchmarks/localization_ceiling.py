@@ -114,8 +114,8 @@ def per_family_table(task, errors: dict, title: str) -> str:
 def linear_windows(task, windows) -> None:
     import numpy as np
 
-    from menndl_py.tasks.microstructure import data as data
     from menndl_py.physics.mks import MKSLocalization, mase
+    from menndl_py.tasks.microstructure import data as data
 
     started = time.perf_counter()
     train = data.read(task.data_path, "train", ("volumes", "strain"))
@@ -134,8 +134,8 @@ def train_on_window(contrast: float, data_dir: str, window: int, seconds: float,
     input (learning rate decayed to 0 along the budget, cosine): its test MASE per MVE and the epochs it completed."""
     import torch
 
-    from menndl_py.tasks.microstructure import data as microstructure_data
     from menndl_py.physics.mks import mase
+    from menndl_py.tasks.microstructure import data as microstructure_data
     from menndl_py.train.group import LocalGroup
     from menndl_py.train.trainer import Budget, Trainer
 

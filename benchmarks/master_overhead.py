@@ -47,7 +47,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-
 from common import REPO, code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
 TARGET_MS = 2.0
@@ -106,11 +105,13 @@ def run_mpi(args, workdir: Path) -> dict:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         return {"error": f"mpirun exited {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"}
-    run_dir = workdir / "runs" / "mpi"
-    facts = json.loads((run_dir / "run.json").read_text())
-    with open(run_dir / "results.csv", newline="") as fh:
+    from menndl_py.rundir import RunDir
+
+    run_dir = RunDir(workdir / "runs" / "mpi")
+    facts = run_dir.read_run_json()
+    with open(run_dir.results_csv, newline="") as fh:
         ends = sorted(float(r["end_time"]) for r in csv.DictReader(fh))
-    return {"wall": wall, "facts": facts, "ends": ends, "run_dir": run_dir}
+    return {"wall": wall, "facts": facts, "ends": ends, "run_dir": run_dir.path}
 
 
 # -- 2. the same Master in process, timed in parts -------------------------------------------------------------
@@ -174,15 +175,15 @@ def instrument(master, timer: PartTimer) -> None:
     master.store.append = timer.wrap(master.store.append, "store.append")
     master.store._write_line = timer.wrap(master.store._write_line, "csv line")
     master.store.write_h5 = timer.wrap(master.store.write_h5, "h5 batch")
-    master.ga.tell = timer.wrap(master.ga.tell, "ga.tell")
-    master.ga.ask = timer.wrap(master.ga.ask, "ga.ask")
-    master.ga.state = timer.wrap(master.ga.state, "ga.state")
+    master.search.tell = timer.wrap(master.search.tell, "ga.tell")
+    master.search.ask = timer.wrap(master.search.ask, "ga.ask")
+    master.search.state = timer.wrap(master.search.state, "ga.state")
     master.checkpoint = timer.wrap(master.checkpoint, "checkpoint")
     master.checkpoints.append = timer.wrap(master.checkpoints.append, "checkpoint journal")
     master.catch_up = timer.wrap(master.catch_up, "catch_up")
-    if master.ga.surrogate is not None:
-        master.ga.surrogate.refit = timer.wrap(master.ga.surrogate.refit, "surrogate.refit")
-        master.ga.surrogate.predict = timer.wrap(master.ga.surrogate.predict, "surrogate.predict")
+    if master.search.surrogate is not None:
+        master.search.surrogate.refit = timer.wrap(master.search.surrogate.refit, "surrogate.refit")
+        master.search.surrogate.predict = timer.wrap(master.search.surrogate.predict, "surrogate.predict")
 
 
 class Driver:
@@ -205,7 +206,7 @@ class Driver:
         self.gc_clock.take()
         t0 = time.perf_counter()
         self.master.on_result(result)
-        follow = self.master.next_work(work["group"])
+        follow = self.master.next_work(work.group)
         reply = time.perf_counter() - t0
         while self.master.catch_up():
             pass
@@ -225,10 +226,9 @@ def run_in_process(args, workdir: Path) -> dict:
     import torch
 
     from menndl_py import config
-    from menndl_py.engine.master import Master
+    from menndl_py.commands.run import make_master, prepare_run_dir
     from menndl_py.engine.evaluator import Evaluator
-    from menndl_py.commands.run import prepare_run_dir
-    from menndl_py.rundir import read_checkpoint
+    from menndl_py.rundir import RunDir, read_checkpoint
     from menndl_py.tasks import make_task
     from menndl_py.train.group import LocalGroup
 
@@ -237,7 +237,7 @@ def run_in_process(args, workdir: Path) -> dict:
     prepare_run_dir(cfg, resume=False)
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
     n_groups = args.ranks - 1
-    master = Master(cfg, task, n_groups=n_groups, progress=False)
+    master = make_master(cfg, task, n_groups, progress=False)
     evaluator = Evaluator(cfg, task, LocalGroup(), torch.device("cpu"))
     timer, gc_clock = PartTimer(), GcClock()
     instrument(master, timer)
@@ -254,7 +254,7 @@ def run_in_process(args, workdir: Path) -> dict:
         while driver.step():
             done = len(driver.totals)
             if done == args.evaluations // 2:  # a mid-run checkpoint, with genomes in flight
-                mid_checkpoint = read_checkpoint(cfg.run_dir / "checkpoint.json")
+                mid_checkpoint = read_checkpoint(RunDir(cfg.run_dir).checkpoint)
             if done in (early, late) and done not in snapshots:  # flushed and checkpointed: a resumable state
                 snapshots[done] = workdir / "snapshots" / f"after-{done}"
                 shutil.copytree(cfg.run_dir, snapshots[done])
@@ -262,8 +262,9 @@ def run_in_process(args, workdir: Path) -> dict:
     finally:
         master.close()
     out = {"totals": driver.totals, "replies": driver.replies, "parts": driver.parts, "wall": wall,
-           "calls": dict(timer.calls), "checkpoint": mid_checkpoint, "max_train": cfg.search.surrogate_max_train, "full_gcs": gc_clock.full,
-           "refits": len(master.ga.surrogate.log) if master.ga.surrogate else 0,
+           "calls": dict(timer.calls), "checkpoint": mid_checkpoint, "max_train": cfg.search.surrogate_max_train,
+           "full_gcs": gc_clock.full,
+           "refits": len(master.search.surrogate.log) if master.search.surrogate else 0,
            "refit_every": cfg.search.surrogate_refit_every}
     del master, driver
     gc.collect()
@@ -274,7 +275,7 @@ def run_in_process(args, workdir: Path) -> dict:
         drivers = {}
         for done, path in sorted(snapshots.items()):
             snap_cfg = config.from_dict(config_dict(path.parent, path.name, args.evaluations, args.seed))
-            resumed = Master(snap_cfg, task, n_groups=n_groups, progress=False)
+            resumed = make_master(snap_cfg, task, n_groups, progress=False)
             snap_timer = PartTimer()
             instrument(resumed, snap_timer)
             drivers[done] = Driver(resumed, evaluator, n_groups, snap_timer, gc_clock)

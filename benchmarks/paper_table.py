@@ -64,30 +64,27 @@ def row_config(row: str, args, scratch: Path):
 def searched_network(cfg, task) -> dict:
     """Test figures of a run's network: retrained (`menndl retrain`, final/) if it was, else best/ as the search
     left it; for localization also the MASE of each test MVE."""
-    import torch
-
-    from menndl_py.genome import Genome
-    from menndl_py.commands.predict import network_dir
-    from menndl_py.commands.run import test_metrics
-    from menndl_py.tasks.microstructure import data as microstructure_data
     from menndl_py.physics.mks import mase
+    from menndl_py.rundir import RunDir
+    from menndl_py.rundir.networks import load_network, read_record, score_on_test
+    from menndl_py.tasks.microstructure import data as microstructure_data
 
-    where = network_dir(cfg.run_dir)
-    best = json.loads((cfg.run_dir / "best" / "result.json").read_text())
+    run = RunDir(cfg.run_dir)
+    space = task.space().restricted(cfg.search.space)
+    where = run.network_to_use()
+    best = read_record(run.best)
     source = f"search {cfg.run_dir} (evaluation {best['id']}, {best['params']:,} parameters, " \
              f"{best['train_seconds']:.0f} s of training)"
-    if where.name == "final":
-        final = json.loads((where / "result.json").read_text())
+    if where == run.final:
+        final = read_record(where)
         test = {k[5:]: v for k, v in final.items() if k.startswith("test_")}
         source += f", retrained {final['train_seconds']:.0f} s ({final['epochs']} epochs)"
     else:
-        facts = json.loads((cfg.run_dir / "run.json").read_text())
-        test = facts.get("best_test") or test_metrics(cfg, task)
+        test = run.read_run_json().get("best_test") or \
+            score_on_test(task, where, space, cfg.training.eval_batch_size, print)
     out = {"source": source, "test": test[task.metric]}
     if task.name == "localization":
-        genome = Genome.from_json(json.loads((where / "genome.json").read_text()))
-        model = task.space().restricted(cfg.search.space).build(genome)
-        model.load_state_dict(torch.load(where / "model.pt", weights_only=True))
+        _, model, _ = load_network(where, space)
         got = microstructure_data.read(task.data_path, "test", ("volumes", "strain"))
         per_mve = mase(task.predict_fields(model, got["volumes"]), got["strain"])
         out["test_mase_per_mve"] = [round(float(v), 3) for v in per_mve]
@@ -96,7 +93,7 @@ def searched_network(cfg, task) -> dict:
 
 def figures(row: str, args, scratch: Path) -> dict:
     from menndl_py.commands.baseline import run_baselines
-    from menndl_py.commands.run import ensure_data
+    from menndl_py.commands.common import ensure_data
     from menndl_py.tasks import make_task
 
     cfg = row_config(row, args, scratch)

@@ -46,6 +46,8 @@ class GASearch:
 
     def tell(self, genome: Genome, fitness: Optional[float]) -> None:
         self.ga.tell(genome, fitness)
+        while self.ga.idle_work():  # the surrogate's refits, as the serial master does them between results
+            pass
 
     def summary(self) -> dict:
         sur = self.ga.surrogate

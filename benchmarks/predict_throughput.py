@@ -2,11 +2,11 @@
 """Batch defect identification speed: `menndl predict` against a plain PyTorch inference loop, same model, same
 images, same process.
 
-The images: N simulated 256×256 HAADF images in one HDF5 stack, made with the run's own simulator settings. The model: the best network
-of `--run` (default runs/stem_defects if it has one), or else the task's hand-designed U-Net with seeded random
-weights. menndl's side is the whole command as users run it (``predict(run_dir, [stack.h5], out.h5)``: read each
-image, check it, standardise, batch, infer, find the defects, write class maps, defect table and CSV). The plain
-side is the network alone on the same standardised images already in memory::
+The images: N simulated 256×256 HAADF images in one HDF5 stack, made with the run's own simulator settings. The
+model: the best network of `--run` (default runs/stem_defects if it has one), or else the task's hand-designed U-Net
+with seeded random weights. menndl's side is the whole command as users run it (``predict(run_dir, [stack.h5],
+out.h5)``: read each image, check it, standardise, batch, infer, find the defects, write class maps, defect table
+and CSV). The plain side is the network alone on the same standardised images already in memory::
 
     with torch.no_grad(): for batch in images: model(batch)
 
@@ -20,7 +20,6 @@ it also runs ``mpirun -np R menndl predict`` on the same stack and prints images
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -52,18 +51,20 @@ def untrained_run(root: Path) -> Path:
     import torch
 
     from menndl_py import config
+    from menndl_py.rundir import RunDir
+    from menndl_py.rundir.networks import save_network
     from menndl_py.tasks import make_task
 
     cfg = config.from_dict({"run": {"name": "unet", "directory": str(root / "runs")},
                             "task": {"name": "stem_defects", "data_dir": str(root / "data")}})
     task = make_task("stem_defects", {}, root / "data")
     genome = task.baseline_genomes()["U-Net (hand-designed)"]
-    (cfg.run_dir / "best").mkdir(parents=True)
-    config.save(cfg, cfg.run_dir / "config.yaml")
-    (cfg.run_dir / "best" / "genome.json").write_text(json.dumps(genome.to_json()))
+    run = RunDir(cfg.run_dir)
+    run.path.mkdir(parents=True)
+    config.save(cfg, run.config)
     torch.manual_seed(0)
-    torch.save(task.space().build(genome).state_dict(), cfg.run_dir / "best" / "model.pt")
-    return cfg.run_dir
+    save_network(run.best, genome, task.space().build(genome).state_dict(), {})
+    return run.path
 
 
 def plain_loop(model, images, batch: int) -> float:
@@ -99,18 +100,18 @@ def main(argv=None) -> dict:
     n = args.images or (48 if args.quick else 1000)
     pairs = args.pairs or (1 if args.quick else 2)
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
     from menndl_py.commands.predict import load_best
+    from menndl_py.rundir import RunDir
     from menndl_py.tasks.stem.task import standardize
 
     print(code_version())
     scratch = Path(tempfile.mkdtemp(prefix="menndl-predict-bench-"))
     try:
         default = REPO / "runs" / "stem_defects"
-        run_dir = Path(args.run) if args.run else default if (default / "best" / "model.pt").exists() else None
+        run_dir = Path(args.run) if args.run else default if RunDir(default).has_trained_network() else None
         label = str(run_dir) if run_dir else "hand-designed U-Net, random weights"
         run_dir = run_dir or untrained_run(scratch)
         task, genome, model = load_best(run_dir)

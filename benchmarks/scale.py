@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from common import REPO, code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
 TARGET = 0.95
@@ -69,10 +68,10 @@ def overlap(starts: np.ndarray, ends: np.ndarray, a: float, b: float) -> float:
 def simulate(workers: int, mean: float, results: int, workdir: Path, seed: int = 0) -> dict:
     """One run of the real Master against `workers` simulated groups and a simulated clock (seconds)."""
     from menndl_py import config
-    from menndl_py.engine.master import Master
+    from menndl_py.commands.run import make_master, prepare_run_dir
     from menndl_py.engine.transport.mpi import MASTER_POLL
     from menndl_py.genome import Genome
-    from menndl_py.commands.run import prepare_run_dir
+    from menndl_py.records import Result, Status
     from menndl_py.tasks import make_task
 
     timeout = TIMEOUT_FACTOR * mean
@@ -85,8 +84,8 @@ def simulate(workers: int, mean: float, results: int, workdir: Path, seed: int =
     prepare_run_dir(cfg, resume=False)
     task = make_task("synthetic", cfg.task.options, cfg.task.data_dir)
     now = [0.0]
-    master = Master(cfg, task, n_groups=workers, progress=False, clock=lambda: now[0])
-    trainer = types.SimpleNamespace(space=master.space)
+    master = make_master(cfg, task, workers, progress=False, clock=lambda: now[0])
+    trainer = types.SimpleNamespace(space=master.search.space)
     rng = np.random.default_rng(seed)
     mu = math.log(mean) - SIGMA ** 2 / 2
 
@@ -106,11 +105,11 @@ def simulate(workers: int, mean: float, results: int, workdir: Path, seed: int =
         clock += dt
         return out, dt
 
-    def launch(group: int, work: dict) -> None:
+    def launch(group: int, work) -> None:
         u = rng.random()
         seconds = timeout if u < TIMEOUTS else min(float(rng.lognormal(mu, SIGMA)), timeout)
-        status = "timeout" if seconds >= timeout else "error" if u < TIMEOUTS + FAILURES else "ok"
-        heapq.heappush(events, (clock + seconds, work["id"], group, work, status, clock))
+        status = Status.TIMEOUT if seconds >= timeout else Status.ERROR if u < TIMEOUTS + FAILURES else Status.OK
+        heapq.heappush(events, (clock + seconds, work.id, group, work, status, clock))
 
     for group in range(workers):
         work, _ = charge(lambda: master.next_work(group))
@@ -123,13 +122,10 @@ def simulate(workers: int, mean: float, results: int, workdir: Path, seed: int =
             pass
         if clock < end:
             clock = end + poll.uniform(0.0, MASTER_POLL)
-        outcome = task.evaluate(Genome.from_json(work["genome"]), trainer) if status == "ok" else None
+        outcome = task.evaluate(Genome.from_json(work.genome), trainer) if status == Status.OK else None
         ok = outcome is not None
-        result = {"id": work["id"], "status": status, "fitness": outcome.fitness if ok else None,
-                  "metrics": outcome.metrics if ok else {},
-                  "message": "" if ok else f"simulated {status}", "epochs": 1 if ok else 0,
-                  "train_seconds": end - start, "curve": [], "start_time": start, "end_time": end,
-                  "host": "sim", "ranks": 1, "weights": None}
+        result = Result(work.id, status, outcome.fitness if ok else None, outcome.metrics if ok else {},
+                        "" if ok else f"simulated {status}", 1 if ok else 0, end - start, [], start, end, "sim", 1)
         starts.append(start)
         ends.append(end)
 
@@ -144,7 +140,7 @@ def simulate(workers: int, mean: float, results: int, workdir: Path, seed: int =
             wave_end, wave_results = clock, len(ends)
         charge(lambda: master.catch_up(idle=False))
     makespan = clock
-    refits = len(master.ga.surrogate.log) if master.ga.surrogate else 0
+    refits = len(master.search.surrogate.log) if master.search.surrogate else 0
     master.close()
     shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -202,6 +198,8 @@ def w_max(args, sims: list[dict], workdir: Path) -> list[dict]:
 def mpi_sweep(args, workdir: Path) -> list[dict]:
     from master_overhead import menndl_command
 
+    from menndl_py.rundir import RunDir
+
     out = []
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=pythonpath)
@@ -236,7 +234,7 @@ def mpi_sweep(args, workdir: Path) -> list[dict]:
             out.append({"ranks": ranks, "error": error, "wall": wall})
             print(f"  R = {ranks}: {error}", flush=True)
             continue
-        with open(workdir / "runs" / name / "results.csv", newline="") as fh:
+        with open(RunDir(workdir / "runs" / name).results_csv, newline="") as fh:
             rows = list(csv.DictReader(fh))
         start = np.array([float(r["start_time"]) for r in rows])
         end = np.array([float(r["end_time"]) for r in rows])
@@ -264,22 +262,21 @@ class SleepEvaluator:
 
         self.options, self.seed, self.host = options, seed, socket.gethostname()
 
-    def evaluate(self, work: dict) -> dict:
+    def evaluate(self, work):
         import random
 
         from menndl_py.genome import Genome
+        from menndl_py.records import Result, Status
 
-        rng = random.Random(self.seed * 1_000_003 + work["id"])
+        rng = random.Random(self.seed * 1_000_003 + work.id)
         start = time.time()
         sigma = self.options["sigma"]
         time.sleep(rng.lognormvariate(math.log(self.options["seconds"]) - sigma ** 2 / 2, sigma))
-        genome = Genome.from_json(work["genome"])
+        genome = Genome.from_json(work.genome)
         ok = rng.random() >= self.options["failure_rate"]
         fitness = 0.05 * abs(genome.depth - 6) + int(genome.key[:4], 16) / 65536 if ok else None
-        return {"id": work["id"], "status": "ok" if ok else "error", "fitness": fitness,
-                "metrics": {"val_mae": fitness} if ok else {}, "message": "" if ok else "made-up failure",
-                "epochs": 1, "train_seconds": None, "curve": [], "start_time": start, "end_time": time.time(),
-                "host": self.host, "ranks": 1, "weights": None}
+        return Result(work.id, Status.OK if ok else Status.ERROR, fitness, {"val_mae": fitness} if ok else {},
+                      "" if ok else "made-up failure", 1, None, [], start, time.time(), self.host, 1)
 
 
 def mpi_child(config_path: str) -> None:
@@ -293,14 +290,12 @@ def mpi_child(config_path: str) -> None:
         mpi.worker_loop(comm, layout, lambda: SleepEvaluator(raw["task"]["options"], raw["search"]["seed"]))
         return
     from menndl_py import config
-    from menndl_py.engine.master import Master
-    from menndl_py.commands.run import prepare_run_dir
-    from menndl_py.tasks import make_task
+    from menndl_py.commands.common import task_of
+    from menndl_py.commands.run import make_master, prepare_run_dir
 
     cfg = config.from_dict(raw)
     prepare_run_dir(cfg, resume=False)
-    master = Master(cfg, make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir), layout.n_groups,
-                    progress=False)
+    master = make_master(cfg, task_of(cfg), layout.n_groups, progress=False)
     try:
         mpi.master_loop(comm, layout, master, grace=30.0)
     finally:

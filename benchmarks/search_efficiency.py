@@ -2,7 +2,7 @@
 """Search efficiency: menndl_py's surrogate-screened asynchronous GA against peers, on the same evaluations.
 
 Every method searches the same space (the ElemNet task's, narrowed: depth 1-8, widths 16-256) and every candidate
-is trained the same way: menndl's Trainer on a LocalGroup, built by ``cluster.worker.Evaluator`` from one config
+is trained the same way: menndl's Trainer on a LocalGroup, built by ``engine.evaluator.make_trainer`` from one config
 (a fixed subset of the OQMD data, a fixed number of epochs and no time budget, one torch thread, one trainer seed),
 so a genome's validation MAE does not depend on the method, the seed or the machine's load. Only the search differs:
 
@@ -123,7 +123,7 @@ def run_one(job: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from menndl_py.engine.evaluator import Evaluator
+    from menndl_py.engine.evaluator import make_trainer
     from menndl_py.tasks.elemnet.task import ElemNetTask
     from menndl_py.train.group import LocalGroup
 
@@ -134,7 +134,7 @@ def run_one(job: dict) -> None:
     space = task.space().restricted(cfg.search.space)
     scratch = cache / f".{path.stem}"
     method = make_method(job["spec"], space, job["seed"], job["evaluations"], scratch)
-    evaluator = None
+    trainer = None
     record = {"method": job["method"], "seed": job["seed"], "spec": job["spec"], "evaluations": [], "done": False}
     start = time.perf_counter()
     for _ in range(job["evaluations"]):
@@ -142,11 +142,11 @@ def run_one(job: dict) -> None:
         result = known.get(genome.key) or known_results(cache).get(genome.key)  # others may have trained it since
         trained = result is None
         if trained:
-            if evaluator is None:  # loads the data: only once a genome needs training
-                evaluator = Evaluator(cfg, task, LocalGroup(), torch.device("cpu"))
-            out = task.evaluate(genome, evaluator.trainer)
+            if trainer is None:  # loads the data: only once a genome needs training
+                trainer = make_trainer(cfg, task, LocalGroup(), torch.device("cpu"))
+            out = task.evaluate(genome, trainer)
             result = known[genome.key] = {
-                "key": genome.key, "genome": genome.to_json(), "status": out.status,
+                "key": genome.key, "genome": genome.to_json(), "status": str(out.status),
                 "fitness": out.fitness if out.status == "ok" else None, "train_seconds": out.train_seconds,
                 "message": out.message}
         duplicate = any(e["key"] == genome.key for e in record["evaluations"])

@@ -99,8 +99,7 @@ def fourier(settings, n: int, seed: int) -> list[float]:
     """Fourier filtering's F1 per defect class on the same n images, tuned on n others."""
     import numpy as np
 
-    from menndl_py.physics import stem_analysis
-    from menndl_py.physics import stem_sim
+    from menndl_py.physics import stem_analysis, stem_sim
     from menndl_py.tasks.stem.task import true_defects
 
     def images(s):

@@ -34,8 +34,9 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from menndl_py.commands.predict import load_best, network_dir
+    from menndl_py.commands.predict import load_best
     from menndl_py.physics import stem_analysis
+    from menndl_py.rundir import RunDir
     from menndl_py.tasks.stem.task import CALIBRATION_IMAGES, standardize, true_defects
     from menndl_py.train.group import LocalGroup
 
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     run = Path(args.run)
     task, _, model = load_best(run, quiet=True)
-    print(f"stem_detection: {network_dir(run)}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+    print(f"stem_detection: {RunDir(run).network_to_use()}, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"one torch thread\n  {code_version()}")
     names = task.class_names[1:]
 

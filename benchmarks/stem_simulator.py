@@ -36,7 +36,8 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from menndl_py.physics.stem_sim import StemSettings, image_rng, simulate
+    from menndl_py.physics.stem_sim import StemSettings, simulate
+    from menndl_py.tasks.stem.data import image_rng
 
     settings = StemSettings()
     print(f"stem_simulator: numpy {np.__version__}, one thread\n  {code_version()}")

@@ -12,8 +12,8 @@ Samples/s = epochs x steps x batch / training seconds (menndl: the Trainer's own
 loop above timed with perf_counter). The two alternate (ABBA order), and the ratio menndl/plain is taken within
 each pair; its median is compared with the target (>= 0.95). On a machine shared with others, the wall clock
 also counts time the process waited for a core, so the script also prints the ratio of samples per CPU second of
-this process (whole evaluation), which other users' load does not enter. Both also score the validation split, and the two
-validation MAEs are printed: equal MAEs show that the two loops did the same arithmetic. The script reports; it
+this process (whole evaluation), which other users' load does not enter. Both also score the validation split, and
+the two validation MAEs are printed: equal MAEs show that the two loops did the same arithmetic. The script reports; it
 does not assert.
 
     python benchmarks/trainer_overhead.py            # 20,000 rows, 5 epochs, 9 pairs: about 1.5 min
@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 from common import REPO, code_version, table  # noqa: E402 (puts this checkout first on sys.path)
-
 
 TARGET = 0.95
 
@@ -196,7 +195,8 @@ def main(argv=None) -> int:
                 f"{torch.get_num_threads()} torch thread(s), {repeats} interleaved pairs =="))
     print()
     ratio = statistics.median(ratios)
-    per_step_us = 1e6 * args.batch * (1 / statistics.median(samples["menndl"]) - 1 / statistics.median(samples["plain"]))
+    per_step_us = 1e6 * args.batch * (1 / statistics.median(samples["menndl"])
+                                      - 1 / statistics.median(samples["plain"]))
     print(table(["menndl / plain", "median", "min", "max", "target", "met"],
                 [["samples/s, training loop, wall clock", f"{ratio:.3f}", f"{min(ratios):.3f}", f"{max(ratios):.3f}",
                   f">= {TARGET:.2f}", "yes" if ratio >= TARGET else "NO"],

@@ -29,9 +29,7 @@ import types
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
-
 from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
-
 
 TARGET = 0.95
 
@@ -105,6 +103,8 @@ def run_async(durations, workers: int, seed: int, surrogate: bool) -> Run:
                 fitness, a, b = future.result()
                 run.intervals.append((a, b))
                 ga.tell(genome, fitness)
+                while ga.idle_work():
+                    pass
                 if fitness is not None:
                     run.best = min(run.best, fitness)
                 if asked < n:
@@ -139,6 +139,8 @@ def run_generational(durations, workers: int, seed: int, surrogate: bool) -> Run
                 fitness, a, b = future.result()
                 run.intervals.append((a, b))
                 ga.tell(genome, fitness)
+                while ga.idle_work():
+                    pass
                 if fitness is not None:
                     run.best = min(run.best, fitness)
             tell_seconds = time.perf_counter() - t0
