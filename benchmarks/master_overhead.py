@@ -109,7 +109,7 @@ def run_mpi(args, workdir: Path) -> dict:
 
     run_dir = RunDir(workdir / "runs" / "mpi")
     facts = run_dir.read_run_json()
-    with open(run_dir.results_csv, newline="") as fh:
+    with open(run_dir.results, newline="") as fh:
         ends = sorted(float(r["end_time"]) for r in csv.DictReader(fh))
     return {"wall": wall, "facts": facts, "ends": ends, "run_dir": run_dir.path}
 

@@ -234,7 +234,7 @@ def mpi_sweep(args, workdir: Path) -> list[dict]:
             out.append({"ranks": ranks, "error": error, "wall": wall})
             print(f"  R = {ranks}: {error}", flush=True)
             continue
-        with open(RunDir(workdir / "runs" / name).results_csv, newline="") as fh:
+        with open(RunDir(workdir / "runs" / name).results, newline="") as fh:
             rows = list(csv.DictReader(fh))
         start = np.array([float(r["start_time"]) for r in rows])
         end = np.array([float(r["end_time"]) for r in rows])

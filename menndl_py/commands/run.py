@@ -31,7 +31,7 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
     run = RunDir(cfg.run_dir)
     checkpoint = read_checkpoint(run.checkpoint)
     if checkpoint is None:
-        if resume and run.results_csv.exists():
+        if resume and run.results.exists():
             raise UserError(f"{run.checkpoint}: missing; cannot resume this run")
         run.path.mkdir(parents=True, exist_ok=True)
         config_module.save(cfg, run.config)

@@ -33,7 +33,7 @@ TOP_COLUMNS = ("id", "fitness", "params", "depth", "train_seconds", "status")
 def make_report(run_dir: str | Path) -> Path:
     """Write the five plots and `summary.md` into `run_dir/report/` and return that directory."""
     run = RunDir(run_dir)
-    df = read_results(run.results_csv)
+    df = read_results(run.results)
     sur = read_surrogate(run.surrogate_csv)
     meta = run.read_run_json()
     hib = bool(meta.get("higher_is_better", False))

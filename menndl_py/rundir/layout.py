@@ -30,7 +30,7 @@ class RunDir:
         self.path = Path(path)
         self.config = self.path / "config.yaml"
         self.run_json = self.path / "run.json"
-        self.results_csv = self.path / "results.csv"
+        self.results = self.path / "results.csv"  # the durable record, a row per evaluation
         self.results_h5 = self.path / "results.h5"
         self.surrogate_csv = self.path / "surrogate.csv"
         self.checkpoint = self.path / "checkpoint.json"

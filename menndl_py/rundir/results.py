@@ -58,7 +58,7 @@ class ResultStore:
 
     def __init__(self, run_dir: Path, metric_names: Iterable[str]):
         run = RunDir(run_dir)
-        self.csv_path, self.h5_path = run.results_csv, run.results_h5
+        self.csv_path, self.h5_path = run.results, run.results_h5
         self.columns = columns(metric_names)
         self.rows: list[dict] = self._read_csv()
         self._csv = open(self.csv_path, "a", newline="")
