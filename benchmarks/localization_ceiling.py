@@ -40,7 +40,7 @@ def load_task(contrast: float, data_dir: str, window: int = 11, overrides: tuple
     """The localization task of configs/localization.yaml at this contrast and window (and `overrides`, KEY=VALUE
     config settings), its data made if missing."""
     from menndl_py.cli import load_config
-    from menndl_py.commands.run import ensure_data
+    from menndl_py.commands.common import ensure_data
     from menndl_py.tasks import make_task
 
     settings = [f"task.options.contrast={contrast:g}", f"task.data_dir={data_dir}", f"task.options.window={window}"]
@@ -98,7 +98,7 @@ def per_family_table(task, errors: dict, title: str) -> str:
     """Mean test MASE per family and over all test MVEs, one column per model (`errors`: name → MASE per MVE)."""
     import numpy as np
 
-    from menndl_py.tasks.microstructure import data as data
+    from menndl_py.tasks.microstructure import data
 
     test = data.read(task.data_path, "test", ("kind", "axis"))
     kinds = np.array([k.decode() if isinstance(k, bytes) else str(k) for k in test["kind"]])
@@ -115,7 +115,7 @@ def linear_windows(task, windows) -> None:
     import numpy as np
 
     from menndl_py.physics.mks import MKSLocalization, mase
-    from menndl_py.tasks.microstructure import data as data
+    from menndl_py.tasks.microstructure import data
 
     started = time.perf_counter()
     train = data.read(task.data_path, "train", ("volumes", "strain"))
