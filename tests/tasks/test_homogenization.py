@@ -9,7 +9,7 @@ from launchers import MENNDL, mpirun
 from menndl_py.errors import UserError
 from menndl_py.physics.mks import StatsRegression, rule_of_mixtures, two_point_stats
 from menndl_py.tasks import make_task
-from menndl_py.tasks.microstructure import data as data
+from menndl_py.tasks.microstructure import data
 
 TINY = {"size": 9, "train_volumes": 6, "val_volumes": 3, "test_volumes": 2, "seed": 3}
 

@@ -11,7 +11,7 @@ from launchers import MENNDL, mpirun
 from menndl_py.errors import CandidateRefused, UserError
 from menndl_py.physics.mks import MKSLocalization, mase
 from menndl_py.tasks import make_task
-from menndl_py.tasks.microstructure import data as data
+from menndl_py.tasks.microstructure import data
 
 TINY = {"size": 11, "window": 5, "train_volumes": 5, "val_volumes": 2, "test_volumes": 2, "seed": 5}
 

@@ -20,7 +20,7 @@ from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.conv import NORMS
 from menndl_py.genome.networks.convnet import POOL, ConvNet
 from menndl_py.physics.mks import StatsRegression, check_volumes, rule_of_mixtures
-from menndl_py.tasks.microstructure import data as data
+from menndl_py.tasks.microstructure import data
 from menndl_py.tasks.microstructure.data import as_input
 
 

@@ -25,7 +25,7 @@ from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.windownet import NORMS, POOL, WindowNet, slabs
 from menndl_py.physics.mks import MKSLocalization, check_volumes, mase
 from menndl_py.tasks.base import error_sums
-from menndl_py.tasks.microstructure import data as data
+from menndl_py.tasks.microstructure import data
 from menndl_py.tasks.microstructure.data import as_input
 
 
