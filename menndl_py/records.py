@@ -19,6 +19,8 @@ class Status(str, Enum):
     TIMEOUT = "timeout"
     OOM = "oom"
     INTERRUPTED = "interrupted"  # abandoned because the search is stopping: never stored, sent again on resume
+    LOST = "lost"  # its group went silent past the candidate time-out (a hung or dead rank): never sent again
+    CRASHED = "crashed"  # in flight at two crashes of the job: never sent again
 
     def __str__(self) -> str:
         return self.value
