@@ -22,7 +22,8 @@ from menndl_py.records import STORED_STATUSES, Status  # noqa: E402
 from menndl_py.rundir.layout import RunDir  # noqa: E402
 from menndl_py.rundir.results import complete_lines  # noqa: E402
 
-STATUS_COLORS = dict(zip(map(str, STORED_STATUSES), ("#2ca02c", "#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#8c564b")))
+STATUS_COLORS = dict(zip(map(str, STORED_STATUSES), ("#2ca02c", "#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#8c564b",
+                                                      "#e377c2", "#17becf"), strict=True))
 BEST_PLACE = 0  # matplotlib: the legend where it hides the least
 OTHER_COLOR = "#17becf"
 NUMERIC_COLUMNS = ("id", "fitness", "predicted", "params", "depth", "group", "submit_time", "start_time",
