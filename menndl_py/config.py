@@ -218,6 +218,8 @@ def read(path: str | Path) -> dict:
     """The mapping of sections a YAML config file holds, unchecked; UserError if it cannot be read, is not YAML,
     is empty or is not a mapping."""
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such config file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a YAML config file")
     try:

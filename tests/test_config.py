@@ -1,6 +1,7 @@
 """menndl_py.config: defaults, YAML → frozen dataclasses, and error messages that name the key."""
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -314,7 +315,21 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.yaml"
     with pytest.raises(UserError) as info:
         load(path)
-    assert str(info.value).startswith(f"{path}: cannot read config")
+    assert str(info.value) == f"{path}: no such config file"
+
+
+def test_an_unreadable_file(tmp_path):
+    path = tmp_path / "locked.yaml"
+    path.write_text("task: {name: synthetic}\n")
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as a user who reads any file")
+        with pytest.raises(UserError) as info:
+            load(path)
+        assert str(info.value) == f"{path}: cannot read config (Permission denied)"
+    finally:
+        path.chmod(0o644)
 
 
 def test_binary_file_is_a_user_error(tmp_path):
