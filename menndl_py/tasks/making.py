@@ -122,12 +122,13 @@ def make_unless_made(task, share: Solo = Solo(), force: bool = False,
     """Make `task`'s data file unless it exists (or with `force`), under its lock; every rank of `share` calls
     this. Returns the maker's summary, or None when the file was there already or another process made it while
     this one waited for the lock (then it uses that file, even with `force`)."""
-    decision, lock = None, None
+    decision, lock, new_dir = None, None, False
     if share.rank == 0:
         try:
             decision = "made" if task.data_path.exists() and not force else None
             if decision is None:
                 try:
+                    new_dir = not task.data_dir.exists()
                     task.data_dir.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise UserError(f"{task.data_dir}: cannot create the data directory "
@@ -151,3 +152,5 @@ def make_unless_made(task, share: Solo = Solo(), force: bool = False,
     finally:
         if lock is not None:
             lock.release()
+            if new_dir and not any(task.data_dir.iterdir()):  # a task that writes no file (synthetic)
+                task.data_dir.rmdir()

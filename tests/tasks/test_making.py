@@ -124,3 +124,8 @@ def test_two_data_makers_at_once_both_succeed_and_the_file_is_whole(tmp_path):
     assert "train: " in said and ("made by another process meanwhile" in said or "already made" in said), said
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["elemnet.h5"]
     make_task("elemnet", {}, tmp_path / "d").check_data()
+
+
+def test_a_task_that_writes_no_file_leaves_no_data_directory(tmp_path):
+    assert make_unless_made(make_task("synthetic", {}, tmp_path / "data")) == "synthetic: no data needed"
+    assert list(tmp_path.iterdir()) == []

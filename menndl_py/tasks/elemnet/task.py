@@ -46,8 +46,8 @@ class ElemNetTask(Task):
     @property
     def data_path(self) -> Path:
         """elemnet.h5 for the default cut, one file per other cut: a changed config never meets stale data."""
-        cut = self.options.max_abs_enthalpy
-        if cut == elemnet_data.DEFAULT_MAX_ABS_ENTHALPY:
+        cut = getattr(self.options, "max_abs_enthalpy", None)  # subclasses (synthetic) may have other options
+        if cut in (None, elemnet_data.DEFAULT_MAX_ABS_ENTHALPY):
             return self.data_dir / f"{self.name}.h5"
         digest = hashlib.sha1(json.dumps({"max_abs_enthalpy": cut}).encode()).hexdigest()[:10]
         return self.data_dir / f"{self.name}-{digest}.h5"
