@@ -35,7 +35,7 @@ STEM_OPTIONS = {"train_images": 2, "val_images": 2, "test_images": 2, "tile": 64
 class Case:
     input: str  # what the table shows
     args: list[str]
-    files: dict[str, str | bytes] = field(default_factory=dict)  # written into the directory first
+    files: dict[str, str | bytes] = field(default_factory=dict)  # written into the directory first ('x/': a folder)
     needs: tuple[str, ...] = ()  # prepared things copied in first (see Prepared)
     links: dict[str, str] = field(default_factory=dict)  # symbolic links made first: name -> target
     expect: int = 2
@@ -77,7 +77,8 @@ def cases() -> list[Case]:
         # -- run names
         c("`--name ..` (config.yaml in the current directory)", ["run", "config.yaml", "--name", ".."],
           {"config.yaml": SYNTHETIC}),
-        c("`--name /abs/path`", ["run", yaml_name, "--name", "{root}/elsewhere"], {yaml_name: SYNTHETIC}),
+        c("`--name <tmp>/elsewhere` (an absolute path)", ["run", yaml_name, "--name", "{root}/elsewhere"],
+          {yaml_name: SYNTHETIC}),
         c("`--name ''`", ["run", yaml_name, "--name", ""], {yaml_name: SYNTHETIC}),
         c("`--set 'run.name=\"a\\0b\"'` (a NUL)", ["run", yaml_name, "--set", 'run.name="a\\0b"'],
           {yaml_name: SYNTHETIC}),
@@ -158,12 +159,13 @@ def cases() -> list[Case]:
           needs=("predict_run",)),
         c("`predict --output` an existing directory", ["predict", "runs/r", "one.png", "--output", "d.h5",
                                                         "--overwrite"], {"d.h5/keep": "x"}, needs=("predict_run",)),
-        c("`predict` of an empty folder", ["predict", "runs/r", "empty", "--output", "o.h5"], {"empty/.keep": ""},
-          needs=("predict_run",)),
+        c("`predict` of an empty folder (skipped, exit 1 by design)",
+          ["predict", "runs/r", "empty", "--output", "o.h5", "--no-progress"], {"empty/": ""}, needs=("predict_run",),
+          expect=1),
         c("`predict --batch-size 0`", ["predict", "runs/r", "one.png", "--output", "o.h5", "--batch-size", "0"],
           needs=("predict_run",)),
         c("`predict` of a run without a network", ["predict", "runs/empty", "one.png", "--output", "o.h5"],
-          {"runs/empty/.keep": ""}, needs=("predict_run",)),
+          {"runs/empty/": ""}, needs=("predict_run",)),
         c("`predict` of a missing image (skipped, exit 1 by design)",
           ["predict", "runs/r", "missing.png", "--output", "o.h5", "--no-progress"], needs=("predict_run",), expect=1),
     ]
@@ -220,7 +222,9 @@ class Prepared:
         (run.best / GENOME).write_text(json.dumps(genome.to_json()))
         torch.manual_seed(0)
         torch.save(make_task("stem_defects", STEM_OPTIONS).space().build(genome).state_dict(), run.best / WEIGHTS)
-        (run.best / RECORD).write_text(json.dumps({"id": 0}))
+        names = make_task("stem_defects", STEM_OPTIONS).class_names[1:]  # its calibration, as a search records it
+        (run.best / RECORD).write_text(json.dumps({"id": 0, **{f"m:threshold_{n}": 0.5 for n in names},
+                                                   **{f"m:min_pixels_{n}": 3 for n in names}}))
         Image.fromarray((np.random.default_rng(0).random((96, 96)) * 255).astype(np.uint8)).save(where / "one.png")
         return where
 
@@ -256,7 +260,10 @@ def run_case(case: Case, prepared: Prepared, timeout: float, env: dict) -> dict:
             prepared.copy_into(name, root)
         for name, content in case.files.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+            if name.endswith("/"):
+                (root / name).mkdir()
+            else:
+                (root / name).write_bytes(content if isinstance(content, bytes) else content.encode())
         for name, target in case.links.items():
             (root / name).symlink_to(target)
         args = [a.replace("{root}", str(root)) for a in case.args]
@@ -275,7 +282,7 @@ def run_case(case: Case, prepared: Prepared, timeout: float, env: dict) -> dict:
     changed = changes(before, after)
     ok = status == str(case.expect) and (case.expect != 2 or (len(stderr) == 1 and line.startswith("menndl: error: ")
                                                              and changed == "no"))
-    return {"input": case.input, "status": status, "line": line.replace(str(root), "."), "changed": changed,
+    return {"input": case.input, "status": status, "line": line.replace(str(root), "<tmp>"), "changed": changed,
             "ok": ok, "seconds": seconds}
 
 
