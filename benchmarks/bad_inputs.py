@@ -130,6 +130,8 @@ def cases() -> list[Case]:
         c("`data/elemnet.h5` made with max_abs_enthalpy 3", ["run", yaml_name], {yaml_name: ELEMNET},
           needs=("elemnet_cut3",)),
         c("`data make alchemy`", ["data", "make", "alchemy"]),
+        c("`data make elemnet --data-dir c.yaml` (a file)", ["data", "make", "elemnet", "--data-dir", yaml_name],
+          {yaml_name: "task: {name: elemnet}\n"}),
         c("`data make elemnet --set x=1` (no --config)", ["data", "make", "elemnet", "--set", "x=1"]),
         c("`data make localization` with `--set task.options.size=100000`",
           ["data", "make", "localization", "--config", yaml_name, "--set", "task.options.size=100000"],
@@ -142,6 +144,7 @@ def cases() -> list[Case]:
           {yaml_name: synthetic(search="{population: 4, max_evaluations: 2, seed: 9}")}, needs=("finished_run",)),
         c("`report runs/none`", ["report", "runs/none"]),
         c("`retrain runs/none`", ["retrain", "runs/none"]),
+        c("`retrain RUN --budget inf`", ["retrain", "runs/job", "--budget", "inf"], needs=("finished_run",)),
         c("`baseline alchemy`", ["baseline", "alchemy"]),
         # -- predict
         c("`predict --output RUN/results.hdf5`", ["predict", "runs/r", "one.png", "--output", "runs/r/results.hdf5"],

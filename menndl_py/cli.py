@@ -124,8 +124,15 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_retrain(args) -> int:
-    from menndl_py.commands.retrain import retrain
+    import math
 
+    from menndl_py.commands.retrain import retrain
+    from menndl_py.config import SECONDS_PER_WEEK
+
+    if math.isinf(args.budget) or args.budget > SECONDS_PER_WEEK:  # (retrain refuses the others)
+        raise UserError(f"--budget: must be a finite number of seconds <= {SECONDS_PER_WEEK}, got {args.budget!r}")
+    if args.epochs > 1_000_000:
+        raise UserError(f"--epochs: must be <= 1000000, got {args.epochs}")
     retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule)
     return 0
 

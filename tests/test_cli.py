@@ -262,3 +262,13 @@ def test_sizes_are_bounded(tmp_path, setting, expected):
 
 def test_a_directory_as_config(tmp_path):
     assert one_line_error(menndl("run", ".", cwd=tmp_path)) == ".: is a directory, expected a YAML config file"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--budget", "inf"], "--budget: must be a finite number of seconds <= 604800, got inf"),
+    (["--budget", "1e9"], "--budget: must be a finite number of seconds <= 604800, got 1000000000.0"),
+    (["--epochs", "1000000000"], "--epochs: must be <= 1000000, got 1000000000"),
+])
+def test_retrain_budgets_are_finite(tmp_path, args, expected):
+    assert one_line_error(menndl("retrain", "runs/none", *args, cwd=tmp_path)) == expected
+    assert list(tmp_path.iterdir()) == []
