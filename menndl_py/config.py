@@ -197,7 +197,10 @@ def from_dict(data: Any) -> Config:
     cfg = build(Config, data)
     if cfg.search.max_evaluations is None and cfg.search.max_minutes is None:
         raise UserError("search: set max_evaluations or max_minutes (or both), or the search never ends")
-    if cfg.search.tournament_size > cfg.search.population:
+    # (the default 3 over a population of 2 is left alone: DEAP draws the tournament with replacement, and the
+    # runs made so, whose config.yaml holds it, must go on resuming)
+    tournament = cfg.search.tournament_size
+    if tournament > cfg.search.population and tournament != SearchConfig.tournament_size:
         raise UserError(f"search.tournament_size: must be at most search.population ({cfg.search.population}), "
                         f"got {cfg.search.tournament_size}")
     return cfg

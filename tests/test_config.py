@@ -249,6 +249,7 @@ def test_the_tournament_is_drawn_from_the_population():
     assert error_of({"search": {"population": 4, "tournament_size": 5}}) == \
         "search.tournament_size: must be at most search.population (4), got 5"
     assert from_dict({"search": {"population": 4, "tournament_size": 4}}).search.tournament_size == 4
+    assert from_dict({"search": {"population": 2}}).search.tournament_size == 3  # the default, drawn with replacement
 
 
 @pytest.mark.parametrize("name, why", [
