@@ -43,7 +43,7 @@ def _holder(lock: Path) -> Optional[dict]:
     """{host, pid, job} of the lock's maker; None if it is gone or not yet written."""
     try:
         fields = lock.read_text().split()
-    except FileNotFoundError:
+    except (OSError, UnicodeDecodeError):  # gone meanwhile, or not a lock this code wrote
         return None
     if len(fields) < 2 or not fields[1].isdigit():
         return None
