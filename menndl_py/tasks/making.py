@@ -131,8 +131,9 @@ def make_unless_made(task, share: Solo = Solo(), force: bool = False,
                     new_dir = not task.data_dir.exists()
                     task.data_dir.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise UserError(f"{task.data_dir}: cannot create the data directory "
-                                    f"({exc.strerror or exc})") from None
+                    why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else \
+                        exc.strerror or exc
+                    raise UserError(f"{task.data_dir}: cannot create the data directory ({why})") from None
                 lock = DataLock(task.data_path, say)
                 waited = lock.acquire()
                 decision = "made" if waited and task.data_path.exists() else "make"

@@ -129,3 +129,15 @@ def test_two_data_makers_at_once_both_succeed_and_the_file_is_whole(tmp_path):
 def test_a_task_that_writes_no_file_leaves_no_data_directory(tmp_path):
     assert make_unless_made(make_task("synthetic", {}, tmp_path / "data")) == "synthetic: no data needed"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_where_the_data_directory_should_be_is_one_line(tmp_path):
+    import pytest
+
+    from menndl_py.errors import UserError
+
+    (tmp_path / "data").write_text("not a directory")
+    for where in ("data", "data/sub"):
+        with pytest.raises(UserError) as info:
+            make_unless_made(FileMaker(tmp_path / where))
+        assert str(info.value) == f"{tmp_path / where}: cannot create the data directory (a file is in the way)"
