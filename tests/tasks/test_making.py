@@ -8,8 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from launchers import MENNDL
 
+from menndl_py.errors import UserError
 from menndl_py.tasks import make_task
 from menndl_py.tasks.making import DataLock, lock_path, make_unless_made, temp_path
 
@@ -132,10 +134,6 @@ def test_a_task_that_writes_no_file_leaves_no_data_directory(tmp_path):
 
 
 def test_a_file_where_the_data_directory_should_be_is_one_line(tmp_path):
-    import pytest
-
-    from menndl_py.errors import UserError
-
     (tmp_path / "data").write_text("not a directory")
     for where in ("data", "data/sub"):
         with pytest.raises(UserError) as info:
