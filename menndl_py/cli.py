@@ -5,53 +5,60 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from menndl_py.errors import UserError
 
 
 def _overrides(data: dict, settings: list[str]) -> dict:
     """Apply `--set section.key=value` (value read as YAML) to the raw config mapping."""
+    from menndl_py import config
+
     for setting in settings:
         key, sep, text = setting.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {setting}: expected section.key=value")
-        node = data
         *path, last = key.split(".")
+        if not sep or not all([*path, last]):
+            raise UserError(f"--set {config.shown(setting)}: expected section.key=value")
+        node = data
         for part in path:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty section ('search:' with nothing under it)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise UserError(f"--set {setting}: {part} is not a section")
-        node[last] = yaml.safe_load(text)
+                raise UserError(f"--set {config.shown(setting)}: {part} is not a section")
+        node[last] = config.parse_yaml(text, f"--set {config.shown(setting)}")
     return data
 
 
 def load_config(path: str, settings: list[str], name: str | None = None):
+    """The config of file `path`, with run name `name` and the `--set` overrides `settings`, validated."""
     from menndl_py import config
 
-    cfg_path = Path(path)
-    if not cfg_path.is_file():
-        raise UserError(f"{path}: no such config file")
-    raw = yaml.safe_load(cfg_path.read_text()) if settings or name else None
-    if raw is None:
-        return config.load(cfg_path)
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: must be a mapping of sections")
-    if name:
-        raw.setdefault("run", {})["name"] = name
-    return config.from_dict(_overrides(raw, settings))
+    raw = config.read(path)
+    if name is not None:
+        run = raw.get("run")
+        if run is None:
+            raw["run"] = run = {}
+        if not isinstance(run, dict):
+            raise UserError(f"{path}: run: must be a mapping, got {config.shown(run)}")
+        run["name"] = name
+    return config.from_file_data(_overrides(raw, settings), path)
 
 
 def config_of_run(run_dir: str):
+    """The config a run directory was made with, its name and directory those of `run_dir`."""
+    import os
+
     from menndl_py import config
     from menndl_py.rundir.layout import RunDir
 
     path = RunDir(run_dir).config
     if not path.is_file():
         raise UserError(f"{path}: missing; is {run_dir} a run directory?")
-    raw = yaml.safe_load(path.read_text())
-    raw["run"] = {"directory": str(Path(run_dir).parent), "name": Path(run_dir).name}
-    return config.from_dict(raw)
+    raw = config.read(path)
+    where = Path(run_dir)
+    if where.name in ("", ".", ".."):  # '.' or 'runs/x/..': the directory's own name is that of its full path
+        where = Path(os.path.abspath(run_dir))
+    raw["run"] = {"directory": str(where.parent), "name": where.name}
+    return config.from_file_data(raw, path)
 
 
 def cmd_run(args) -> int:
@@ -117,8 +124,15 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_retrain(args) -> int:
-    from menndl_py.commands.retrain import retrain
+    import math
 
+    from menndl_py.commands.retrain import retrain
+    from menndl_py.config import SECONDS_PER_WEEK
+
+    if math.isinf(args.budget) or args.budget > SECONDS_PER_WEEK:  # (retrain refuses the others)
+        raise UserError(f"--budget: must be a finite number of seconds <= {SECONDS_PER_WEEK}, got {args.budget!r}")
+    if args.epochs > 1_000_000:
+        raise UserError(f"--epochs: must be <= 1000000, got {args.epochs}")
     retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule)
     return 0
 

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,13 @@ def setting(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **rules
     return field(default=default, metadata=rules)
 
 
+MINUTES_PER_YEAR = 366 * 24 * 60
+SECONDS_PER_WEEK = 7 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = setting("run")
+    name: str = setting("run", directory_name=True)  # one directory under `directory`, never a path
     directory: str = setting("runs")
 
 
@@ -41,36 +46,36 @@ class TaskConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     algorithm: str = setting("ga", choices=("ga", "random"))  # random: the baseline a search must beat
-    population: int = setting(16, min=2)
-    max_evaluations: Optional[int] = setting(100, min=1)
-    max_minutes: Optional[float] = setting(None, min=0.0)
+    population: int = setting(16, min=2, max=100_000)
+    max_evaluations: Optional[int] = setting(100, min=1, max=10_000_000)
+    max_minutes: Optional[float] = setting(None, min=0.0, max=MINUTES_PER_YEAR)
     crossover_rate: float = setting(0.5, min=0.0, max=1.0)
     mutation_rate: float = setting(0.9, min=0.0, max=1.0)
-    tournament_size: int = setting(3, min=1)
+    tournament_size: int = setting(3, min=1, max=100_000)  # and at most `population`
     surrogate: bool = setting(True)
-    screen_factor: int = setting(8, min=1)
+    screen_factor: int = setting(8, min=1, max=1000)
     explore_fraction: float = setting(0.25, min=0.0, max=1.0)
-    surrogate_min_results: int = setting(8, min=2)
-    surrogate_max_train: int = setting(256, min=8)
-    surrogate_refit_every: int = setting(4, min=1)
-    seed: int = setting(0, min=0)
+    surrogate_min_results: int = setting(8, min=2, max=10_000)
+    surrogate_max_train: int = setting(256, min=8, max=10_000)
+    surrogate_refit_every: int = setting(4, min=1, max=100_000)
+    seed: int = setting(0, min=0, max=2**63 - 1)
     space: dict = setting(factory=dict)
     seed_genomes: list = setting(factory=list)  # "baselines", genome JSON files or run directories, evaluated first
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    ranks_per_candidate: int = setting(1, min=1)
-    candidate_timeout: float = setting(600.0, min=0.1)
-    stop_grace: float = setting(60.0, min=0.0)  # seconds the master waits for busy groups after a stop signal
-    threads_per_rank: Optional[int] = setting(None, min=1)
+    ranks_per_candidate: int = setting(1, min=1, max=4096)
+    candidate_timeout: float = setting(600.0, min=0.1, max=SECONDS_PER_WEEK)
+    stop_grace: float = setting(60.0, min=0.0, max=3600.0)  # seconds the master waits for busy groups after a stop
+    threads_per_rank: Optional[int] = setting(None, min=1, max=1024)
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = setting(20, min=1)
-    time_budget: Optional[float] = setting(None, min=0.1)
-    eval_batch_size: int = setting(4096, min=1)
+    epochs: int = setting(20, min=1, max=1_000_000)
+    time_budget: Optional[float] = setting(None, min=0.1, max=SECONDS_PER_WEEK)
+    eval_batch_size: int = setting(4096, min=1, max=2**20)
     lr_schedule: str = setting("constant", choices=("constant", "cosine"))  # cosine: to 0 over the budget
 
 
@@ -114,7 +119,27 @@ class Config:
         return Path(self.run.directory) / self.run.name
 
 
-_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+         list: "a list"}
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut short past `limit` characters (a message stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def directory_name_problem(name: str) -> Optional[str]:
+    """Why `name` cannot be one directory name inside another directory (a run's), in words; None if it can."""
+    if name in ("", ".", ".."):
+        return "it names no directory of its own"
+    if "/" in name:
+        return "it holds a '/'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it holds a control character"
+    if len(os.fsencode(name)) > 255:
+        return f"it is {len(os.fsencode(name))} bytes long, more than 255"
+    return None
 
 
 def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
@@ -127,18 +152,24 @@ def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
         return build(typ, value, key)
     ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if ok and typ is float and math.isnan(value):  # NaN passes every bound check: refuse it outright
-        ok = False
+        ok = abs(value) < 2**1000  # beyond, float() overflows
+        value = float(value) if ok else value
+    finite = not (ok and typ is float and not math.isfinite(value))
+    ok = ok and finite  # NaN passes every bound check, and an infinite time never ends
     bounds = ""
     if "min" in rules:
         bounds += f" >= {rules['min']}"
     if "max" in rules:
         bounds += f" and <= {rules['max']}" if bounds else f" <= {rules['max']}"
     if not ok or ("min" in rules and value < rules["min"]) or ("max" in rules and value > rules["max"]):
-        raise UserError(f"{key}: must be {_KIND[typ]}{bounds}, got {value!r}")
+        kind = _KIND[typ] if finite else "a finite number"
+        raise UserError(f"{key}: must be {kind}{bounds}, got {shown(value)}")
     if "choices" in rules and value not in rules["choices"]:
-        raise UserError(f"{key}: must be one of {', '.join(map(repr, rules['choices']))}, got {value!r}")
+        raise UserError(f"{key}: must be one of {', '.join(map(repr, rules['choices']))}, got {shown(value)}")
+    if typ is str and "\0" in value:
+        raise UserError(f"{key}: must not hold a NUL character, got {shown(value)}")
+    if rules.get("directory_name") and directory_name_problem(value):
+        raise UserError(f"{key}: must be a single directory name, got {shown(value)}: {directory_name_problem(value)}")
     return value
 
 
@@ -166,26 +197,60 @@ def from_dict(data: Any) -> Config:
     cfg = build(Config, data)
     if cfg.search.max_evaluations is None and cfg.search.max_minutes is None:
         raise UserError("search: set max_evaluations or max_minutes (or both), or the search never ends")
+    # (the default 3 over a population of 2 is left alone: DEAP draws the tournament with replacement, and the
+    # runs made so, whose config.yaml holds it, must go on resuming)
+    tournament = cfg.search.tournament_size
+    if tournament > cfg.search.population and tournament != SearchConfig.tournament_size:
+        raise UserError(f"search.tournament_size: must be at most search.population ({cfg.search.population}), "
+                        f"got {cfg.search.tournament_size}")
     return cfg
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
+def parse_yaml(text: str, where: str) -> Any:
+    """Safe-load YAML `text`; a UserError naming `where`, the line and the problem if it is malformed."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise UserError(f"{where}: malformed YAML{at}: {problem}") from None
+
+
+def read(path: str | Path) -> dict:
+    """The mapping of sections a YAML config file holds, unchecked; UserError if it cannot be read, is not YAML,
+    is empty or is not a mapping."""
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such config file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a YAML config file")
     try:
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
-    return from_dict(data)
+    data = parse_yaml(text, str(path))
+    if data is None or data == {}:
+        raise UserError(f"{path}: empty; a config must hold at least task.name (e.g. 'task: {{name: elemnet}}')")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping of sections (run, task, search, ...), got {shown(data)}")
+    return data
+
+
+def from_file_data(data: dict, path: str | Path) -> Config:
+    """Validate the mapping read from config file `path` (after any overrides): a file must name its task."""
+    cfg = from_dict(data)
+    task = data.get("task")
+    if not isinstance(task, dict) or "name" not in task:
+        raise UserError(f"{path}: task.name missing; a config must name its task (e.g. 'task: {{name: elemnet}}')")
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    return from_file_data(read(path), path)
 
 
 def save(cfg: Config, path: Path) -> None:

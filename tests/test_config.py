@@ -1,6 +1,7 @@
 """menndl_py.config: defaults, YAML → frozen dataclasses, and error messages that name the key."""
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -100,9 +101,39 @@ def test_save_then_load_gives_the_same_config(tmp_path):
     assert load(tmp_path / "config.yaml") == cfg
 
 
-def test_empty_yaml_file_gives_defaults(tmp_path):
-    (tmp_path / "empty.yaml").write_text("# nothing set\n")
-    assert load(tmp_path / "empty.yaml") == Config()
+@pytest.mark.parametrize("text", ["", "# nothing set\n", "{}\n"])
+def test_an_empty_config_file_is_refused_saying_what_it_must_hold(tmp_path, text):
+    # it used to run the default ElemNet search without a word
+    (tmp_path / "empty.yaml").write_text(text)
+    with pytest.raises(UserError) as info:
+        load(tmp_path / "empty.yaml")
+    assert str(info.value) == f"{tmp_path / 'empty.yaml'}: empty; a config must hold at least task.name " \
+                              "(e.g. 'task: {name: elemnet}')"
+
+
+def test_a_config_file_must_name_its_task(tmp_path):
+    (tmp_path / "c.yaml").write_text("search: {population: 4}\n")
+    with pytest.raises(UserError, match=r"c\.yaml: task\.name missing; a config must name its task"):
+        load(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("task: {name: synthetic}\n")
+    assert load(tmp_path / "c.yaml").task.name == "synthetic"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- task\n", "must be a mapping of sections (run, task, search, ...), got ['task']"),
+    ("just words\n", "must be a mapping of sections (run, task, search, ...), got 'just words'"),
+])
+def test_a_config_file_that_is_no_mapping(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(UserError) as info:
+        load(tmp_path / "c.yaml")
+    assert str(info.value) == f"{tmp_path / 'c.yaml'}: {message}"
+
+
+def test_a_directory_given_as_config(tmp_path):
+    with pytest.raises(UserError) as info:
+        load(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, expected a YAML config file"
 
 
 # ---------------------------------------------------------------------------------------------- bad keys
@@ -129,17 +160,18 @@ def test_unknown_key_lists_the_keys_of_its_section():
 # --------------------------------------------------------------------------------------------- bad values
 
 @pytest.mark.parametrize("data, message", [
-    ({"search": {"population": "ten"}}, "search.population: must be an integer >= 2, got 'ten'"),
-    ({"search": {"population": 1}}, "search.population: must be an integer >= 2, got 1"),
-    ({"search": {"population": 10.0}}, "search.population: must be an integer >= 2, got 10.0"),
-    ({"search": {"population": None}}, "search.population: must be an integer >= 2, got None"),
+    ({"search": {"population": "ten"}}, "search.population: must be an integer >= 2 and <= 100000, got 'ten'"),
+    ({"search": {"population": 1}}, "search.population: must be an integer >= 2 and <= 100000, got 1"),
+    ({"search": {"population": 10.0}}, "search.population: must be an integer >= 2 and <= 100000, got 10.0"),
+    ({"search": {"population": None}}, "search.population: must be an integer >= 2 and <= 100000, got None"),
     ({"search": {"crossover_rate": 1.5}}, "search.crossover_rate: must be a number >= 0.0 and <= 1.0, got 1.5"),
     ({"search": {"surrogate": "yes"}}, "search.surrogate: must be true or false, got 'yes'"),
     ({"search": {"surrogate": 1}}, "search.surrogate: must be true or false, got 1"),
     ({"run": {"name": 5}}, "run.name: must be a string, got 5"),
     ({"task": {"options": [1, 2]}}, "task.options: must be a mapping, got [1, 2]"),
     ({"search": "fast"}, "search: must be a mapping, got 'fast'"),
-    ({"cluster": {"candidate_timeout": 0}}, "cluster.candidate_timeout: must be a number >= 0.1, got 0.0"),
+    ({"cluster": {"candidate_timeout": 0}},
+     "cluster.candidate_timeout: must be a number >= 0.1 and <= 604800, got 0.0"),
     ({"debug": {"inject_faults": {"timeout": -0.1}}},
      "debug.inject_faults.timeout: must be a number >= 0.0 and <= 1.0, got -0.1"),
     ([1, 2], "config: must be a mapping, got [1, 2]"),
@@ -149,9 +181,9 @@ def test_bad_value_message(data, message):
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"search": {"population": True}}, "search.population: must be an integer >= 2, got True"),
-    ({"search": {"seed": False}}, "search.seed: must be an integer >= 0, got False"),
-    ({"training": {"epochs": True}}, "training.epochs: must be an integer >= 1, got True"),
+    ({"search": {"population": True}}, "search.population: must be an integer >= 2 and <= 100000, got True"),
+    ({"search": {"seed": False}}, "search.seed: must be an integer >= 0 and <= 9223372036854775807, got False"),
+    ({"training": {"epochs": True}}, "training.epochs: must be an integer >= 1 and <= 1000000, got True"),
     ({"search": {"crossover_rate": True}}, "search.crossover_rate: must be a number >= 0.0 and <= 1.0, got True"),
 ])
 def test_bool_is_not_a_number(data, message):
@@ -168,13 +200,84 @@ def test_int_is_accepted_for_a_float():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"search": {"crossover_rate": math.nan}}, "search.crossover_rate: must be a number >= 0.0 and <= 1.0, got nan"),
+    ({"search": {"crossover_rate": math.nan}},
+     "search.crossover_rate: must be a finite number >= 0.0 and <= 1.0, got nan"),
     ({"search": {"max_evaluations": None, "max_minutes": math.nan}},
-     "search.max_minutes: must be a number >= 0.0, got nan"),
+     "search.max_minutes: must be a finite number >= 0.0 and <= 527040, got nan"),
 ])
 def test_nan_is_refused(data, message):
     # NaN compares false with every bound; a NaN max_minutes used to pass and the search never ended.
     assert error_of(data) == message
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"search": {"max_minutes": math.inf}},
+     "search.max_minutes: must be a finite number >= 0.0 and <= 527040, got inf"),
+    ({"cluster": {"candidate_timeout": math.inf}},
+     "cluster.candidate_timeout: must be a finite number >= 0.1 and <= 604800, got inf"),
+    ({"training": {"time_budget": -math.inf}}, "training.time_budget: must be a finite number >= 0.1 and <= 604800, "
+                                               "got -inf"),
+    ({"search": {"crossover_rate": 10**400}},
+     "search.crossover_rate: must be a number >= 0.0 and <= 1.0, got 1000000000000000000000000000000000000000000000000"
+     "00000000000... (401 characters)"),
+])
+def test_infinity_is_refused_everywhere(data, message):
+    assert error_of(data) == message
+
+
+@pytest.mark.parametrize("key, value, bound", [
+    ("search.population", 10**12, "<= 100000"),
+    ("search.screen_factor", 10**12, "<= 1000"),
+    ("search.max_evaluations", 10**12, "<= 10000000"),
+    ("search.max_minutes", 10**7, "<= 527040"),
+    ("search.surrogate_max_train", 10**9, "<= 10000"),
+    ("search.seed", 2**64, "<= 9223372036854775807"),
+    ("training.epochs", 10**9, "<= 1000000"),
+    ("training.eval_batch_size", 10**9, "<= 1048576"),
+    ("cluster.candidate_timeout", 10**9, "<= 604800"),
+    ("cluster.stop_grace", 10**6, "<= 3600.0"),
+    ("cluster.threads_per_rank", 10**6, "<= 1024"),
+    ("cluster.ranks_per_candidate", 10**6, "<= 4096"),
+])
+def test_absurd_sizes_are_refused(key, value, bound):
+    section, name = key.split(".")
+    message = error_of({section: {name: value}})
+    assert message.startswith(f"{key}: must be ") and f" and {bound}, got " in message
+
+
+def test_the_tournament_is_drawn_from_the_population():
+    assert error_of({"search": {"population": 4, "tournament_size": 5}}) == \
+        "search.tournament_size: must be at most search.population (4), got 5"
+    assert from_dict({"search": {"population": 4, "tournament_size": 4}}).search.tournament_size == 4
+    assert from_dict({"search": {"population": 2}}).search.tournament_size == 3  # the default, drawn with replacement
+
+
+@pytest.mark.parametrize("name, why", [
+    ("..", "it names no directory of its own"),
+    (".", "it names no directory of its own"),
+    ("", "it names no directory of its own"),
+    ("/tmp/elsewhere", "it holds a '/'"),
+    ("a/b", "it holds a '/'"),
+    ("tab\there", "it holds a control character"),
+    ("x" * 256, "it is 256 bytes long, more than 255"),
+    ("é" * 128, "it is 256 bytes long, more than 255"),
+])
+def test_a_run_name_is_one_directory_name(name, why):
+    # '--name ..' overwrote the config.yaml of the current directory; '/abs' wrote anywhere
+    message = error_of({"run": {"name": name}})
+    assert message.startswith("run.name: must be a single directory name, got ") and message.endswith(f": {why}")
+    assert from_dict({"run": {"name": "x" * 255}}).run.name == "x" * 255
+    assert from_dict({"run": {"name": "élan-2 (retry)"}}).run.name == "élan-2 (retry)"
+
+
+@pytest.mark.parametrize("key", ["run.name", "run.directory", "task.name", "task.data_dir"])
+def test_a_nul_character_is_refused_in_any_string(key):
+    section, name = key.split(".")
+    assert error_of({section: {name: "a\0b"}}) == f"{key}: must not hold a NUL character, got 'a\\x00b'"
+
+
+def test_seed_genomes_must_be_a_list():
+    assert error_of({"search": {"seed_genomes": 5}}) == "search.seed_genomes: must be a list, got 5"
 
 
 def test_optional_values_accept_null():
@@ -213,7 +316,21 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.yaml"
     with pytest.raises(UserError) as info:
         load(path)
-    assert str(info.value).startswith(f"{path}: cannot read config")
+    assert str(info.value) == f"{path}: no such config file"
+
+
+def test_an_unreadable_file(tmp_path):
+    path = tmp_path / "locked.yaml"
+    path.write_text("task: {name: synthetic}\n")
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as a user who reads any file")
+        with pytest.raises(UserError) as info:
+            load(path)
+        assert str(info.value) == f"{path}: cannot read config (Permission denied)"
+    finally:
+        path.chmod(0o644)
 
 
 def test_binary_file_is_a_user_error(tmp_path):
@@ -227,7 +344,7 @@ def test_binary_file_is_a_user_error(tmp_path):
 def test_file_errors_carry_the_key_path(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("search:\n  population: ten\n")
-    with pytest.raises(UserError, match=r"^search\.population: must be an integer >= 2, got 'ten'$"):
+    with pytest.raises(UserError, match=r"^search\.population: must be an integer >= 2 and <= 100000, got 'ten'$"):
         load(path)
 
 

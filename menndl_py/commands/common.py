@@ -4,6 +4,7 @@ from __future__ import annotations
 from menndl_py.config import Config
 from menndl_py.tasks import make_task
 from menndl_py.tasks.base import Task
+from menndl_py.tasks.making import make_unless_made
 
 
 def say(text: str) -> None:
@@ -15,10 +16,10 @@ def task_of(cfg: Config) -> Task:
 
 
 def ensure_data(task: Task) -> None:
-    """Make the task's data set in this process if it is missing; check it."""
+    """Make the task's data set in this process if it is missing (or wait for the job making it); check it."""
     if not task.data_path.exists():
         say(f"making the {task.name} data set (first use): {task.data_path}")
-        say(task.make_data())
+        say(make_unless_made(task, say=say) or f"{task.data_path}: made by another process meanwhile; using it")
     task.check_data()
 
 

@@ -37,10 +37,7 @@ class Output:
     """The output file (rank 0 only): class maps, the defect table and the skipped images, flushed as they come."""
 
     def __init__(self, path: Path, run_dir: Path, genome: Genome, class_names: tuple, overwrite: bool):
-        if path.exists() and not overwrite:
-            raise UserError(f"{path}: exists; choose another --output or pass --overwrite")
-        if path.suffix.lower() not in (".h5", ".hdf5"):
-            raise UserError(f"--output: must name an .h5 file, got {str(path)!r}")
+        self.check(path, run_dir, overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.class_names = class_names
         self.h5 = h5py.File(path, "w")
@@ -56,6 +53,27 @@ class Output:
         self.csv.writerow(["image", "source", "y", "x", "class", "confidence"])
         self.n_images = self.n_defects = 0
         self.skips: list[tuple[str, str]] = []
+
+    @staticmethod
+    def check(path: Path, run_dir: Path, overwrite: bool) -> None:
+        """UserError unless `path` (and the CSV beside it) may be written: an .h5 name, neither file a symbolic link
+        (dangling or not) nor a directory, neither there unless `overwrite`, and not inside a run directory."""
+        if path.suffix.lower() not in (".h5", ".hdf5"):
+            raise UserError(f"--output: must name an .h5 file, got {str(path)!r}")
+        for target, what in ((path, ""), (path.with_suffix(".csv"), " (the CSV written beside --output)")):
+            if target.is_symlink():
+                raise UserError(f"{target}{what}: is a symbolic link; outputs are written as new files, not through "
+                                f"links: choose another --output")
+            if target.is_dir():
+                raise UserError(f"{target}{what}: is a directory; choose another --output")
+            if target.exists() and not overwrite:
+                raise UserError(f"{target}{what}: exists; choose another --output or pass --overwrite")
+        source = Path(run_dir).resolve()
+        for directory in Path(path).resolve().parents:
+            run = RunDir(directory)
+            if directory == source or (run.config.is_file() and (run.results.is_file() or run.checkpoint.is_file())):
+                raise UserError(f"--output {path}: inside the run directory {directory}, which holds only what a "
+                                f"search wrote; write predictions elsewhere")
 
     def write(self, results: list[tuple]) -> None:
         for index, source, class_map, defects, reason in results:

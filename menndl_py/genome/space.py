@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 import numpy as np
 from deap import tools
 
+from menndl_py.config import shown
 from menndl_py.errors import CandidateRefused, UserError
 from menndl_py.genome.genome import Genome
 from menndl_py.rng import driving_global_random
@@ -176,11 +177,13 @@ class SearchSpace:
         layer, training, depth = dict(self.layer_genes), dict(self.training_genes), self.depth
         for key, value in overrides.items():
             where = f"search.space.{key}"
-            if key == "depth":
+            if key == "depth":  # within the task's range: a depth of 50,000,000 would fill the memory
+                low, high = self.depth
                 if (not isinstance(value, list) or len(value) != 2
                         or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-                        or not 1 <= value[0] <= value[1]):
-                    raise UserError(f"{where}: must be [min, max] with 1 <= min <= max, got {value!r}")
+                        or not low <= value[0] <= value[1] <= high):
+                    raise UserError(f"{where}: must be [min, max] with {low} <= min <= max <= {high} (the task's "
+                                    f"range), got {shown(value)}")
                 depth = (value[0], value[1])
                 continue
             genes = layer if key in layer else training if key in training else None
@@ -188,9 +191,9 @@ class SearchSpace:
                 raise UserError(f"{where}: unknown gene (expected depth or one of: "
                                 f"{', '.join([*layer, *training])})")
             if not isinstance(value, list) or not value:
-                raise UserError(f"{where}: must be a non-empty list of values, got {value!r}")
+                raise UserError(f"{where}: must be a non-empty list of values, got {shown(value)}")
             if genes[key].numeric and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise UserError(f"{where}: must be a list of numbers, got {value!r}")
+                raise UserError(f"{where}: must be a list of numbers, got {shown(value)}")
             if genes[key].numeric:
                 # New grid points are fine, but within the task's range and of its kind: a width of -5, a
                 # dropout of 1.5 or a batch size of 16.5 would make every candidate fail at run time.
@@ -198,10 +201,10 @@ class SearchSpace:
                 whole = all(isinstance(v, int) for v in genes[key].values)
                 if not all(lo <= v <= hi and (isinstance(v, int) or not whole) for v in value):
                     raise UserError(f"{where}: values must be {'integers' if whole else 'numbers'} from {lo} to "
-                                    f"{hi}, got {value!r}")
+                                    f"{hi}, got {shown(value)}")
             if not genes[key].numeric and not all(v in genes[key].values for v in value):
-                raise UserError(f"{where}: values must be among {list(genes[key].values)}, got {value!r}")
+                raise UserError(f"{where}: values must be among {list(genes[key].values)}, got {shown(value)}")
             if len(set(value)) != len(value):  # a repeated value leaves mutation nothing to change to
-                raise UserError(f"{where}: values must be distinct, got {value!r}")
+                raise UserError(f"{where}: values must be distinct, got {shown(value)}")
             genes[key] = replace(genes[key], values=tuple(sorted(value) if genes[key].numeric else value))
         return replace(self, layer_genes=layer, training_genes=training, depth=depth)

@@ -2,8 +2,10 @@
 bad images skipped with a reason while the rest are processed; defects found with the network's recorded
 detection thresholds, or by argmax with a note when it has none."""
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,7 +16,8 @@ from launchers import MENNDL, mpi_env, mpirun
 from PIL import Image
 
 from menndl_py import config
-from menndl_py.commands.predict import load_best
+from menndl_py.commands.predict import Output, load_best
+from menndl_py.errors import UserError
 from menndl_py.genome import Genome
 from menndl_py.physics.stem_analysis import DetectionRule, extract_defects, threshold_defects
 from menndl_py.tasks import make_task
@@ -152,3 +155,92 @@ def test_a_run_without_a_trained_network_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == \
         "menndl: error: runs/empty: not a run directory (no config.yaml)"
+
+
+# ------------------------------------------------------------------------------------------------ the output
+
+@pytest.fixture
+def a_run(tmp_path):
+    """A run directory as a search leaves it (config, results, checkpoint), with their contents."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    files = {"config.yaml": "task: {name: stem_defects}\n", "results.csv": "id,status\n0,ok\n",
+             "checkpoint.json": "{}"}
+    for name, text in files.items():
+        (run / name).write_text(text)
+    return run, files
+
+
+def _refusal(path, run_dir, overwrite=False) -> str:
+    with pytest.raises(UserError) as info:
+        Output(path, run_dir, GENOME, ("lattice",), overwrite)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def _tree(root) -> dict:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else os.readlink(p) if p.is_symlink() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("output", ["runs/r/results.hdf5", "runs/r/report/defects.h5"])
+def test_an_output_inside_the_run_is_refused_and_its_results_untouched(a_run, tmp_path, monkeypatch, output):
+    # 'menndl predict --output RUN/results.hdf5' truncated that run's results.csv
+    run, _ = a_run
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    inside = f"--output {output}: inside the run directory {run}, which holds only what a search wrote; write " \
+             "predictions elsewhere"
+    if output.endswith("results.hdf5"):
+        assert _refusal(Path(output), Path("runs/r")) == "runs/r/results.csv (the CSV written beside --output): " \
+                                                         "exists; choose another --output or pass --overwrite"
+    assert _refusal(Path(output), Path("runs/r"), overwrite=True) == inside
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("evidence", [("config.yaml", "results.csv"), ("config.yaml", "checkpoint.json")])
+def test_an_output_inside_another_run_is_refused(a_run, tmp_path, evidence):
+    other = tmp_path / "elsewhere" / "old-run"
+    other.mkdir(parents=True)
+    for name in evidence:
+        (other / name).write_text("x")
+    message = _refusal(other / "sub" / "p.h5", a_run[0])
+    assert message.endswith(f"inside the run directory {other}, which holds only what a search wrote; write "
+                            f"predictions elsewhere")
+    assert not (other / "sub").exists()
+    (other / evidence[1]).unlink()  # a config alone is no run: fine
+    Output(other / "sub" / "p.h5", a_run[0], GENOME, ("lattice",), False).close()
+
+
+def test_the_csv_beside_the_output_is_checked_too(a_run, tmp_path):
+    (tmp_path / "p.csv").write_text("mine\n")
+    assert _refusal(tmp_path / "p.h5", a_run[0]) == \
+        f"{tmp_path}/p.csv (the CSV written beside --output): exists; choose another --output or pass --overwrite"
+    assert (tmp_path / "p.csv").read_text() == "mine\n" and not (tmp_path / "p.h5").exists()
+    Output(tmp_path / "p.h5", a_run[0], GENOME, ("lattice",), True).close()
+    assert (tmp_path / "p.csv").read_text() == "image,source,y,x,class,confidence\n"
+
+
+@pytest.mark.parametrize("link", ["p.h5", "p.csv"])
+@pytest.mark.parametrize("dangling", [True, False])
+def test_a_symbolic_link_is_never_written_through(a_run, tmp_path, link, dangling):
+    target = tmp_path / "victim" / "target"
+    target.parent.mkdir()
+    if not dangling:
+        target.write_text("precious")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / link).symlink_to(target)
+    before = _tree(tmp_path)
+    for overwrite in (False, True):
+        assert _refusal(tmp_path / "out" / "p.h5", a_run[0], overwrite).startswith(
+            f"{tmp_path}/out/{link}{' (the CSV written beside --output)' if link.endswith('csv') else ''}: is a "
+            "symbolic link; outputs are written as new files, not through links")
+    assert _tree(tmp_path) == before
+
+
+def test_a_directory_or_a_wrong_suffix_as_output(a_run, tmp_path):
+    (tmp_path / "d.h5").mkdir()
+    assert _refusal(tmp_path / "d.h5", a_run[0], True) == f"{tmp_path}/d.h5: is a directory; choose another --output"
+    assert _refusal(tmp_path / "new" / "p.txt", a_run[0]) == \
+        f"--output: must name an .h5 file, got '{tmp_path}/new/p.txt'"
+    assert not (tmp_path / "new").exists()

@@ -238,6 +238,9 @@ def test_restricted_applies_overrides_and_leaves_the_original():
     assert SPACE.restricted({}) == SPACE
 
 
+DEPTH = "search.space.depth: must be [min, max] with 1 <= min <= max <= 24 (the task's range), got "
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"widht": [16]}, "search.space.widht: unknown gene (expected depth or one of: width, activation, dropout, "
                       "batch_norm, learning_rate, batch_size, optimizer, weight_decay)"),
@@ -257,12 +260,15 @@ def test_restricted_applies_overrides_and_leaves_the_original():
                                 "got [-1.0]"),
     ({"activation": ["relu", "relu"]}, "search.space.activation: values must be distinct, got ['relu', 'relu']"),
     ({"width": [16, 16]}, "search.space.width: values must be distinct, got [16, 16]"),
-    ({"depth": [0, 3]}, "search.space.depth: must be [min, max] with 1 <= min <= max, got [0, 3]"),
-    ({"depth": [5, 2]}, "search.space.depth: must be [min, max] with 1 <= min <= max, got [5, 2]"),
-    ({"depth": 3}, "search.space.depth: must be [min, max] with 1 <= min <= max, got 3"),
-    ({"depth": [1, 2, 3]}, "search.space.depth: must be [min, max] with 1 <= min <= max, got [1, 2, 3]"),
-    ({"depth": [1.0, 3]}, "search.space.depth: must be [min, max] with 1 <= min <= max, got [1.0, 3]"),
-    ({"depth": [True, 3]}, "search.space.depth: must be [min, max] with 1 <= min <= max, got [True, 3]"),
+    ({"depth": [0, 3]}, DEPTH + "[0, 3]"),
+    ({"depth": [5, 2]}, DEPTH + "[5, 2]"),
+    ({"depth": 3}, DEPTH + "3"),
+    ({"depth": [1, 2, 3]}, DEPTH + "[1, 2, 3]"),
+    ({"depth": [1.0, 3]}, DEPTH + "[1.0, 3]"),
+    ({"depth": [True, 3]}, DEPTH + "[True, 3]"),
+    ({"depth": [50_000_000, 50_000_000]},  # ran out of memory after 34 s
+     DEPTH + "[50000000, 50000000]"),
+    ({"depth": [1, 25]}, DEPTH + "[1, 25]"),
 ])
 def test_bad_override_message(overrides, message):
     with pytest.raises(UserError) as info:

@@ -142,7 +142,7 @@ def _csv_rows(split, limit):
 def test_make_dataset_counts_and_contents(small):
     path, summary = small
     assert set(summary) == {"train", "val", "test"}
-    assert not path.with_suffix(".tmp").exists()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
     with h5py.File(path, "r") as f:
         assert [e.decode() if isinstance(e, bytes) else e for e in f.attrs["elements"]] == list(ELEMENTS)
         assert "OQMD" in f.attrs["source"] and "CrabNet" in f.attrs["source"]
@@ -197,7 +197,7 @@ def test_make_dataset_drops_bad_rows(tmp_path):
         assert f["test/x"].shape == (0, 86)
     x, y = load_split(out, "val")
     np.testing.assert_allclose(x[1], fractions("FeO3"), rtol=1e-6)
-    assert not out.with_suffix(".tmp").exists()
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
 
     # a tighter cut drops more; rebuilding replaces the file in place
     summary = make_dataset(out, source=src, max_abs_enthalpy=1.0)
@@ -297,6 +297,48 @@ def test_load_split_missing_group_and_bad_shapes(tmp_path):
     with pytest.raises(UserError) as info:
         load_split(path, "test")
     assert "(10, 85)" in _one_line_naming(info, path)
+
+
+# ----------------------------------------------------------------------------------------------- the recipe
+
+def test_each_enthalpy_cut_has_its_own_file_and_the_default_keeps_its_name(tmp_path):
+    from menndl_py.tasks import make_task
+
+    default = make_task("elemnet", {}, tmp_path)
+    assert default.data_path == tmp_path / "elemnet.h5"
+    tighter = make_task("elemnet", {"max_abs_enthalpy": 3.0}, tmp_path)
+    assert tighter.data_path.parent == tmp_path and tighter.data_path.name.startswith("elemnet-")
+    assert tighter.data_path not in (default.data_path, make_task("elemnet", {"max_abs_enthalpy": 2.0}).data_path)
+    assert make_task("elemnet", {"max_abs_enthalpy": 3}, tmp_path).data_path == tighter.data_path
+
+
+def test_a_file_made_with_another_cut_is_never_used_silently(small, tmp_path):
+    # the file of the default cut beside a config asking for 3 eV/atom: today's loader used it as it was
+    from menndl_py.tasks import make_task
+
+    path, _ = small
+    (tmp_path / "elemnet.h5").write_bytes(path.read_bytes())
+    tighter = make_task("elemnet", {"max_abs_enthalpy": 3.0, "train_size": 10}, tmp_path)
+    with pytest.raises(UserError, match="no such file"):
+        tighter.load("train")
+    # a file of another cut where the recipe's own file should be (copied there, or made by an older version)
+    made_with_3 = tmp_path / "made-with-3.h5"
+    make_dataset(made_with_3, max_abs_enthalpy=3.0, limit=50)
+    made_with_3.replace(tmp_path / "elemnet.h5")
+    with pytest.raises(UserError) as info:
+        make_task("elemnet", {}, tmp_path).check_data()
+    assert _one_line_naming(info, tmp_path / "elemnet.h5").endswith(
+        "was made with max_abs_enthalpy 3, but task.options.max_abs_enthalpy is 5; make it again with "
+        "'menndl data make elemnet --force'")
+    (tmp_path / "elemnet.h5").replace(tighter.data_path)
+    assert tighter.load("train")[0].shape == (10, 86)
+    unknown = tmp_path / "unknown.h5"
+    with h5py.File(unknown, "w") as f:
+        f.create_dataset("train/x", data=np.zeros((10, 86), np.float32))
+        f.create_dataset("train/y", data=np.zeros((10,), np.float32))
+    assert load_split(unknown, "train")[0].shape == (10, 86)  # no recipe asked for
+    with pytest.raises(UserError, match="records no max_abs_enthalpy, but task.options.max_abs_enthalpy is 2;"):
+        load_split(unknown, "train", max_abs_enthalpy=2.0)
 
 
 # ------------------------------------------------------------------------------------------------ baseline

@@ -39,7 +39,7 @@ def contents(path):
 def test_make_dataset_writes_the_splits_and_the_same_file_under_mpi(tmp_path):
     one = tmp_path / "one" / "stem.h5"
     result = make_dataset(one, SMALL, COUNTS, seed=7)
-    assert not one.with_suffix(".partial").exists()
+    assert [p.name for p in one.parent.iterdir()] == ["stem.h5"]  # no temporary file left
     data = contents(one)
     assert json.loads(data["attrs"]["settings"]) == json.loads(json.dumps(SMALL.__dict__))
     assert data["attrs"]["classes"] == list(CLASSES) and data["attrs"]["seed"] == 7
@@ -82,7 +82,7 @@ def test_a_failed_run_leaves_no_file(tmp_path, monkeypatch):
     path = tmp_path / "stem.h5"
     with pytest.raises(RuntimeError, match="killed"):
         make_dataset(path, SMALL, COUNTS, seed=1)
-    assert not path.exists() and not path.with_suffix(".partial").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
 @pytest.mark.parametrize("counts, seed, words", [

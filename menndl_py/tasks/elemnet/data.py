@@ -14,6 +14,7 @@ import numpy as np
 
 from menndl_py.errors import UserError
 from menndl_py.tasks.base import SPLITS
+from menndl_py.tasks.making import temp_path
 
 # The 86 input elements of ElemNet (Jha et al., Sci. Rep. 8, 17593, 2018), in atomic-number order.
 # Absent: He, Ne, Ar (no compounds) and Po, At, Rn, Fr, Ra and everything past Pu.
@@ -45,6 +46,7 @@ SOURCE = (
 )
 
 _MAKE_HINT = "run 'menndl data make elemnet'"
+DEFAULT_MAX_ABS_ENTHALPY = 5.0  # eV/atom: the recipe of the file named elemnet.h5
 
 # Tokens: element symbol | count | '(' | ')'.  Anything else is a bad character.
 _TOKEN = re.compile(r"([A-Z][a-z]?)|(\d+(?:\.\d*)?|\.\d+)|([(\[])|([)\]])")
@@ -240,15 +242,15 @@ def _read_split(csv_path: Path, max_abs_enthalpy: float, limit: int | None, cach
     return x.astype(np.float32), np.asarray(ys, dtype=np.float32), kept_formulas, counts
 
 
-def make_dataset(out_path, *, max_abs_enthalpy: float = 5.0, limit: int | None = None,
+def make_dataset(out_path, *, max_abs_enthalpy: float = DEFAULT_MAX_ABS_ENTHALPY, limit: int | None = None,
                  source: str | os.PathLike | None = None) -> dict:
     """Build the ElemNet HDF5 file from CrabNet's OQMD train/val/test CSVs.
 
     Per split (CSV order kept): rows whose target is missing/non-finite or whose formula does not parse are
     dropped as unparseable, then rows with an element outside ELEMENTS, then rows with |target| >
     max_abs_enthalpy (eV/atom). ``limit`` reads only the first rows of each CSV; ``source`` is a directory
-    with the three CSVs (default: the one inside the installed crabnet package). The file is written to
-    ``out_path.with_suffix('.tmp')`` and renamed into place. Returns
+    with the three CSVs (default: the one inside the installed crabnet package). The file is written to a
+    temporary name of this process's own and renamed into place. Returns
     {split: {n_raw, n_kept, n_dropped_enthalpy, n_dropped_elements, n_dropped_unparseable}}.
     """
     import h5py
@@ -260,7 +262,7 @@ def make_dataset(out_path, *, max_abs_enthalpy: float = 5.0, limit: int | None =
     src = Path(source) if source is not None else source_dir()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
+    tmp = temp_path(out_path, ".tmp")
 
     cache: dict = {}
     built = {}
@@ -295,10 +297,17 @@ def make_dataset(out_path, *, max_abs_enthalpy: float = 5.0, limit: int | None =
 
 # ---------------------------------------------------------------------------------------------------- load
 
-def load_split(path, split: str, *, size: int | None = None, shard: tuple[int, int] = (0, 1)
-               ) -> tuple[np.ndarray, np.ndarray]:
+def remake_hint(max_abs_enthalpy: float) -> str:
+    """The command that makes the file of this recipe again."""
+    config = "" if max_abs_enthalpy == DEFAULT_MAX_ABS_ENTHALPY else " --config <a config with this value>"
+    return f"make it again with 'menndl data make elemnet{config} --force'"
+
+
+def load_split(path, split: str, *, size: int | None = None, shard: tuple[int, int] = (0, 1),
+               max_abs_enthalpy: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) float32 of one split: the first ``size`` rows (all if None), then rows ``rank::n`` for
-    ``shard=(rank, n)``. Any problem with the file is a one-line UserError naming it."""
+    ``shard=(rank, n)``; with ``max_abs_enthalpy``, only from a file made with that cut. Any problem with the file is
+    a one-line UserError naming it."""
     import h5py
 
     if split not in SPLITS:
@@ -333,6 +342,13 @@ def load_split(path, split: str, *, size: int | None = None, shard: tuple[int, i
             if yd.shape != (xd.shape[0],):
                 raise UserError(f"{where}: '{split}/y' has shape {yd.shape}, expected ({xd.shape[0]},) to match "
                                 f"'{split}/x' ({_MAKE_HINT})")
+            if max_abs_enthalpy is not None:
+                made = f.attrs.get("max_abs_enthalpy")
+                if made is None or float(made) != float(max_abs_enthalpy):
+                    found = "records no max_abs_enthalpy" if made is None else \
+                        f"was made with max_abs_enthalpy {float(made):g}"
+                    raise UserError(f"{where}: {found}, but task.options.max_abs_enthalpy is "
+                                    f"{float(max_abs_enthalpy):g}; {remake_hint(max_abs_enthalpy)}")
             if "elements" in f.attrs:
                 stored = [e.decode() if isinstance(e, bytes) else str(e) for e in np.ravel(f.attrs["elements"])]
                 if tuple(stored) != ELEMENTS:

@@ -4,7 +4,10 @@ Data: OQMD formation enthalpies with CrabNet's train/val/test split (bundled in 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -27,8 +30,8 @@ class ElemNetOptions:
     train_size: Optional[int] = setting(None, min=1)
     val_size: Optional[int] = setting(None, min=1)
     test_size: Optional[int] = setting(None, min=1)
-    max_abs_enthalpy: float = setting(5.0, min=0.1)
-    forest_trees: int = setting(100, min=1)
+    max_abs_enthalpy: float = setting(elemnet_data.DEFAULT_MAX_ABS_ENTHALPY, min=0.1)  # eV/atom: the data recipe
+    forest_trees: int = setting(100, min=1, max=10_000)
 
 
 class ElemNetTask(Task):
@@ -39,6 +42,15 @@ class ElemNetTask(Task):
     unit = "eV/atom"
     higher_is_better = False
     Options = ElemNetOptions
+
+    @property
+    def data_path(self) -> Path:
+        """elemnet.h5 for the default cut, one file per other cut: a changed config never meets stale data."""
+        cut = getattr(self.options, "max_abs_enthalpy", None)  # subclasses (synthetic) may have other options
+        if cut in (None, elemnet_data.DEFAULT_MAX_ABS_ENTHALPY):
+            return self.data_dir / f"{self.name}.h5"
+        digest = hashlib.sha1(json.dumps({"max_abs_enthalpy": cut}).encode()).hexdigest()[:10]
+        return self.data_dir / f"{self.name}-{digest}.h5"
 
     def make_data(self, share: Solo = Solo()) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +70,8 @@ class ElemNetTask(Task):
             self.load(split)
 
     def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
-        return elemnet_data.load_split(self.data_path, split, size=self._size(split), shard=shard)
+        return elemnet_data.load_split(self.data_path, split, size=self._size(split), shard=shard,
+                                       max_abs_enthalpy=self.options.max_abs_enthalpy)
 
     def space(self) -> SearchSpace:
         return SearchSpace(

@@ -4,7 +4,7 @@ Sample i of a split is drawn from its own generator (seed, split, i), so the fil
 ranks. Samples are made in chunks of `CHUNK`; each finished chunk is written atomically to its own file in
 `<path>.parts/`, so an interrupted run loses at most the chunks in progress and a rerun makes only the missing
 ones. Rank r makes the missing chunks r, r + size, ...; rank 0 then merges the parts into the HDF5 file (written
-as `<path>.partial` and renamed) and removes the parts.
+under a temporary name of its own and renamed) and removes the parts.
 
 HDF5 layout: attribute `recipe` (JSON); groups train/val/test with `volumes` (N, n, n, n) uint8, `c11` (N,)
 float64 (GPa, under macroscopic ε11), `iterations` (N,) int64, `volume_fraction` (N,), `axis` (N,),
@@ -29,6 +29,7 @@ from menndl_py.errors import UserError
 from menndl_py.physics import elasticity
 from menndl_py.physics.microstructure import sample_family
 from menndl_py.tasks.base import SPLITS, Task
+from menndl_py.tasks.making import temp_path
 
 CHUNK = 4
 _PER_SAMPLE = ("volume_fraction", "axis", "correlation_lengths", "kind")
@@ -80,7 +81,7 @@ def _make_chunk(recipe: dict, parts: Path, split: str, chunk: int) -> None:
         volume, info = draw(recipe, split, i)
         rows.append({"volumes": volume, **info, **solve_sample(recipe, volume)})
     arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    tmp = parts / f".{split}-{chunk:05d}.tmp.npz"
+    tmp = temp_path(_part(parts, split, chunk), ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, _part(parts, split, chunk))
 
@@ -134,7 +135,7 @@ def make_dataset(path, recipe: dict, share: Solo = Solo()) -> dict:
 def _merge(path: Path, recipe: dict, parts: Path) -> dict:
     import h5py
 
-    partial = path.with_suffix(".partial")
+    partial = temp_path(path, ".partial")
     n = recipe["size"]
     summary = {}
     try:
@@ -230,11 +231,11 @@ def read(path: Path, split: str, keys: tuple[str, ...], rows=None) -> dict[str, 
 class MicrostructureOptions:
     """What both microstructure tasks share: the volumes, the phases and the solver."""
 
-    size: int = setting(51, min=3)  # voxels a side
-    train_volumes: int = setting(400, min=1)
-    val_volumes: int = setting(100, min=1)
-    test_volumes: int = setting(100, min=1)
-    seed: int = setting(0, min=0)
+    size: int = setting(51, min=3, max=256)  # voxels a side
+    train_volumes: int = setting(400, min=1, max=1_000_000)
+    val_volumes: int = setting(100, min=1, max=1_000_000)
+    test_volumes: int = setting(100, min=1, max=1_000_000)
+    seed: int = setting(0, min=0, max=2**63 - 1)
     vf_min: float = setting(0.2, min=0.0, max=1.0)  # volume fraction of the hard phase, uniform in [vf_min, vf_max]
     vf_max: float = setting(0.8, min=0.0, max=1.0)
     length_min: float = setting(1.0, min=0.0)  # Gaussian-filter correlation length s (voxels), uniform in the range

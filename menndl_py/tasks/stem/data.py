@@ -17,6 +17,7 @@ from menndl_py.errors import UserError
 from menndl_py.physics import stem_sim
 from menndl_py.physics.stem_sim import CLASSES, StemSettings
 from menndl_py.tasks.base import SPLITS
+from menndl_py.tasks.making import temp_path
 
 CHUNK = 8  # images per message to the writer
 
@@ -33,7 +34,7 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
 
     Image i of a split comes from image_rng(seed, split, i), so the file is the same for any number of ranks.
     Over a ``share`` of several ranks, rank r simulates images i = r (mod size) and hands them to rank 0 in chunks
-    of a few images; rank 0 writes. The file is written to ``path.with_suffix('.partial')`` and renamed at the end.
+    of a few images; rank 0 writes. The file is written to a temporary name of its own and renamed at the end.
     Returns, on every rank, {split: {"images": N, class name: number of defects, ...}}.
     """
     bad = [k for k in counts if k not in SPLITS]
@@ -45,7 +46,7 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
     path = Path(path)
-    partial = path.with_suffix(".partial")
+    partial = temp_path(path, ".partial")
     error, f = None, None
     if share.rank == 0:
         try:
