@@ -31,11 +31,11 @@ from menndl_py.tasks.microstructure.data import as_input
 
 @dataclass(frozen=True)
 class LocalizationOptions(data.MicrostructureOptions):
-    size: int = setting(21, min=3)
-    train_volumes: int = setting(120, min=1)
-    val_volumes: int = setting(20, min=1)
-    test_volumes: int = setting(20, min=1)
-    window: int = setting(11, min=1)  # odd: the neighbourhood is window³ voxels
+    size: int = setting(21, min=3, max=256)
+    train_volumes: int = setting(120, min=1, max=1_000_000)
+    val_volumes: int = setting(20, min=1, max=1_000_000)
+    test_volumes: int = setting(20, min=1, max=1_000_000)
+    window: int = setting(11, min=1, max=255)  # odd: the neighbourhood is window³ voxels
 
 
 class LocalizationTask(data.MicrostructureTask):
