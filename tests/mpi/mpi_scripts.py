@@ -97,5 +97,31 @@ def one_rank_fails(data_dir: str) -> None:
                                       "message": outcome.message}), flush=True)
 
 
+def predict_many(root: str) -> None:
+    """`menndl predict` of the run in ROOT/runs/r 20 times in one job, over stacks of uneven image counts (and a
+    file that is skipped every third time), with several batch sizes; rank 0 prints what each output holds."""
+    import h5py
+
+    from menndl_py.commands.predict import predict
+
+    torch.set_num_threads(1)
+    rank = MPI_rank()
+    for i in range(20):
+        n = 5 + 7 * i % 13
+        inputs = [f"{root}/stack{n}.h5"] + ([f"{root}/corrupt.tif"] if i % 3 == 0 else [])
+        output = f"{root}/out/{i}.h5"
+        status = predict(f"{root}/runs/r", inputs, output, batch_size=1 + i % 3, progress=False)
+        if rank == 0:
+            with h5py.File(output, "r") as f:
+                print("RESULT " + json.dumps({"i": i, "images": n, "status": status, "maps": len(f["maps"]),
+                                              "skipped": len(f["skipped"])}), flush=True)
+
+
+def MPI_rank() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.rank
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])
