@@ -35,9 +35,9 @@ def make_trainer(cfg: Config, task: Task, group, device: torch.device,
     for split in ("train", "val"):
         rows = [counts[split] for _, counts in everyone]
         if 0 in rows and sum(rows):
-            raise UserError(f"task.options: the {split} split has {sum(rows)} rows for groups of {group.size} "
-                            f"ranks (cluster.ranks_per_candidate), which leaves a rank without any; every rank "
-                            f"needs at least one")
+            raise UserError(f"task.options: the {split} split has {sum(rows)} row{'s' * (sum(rows) != 1)} for "
+                            f"groups of {group.size} ranks (cluster.ranks_per_candidate), which leaves a rank "
+                            f"without any; every rank needs at least one")
     x, y = data["train"]
     n = min(counts["train"] for _, counts in everyone)  # equal step counts on every rank
     data["train"] = (x[:n], y[:n])

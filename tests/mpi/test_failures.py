@@ -60,7 +60,7 @@ def test_a_split_with_fewer_rows_than_ranks_per_candidate_is_refused(elemnet_dat
     out = mpirun(3, MENNDL, "run", str(config), "--no-progress", timeout=120, cwd=tmp_path)
     assert out.returncode == 2, out.stderr[-3000:]
     assert _our_lines(out.stderr) == [
-        "menndl: error: task.options: the val split has 1 rows for groups of 2 ranks (cluster.ranks_per_candidate), "
+        "menndl: error: task.options: the val split has 1 row for groups of 2 ranks (cluster.ranks_per_candidate), "
         "which leaves a rank without any; every rank needs at least one"]
     assert "Traceback" not in out.stderr
     assert not rows(tmp_path / "runs" / "job")
