@@ -159,7 +159,8 @@ def test_evaluate_scores_validation_with_the_rule_best_on_training_images(evalua
 
 class ThreadGroup:
     """One rank of a group whose ranks are threads of this process: `sum` adds every rank's tensor and `max` takes
-    their largest, as Horovod's allreduce does (a barrier with a time-out, so a rank left waiting fails the test instead of hanging it)."""
+    their largest, as Horovod's allreduce does (a barrier with a time-out, so a rank left waiting fails the test
+    instead of hanging it)."""
 
     def __init__(self, rank: int, size: int, barrier: threading.Barrier, slots: list):
         self.rank, self.size, self.barrier, self.slots = rank, size, barrier, slots
