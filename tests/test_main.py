@@ -3,6 +3,7 @@
 import errno
 import os
 
+import torch
 import yaml
 from launchers import menndl, one_line_error
 
@@ -31,5 +32,9 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "replace", full)  # every snapshot and JSON file is renamed into place
-    assert main(["run", config, "--no-progress"]) == 2
+    threads = torch.get_num_threads()
+    try:
+        assert main(["run", config, "--no-progress"]) == 2
+    finally:
+        torch.set_num_threads(threads)  # a search sets this process's threads; later tests time theirs
     assert capsys.readouterr().err == "menndl: error: No space left on device\n"
