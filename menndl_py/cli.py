@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from menndl_py.errors import UserError
+from menndl_py.errors import UserError, os_error_line
 
 
 def _overrides(data: dict, settings: list[str]) -> dict:
@@ -208,29 +208,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `menndl` command; returns its exit status: 2 after a user error or an OSError (one line), 1 after a bug
+    (a traceback). Under MPI an error on one rank ends every rank with that status (engine.transport.mpi)."""
+    from menndl_py.engine.transport import mpi
+
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except UserError as exc:
-        if _rank() == 0:
-            print(f"menndl: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return mpi.leave_after_error(2, f"menndl: error: {exc}")
+    except OSError as exc:
+        return mpi.leave_after_error(2, f"menndl: error: {os_error_line(exc)}")
     except KeyboardInterrupt:
         return 130
     except BaseException:
-        from menndl_py.engine.transport.mpi import abort_world
-
-        abort_world()  # an unexpected crash on one rank must not leave the others waiting forever
+        mpi.abort_world()  # an unexpected crash on one rank must not leave the others waiting forever
         raise
-
-
-def _rank() -> int:
-    import os
-
-    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return 0
+    return mpi.leave(code)
 
 
 if __name__ == "__main__":

@@ -7,3 +7,11 @@ class UserError(Exception):
 
 class CandidateRefused(Exception):
     """A genome that cannot become a network for this task (the reason is the message)."""
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as one line: `<file>: <reason>` (the reason alone when it names no file)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    return f"{exc.filename}: {reason}" if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}: {reason}"

@@ -10,21 +10,36 @@ import torch
 
 from menndl_py.config import Config
 from menndl_py.engine.signals import StopRequest
+from menndl_py.errors import UserError, os_error_line
 from menndl_py.genome import Genome
-from menndl_py.records import Result, Work, better
+from menndl_py.records import Outcome, Result, Work, better
 from menndl_py.tasks.base import Task
-from menndl_py.train.trainer import Budget, Trainer
+from menndl_py.train.trainer import Budget, GroupFailure, Trainer
 
 
 def make_trainer(cfg: Config, task: Task, group, device: torch.device,
                  interrupted: Callable[[], bool] = StopRequest.requested) -> Trainer:
-    """A trainer holding this rank's shard of the training and validation data on `device`."""
-    data = {}
+    """A trainer holding this rank's shard of the training and validation data on `device`. Every rank of `group`
+    raises the same UserError if loading failed on any, or if a split has rows but not on every rank."""
+    data, failure = {}, None
+    try:
+        for split in ("train", "val"):
+            x, y = (torch.as_tensor(a).to(device) for a in task.load(split, (group.rank, group.size)))
+            data[split] = (x, y)
+    except (UserError, OSError) as exc:
+        failure = str(exc) if isinstance(exc, UserError) else os_error_line(exc)
+    everyone = group.gather((failure, {split: len(x) for split, (x, _) in data.items()}))
+    failures = [f for f, _ in everyone if f]
+    if failures:
+        raise UserError(failures[0])
     for split in ("train", "val"):
-        x, y = (torch.as_tensor(a).to(device) for a in task.load(split, (group.rank, group.size)))
-        data[split] = (x, y)
+        rows = [counts[split] for _, counts in everyone]
+        if 0 in rows and sum(rows):
+            raise UserError(f"task.options: the {split} split has {sum(rows)} row{'s' * (sum(rows) != 1)} for "
+                            f"groups of {group.size} ranks (cluster.ranks_per_candidate), which leaves a rank "
+                            f"without any; every rank needs at least one")
     x, y = data["train"]
-    n = -int(group.max(torch.tensor([-float(len(x))])))  # equal step counts on every rank
+    n = min(counts["train"] for _, counts in everyone)  # equal step counts on every rank
     data["train"] = (x[:n], y[:n])
     t = cfg.training
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimizer imports torch._dynamo (~3 s)
@@ -45,7 +60,10 @@ class Evaluator:
     def evaluate(self, work: Work) -> Result:
         """The Result of one Work (complete on the group's rank 0: only it carries the weights)."""
         start = time.time()
-        outcome = self.task.evaluate(Genome.from_json(work.genome), self.trainer, str(work.id))
+        try:
+            outcome = self.task.evaluate(Genome.from_json(work.genome), self.trainer, str(work.id))
+        except GroupFailure as exc:  # in the task's own phases (a calibration), raised on every rank alike
+            outcome = Outcome(exc.status, message=str(exc))
         weights = None
         if self.group.rank == 0 and outcome.model is not None and \
                 better(outcome.fitness, work.best, self.task.higher_is_better):

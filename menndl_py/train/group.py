@@ -1,11 +1,13 @@
 """The ranks that train one candidate together: one process alone, or a Horovod group on an MPI sub-communicator."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
 class LocalGroup:
-    """A group of one process: collectives are identities."""
+    """A group of one process: collectives are identities (see HorovodGroup for what each does)."""
 
     size, rank = 1, 0
 
@@ -20,6 +22,12 @@ class LocalGroup:
 
     def max(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
+
+    def first(self, value: Any) -> Any:
+        return value
+
+    def gather(self, value: Any) -> list:
+        return [value]
 
 
 class HorovodGroup:
@@ -44,3 +52,11 @@ class HorovodGroup:
 
     def max(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(tensor, op=self.hvd.Max, name="menndl.max")
+
+    def first(self, value: Any) -> Any:
+        """The value of the lowest rank whose value is not None (None if every rank's is)."""
+        return next((v for v in self.gather(value) if v is not None), None)
+
+    def gather(self, value: Any) -> list:
+        """Every rank's (picklable) value, in rank order, on every rank."""
+        return self.hvd.allgather_object(value, name="menndl.gather")

@@ -1,8 +1,11 @@
 """One trainer for every task: Horovod-ready, budgeted in epochs and seconds, guarded against failures.
 
 A candidate that is refused, raises, goes non-finite, runs out of memory or out of time becomes an Outcome with a
-status and a message; the process lives on. Decisions that end training early (time up, non-finite loss) are
-agreed on by the whole group, so that no rank is left waiting in a collective.
+status and a message; the process lives on. Every rank of the group agrees before each collective: a phase that
+fails on one rank (building, training, scoring, a task's calibration) fails on all of them together
+(`agreed`, `GroupFailure`), and decisions that end training early (time up, non-finite loss, a stop) are maxed over
+the group, so that no rank is left waiting in a collective. A rank whose training step fails keeps joining the
+group's gradient allreduce, with no gradient of its own, until the next agreement point.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -19,9 +22,9 @@ from menndl_py.config import FaultConfig
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Outcome, Status
-from menndl_py.train.group import LocalGroup
 
 SYNC_EVERY = 8  # steps between the group's agreements on stopping
+T = TypeVar("T")
 
 
 class Objective(Protocol):
@@ -59,10 +62,46 @@ def fault_plan(faults: FaultConfig, key: str, seed: int) -> Optional[str]:
     return None
 
 
-class _Stop(Exception):
+class GroupFailure(Exception):
+    """An evaluation ends early (failed, stopped, timed out), raised on every rank of the group alike."""
+
     def __init__(self, status: Status, message: str):
         super().__init__(message)
         self.status = status
+
+
+def failure_of(exc: Exception) -> GroupFailure:
+    """What an exception of one rank means for its candidate."""
+    if isinstance(exc, GroupFailure):
+        return exc
+    if isinstance(exc, CandidateRefused):
+        return GroupFailure(Status.REFUSED, str(exc))
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower():
+        return GroupFailure(Status.OOM, _one_line(exc))
+    return GroupFailure(Status.ERROR, _one_line(exc))
+
+
+def settle(group, failure: Optional[GroupFailure], failed_somewhere: Optional[bool] = None) -> None:
+    """Raise GroupFailure on every rank of `group` if any rank has a `failure` (whether any has may already be
+    known, from a reduction the caller made): the status and message of the first rank that failed."""
+    if failed_somewhere is None:
+        failed_somewhere = bool(group.max(torch.tensor([float(failure is not None)])).item())
+    if not failed_somewhere:
+        return
+    mine = None if failure is None else (failure.status, str(failure), group.rank)
+    status, message, rank = group.first(mine)
+    raise GroupFailure(status, message if rank == 0 else f"rank {rank} of the group: {message}")
+
+
+def agreed(group, work: Callable[[], T]) -> T:
+    """`work()` on this rank, then the group's agreement on it: its value, or GroupFailure on every rank when it
+    raised on any. Call it on every rank of the group, around what each rank does alone before a collective."""
+    try:
+        value, failure = work(), None
+    except Exception as exc:  # noqa: BLE001 - any failure of a candidate is a result, never a crash
+        value, failure = None, failure_of(exc)
+    settle(group, failure)
+    return value
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -82,21 +121,29 @@ def candidate_seed(seed: int, key: str) -> int:
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, group, batch: int) -> dict:
-    """The objective's metrics of `model` over this rank's (x, y), summed over the group."""
+def metric_sums(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
+                batch: int) -> torch.Tensor:
+    """The objective's metric sums of `model` over (x, y), in float64 (x must hold at least one row)."""
     model.eval()
     sums = None
     for start in range(0, len(x), batch):
         part = objective.metric_sums(model(x[start:start + batch]), y[start:start + batch])
         sums = part if sums is None else sums + part
-    return objective.metrics(group.sum(sums.double()))
+    return sums.double()
+
+
+def score(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, group, batch: int) -> dict:
+    """The objective's metrics of `model` over this rank's (x, y), summed over the group (GroupFailure on every
+    rank if scoring failed on any)."""
+    sums = agreed(group, lambda: metric_sums(model, objective, x, y, batch))
+    return objective.metrics(group.sum(sums))
 
 
 def score_split(model: torch.nn.Module, objective: Objective, split: str, batch: int) -> dict:
     """The objective's metrics of `model` over a whole split, in this process (on the model's device)."""
     device = next(model.parameters()).device
     x, y = (torch.as_tensor(a).to(device) for a in objective.load(split))
-    return score(model, objective, x, y, LocalGroup(), batch)
+    return objective.metrics(metric_sums(model, objective, x, y, batch))
 
 
 class Trainer:
@@ -113,48 +160,54 @@ class Trainer:
         """Train and score one genome. `fault_key` (the evaluation id) decides injected faults, if any."""
         start = time.monotonic()
         try:
-            torch.manual_seed(candidate_seed(self.seed, genome.key))
-            model = self.space.build(genome).to(self.device)
+            model = agreed(self.group, lambda: self._build(genome))
             return self._train(model, genome, start, fault_plan(self.faults, fault_key or genome.key, self.seed))
-        except CandidateRefused as exc:
-            return Outcome(Status.REFUSED, message=str(exc))
-        except _Stop as exc:
+        except GroupFailure as exc:
             return Outcome(exc.status, message=str(exc))
-        except (torch.OutOfMemoryError, MemoryError) as exc:
-            return Outcome(Status.OOM, message=_one_line(exc))
-        except Exception as exc:  # noqa: BLE001 - any failure of a candidate is a result, never a crash
-            status = Status.OOM if "out of memory" in str(exc).lower() else Status.ERROR
-            return Outcome(status, message=_one_line(exc))
+
+    def _build(self, genome: Genome) -> torch.nn.Module:
+        torch.manual_seed(candidate_seed(self.seed, genome.key))
+        return self.space.build(genome).to(self.device)
 
     def _train(self, model: torch.nn.Module, genome: Genome, start: float, fault: Optional[str]) -> Outcome:
         genes, group, budget = genome.training, self.group, self.budget
         group.broadcast_parameters(model)
-        optimizer = group.distributed_optimizer(
-            make_optimizer(genes["optimizer"], model.parameters(), genes["learning_rate"], genes["weight_decay"]),
-            model)
+        optimizer = group.distributed_optimizer(agreed(group, lambda: make_optimizer(
+            genes["optimizer"], model.parameters(), genes["learning_rate"], genes["weight_decay"])), model)
         x, y = self.data["train"]
         batch = min(max(1, genes["batch_size"] // group.size), len(x))
         steps = len(x) // batch
         shuffle = torch.Generator().manual_seed(candidate_seed(self.seed, genome.key) + group.rank)
         initial_lrs = [g["lr"] for g in optimizer.param_groups]
         train_start, curve, epoch, step = time.monotonic(), [], 0, 0
+        failure: Optional[GroupFailure] = None  # this rank's, until the group's next agreement point
         for epoch in range(1, budget.epochs + 1):
             model.train()
             order = torch.randperm(len(x), generator=shuffle).to(x.device)
             loss_sum = torch.zeros((), dtype=torch.float64)
             for i in range(steps):
-                idx = order[i * batch:(i + 1) * batch]
-                inputs, targets = self.objective.augment(x[idx], y[idx], shuffle)
-                loss = self.objective.loss(model(inputs), targets)
                 step += 1
-                if fault and step == 2:
-                    loss = self._inject(fault, loss, start)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach().double().cpu()
+                stepped = False  # this rank has entered the step's gradient allreduce
+                if failure is None:
+                    try:
+                        idx = order[i * batch:(i + 1) * batch]
+                        inputs, targets = self.objective.augment(x[idx], y[idx], shuffle)
+                        loss = self.objective.loss(model(inputs), targets)
+                        if fault and step == 2:
+                            loss = self._inject(fault, loss, start)
+                        optimizer.zero_grad()
+                        loss.backward()
+                        stepped = True
+                        optimizer.step()
+                        loss_sum += loss.detach().double().cpu()
+                    except Exception as exc:  # noqa: BLE001 - agreed on below, with the group
+                        failure = failure_of(exc)
+                if failure is not None and not stepped:
+                    optimizer.step()  # the partners' allreduce of this step: gradients missing here count as 0
                 if step % SYNC_EVERY == 0 or i == steps - 1:
-                    spent, progress = self._agree_to_stop(loss, train_start, start, (epoch - 1 + (i + 1) / steps))
+                    nonfinite = failure is None and not torch.isfinite(loss).item()
+                    spent, progress = self._agree_to_stop(failure, nonfinite, train_start, start,
+                                                          (epoch - 1 + (i + 1) / steps))
                     if spent:
                         break
                     if budget.lr_schedule == "cosine":
@@ -175,23 +228,25 @@ class Trainer:
         return Outcome(Status.OK, fitness, metrics, epochs=len(curve), train_seconds=train_seconds, curve=curve,
                        model=model)
 
-    def _agree_to_stop(self, loss: torch.Tensor, train_start: float, start: float,
+    def _agree_to_stop(self, failure: Optional[GroupFailure], nonfinite: bool, train_start: float, start: float,
                        epochs_done: float) -> tuple[bool, float]:
-        """Every rank's view of (stop requested, non-finite, hard time-out, time budget spent), maxed over the group,
-        and the share of the budget (time or epochs) used, the group's largest: one learning rate for all."""
+        """Every rank's view of (failed, stop requested, non-finite loss, hard time-out, time budget spent), maxed
+        over the group, and the share of the budget (time or epochs) used, the group's largest: one learning rate
+        for all. Raises GroupFailure on every rank when the candidate ends here."""
         now, budget = time.monotonic(), self.budget.time_budget
         time_used = (now - train_start) / budget if budget is not None else 0.0
-        flags = torch.tensor([float(self.interrupted()), float(not torch.isfinite(loss).item()),
+        flags = torch.tensor([float(failure is not None), float(self.interrupted()), float(nonfinite),
                               float(now - start > self.budget.timeout), float(time_used > 1.0),
                               max(time_used, epochs_done / self.budget.epochs)])
         *flags, progress = self.group.max(flags).tolist()
-        interrupted, nonfinite, timed_out, spent = (bool(v) for v in flags)
+        failed, interrupted, nonfinite, timed_out, spent = (bool(v) for v in flags)
+        settle(self.group, failure, failed)
         if interrupted:
-            raise _Stop(Status.INTERRUPTED, "abandoned: the search is stopping")
+            raise GroupFailure(Status.INTERRUPTED, "abandoned: the search is stopping")
         if nonfinite:
-            raise _Stop(Status.NONFINITE, f"training loss became non-finite ({loss.item()})")
+            raise GroupFailure(Status.NONFINITE, "training loss became non-finite")
         if timed_out:
-            raise _Stop(Status.TIMEOUT, f"exceeded the candidate time-out of {self.budget.timeout:g} s")
+            raise GroupFailure(Status.TIMEOUT, f"exceeded the candidate time-out of {self.budget.timeout:g} s")
         return spent, progress
 
     def _inject(self, fault: str, loss: torch.Tensor, start: float) -> torch.Tensor:

@@ -41,5 +41,88 @@ def identical_weights(data_dir: str) -> None:
             "n_weights": int(w0.size), "same_shard": row0 == row1, "fitness": [fit0, fit1]}), flush=True)
 
 
+def one_rank_fails(data_dir: str) -> None:
+    """A group of 2 trains one genome again and again, each time with a failure on one rank only (in building, a
+    training step, scoring) or none; rank 0 prints the outcome each rank got."""
+    from mpi4py import MPI
+
+    from menndl_py.genome import Genome
+    from menndl_py.tasks.elemnet.task import ElemNetTask
+    from menndl_py.train.group import HorovodGroup
+    from menndl_py.train.trainer import Budget, Trainer
+
+    comm = MPI.COMM_WORLD
+    torch.set_num_threads(1)
+    group = HorovodGroup(comm)
+    fault: dict = {}  # what fails on this rank in the current case
+
+    class Faulty(ElemNetTask):
+        def augment(self, x, y, generator):
+            fault["steps"] = fault.get("steps", 0) + 1
+            if fault.get("where") == "step" and fault["steps"] == fault["at"]:
+                raise fault["raise"]("injected: step")
+            return x, y
+
+        def metric_sums(self, prediction, target):
+            if fault.get("where") == "scoring":
+                raise RuntimeError("injected: scoring")
+            return super().metric_sums(prediction, target)
+
+    task = Faulty({"train_size": 1000, "val_size": 200, "test_size": 200}, data_dir)
+    data = {s: tuple(torch.as_tensor(a) for a in task.load(s, (group.rank, group.size))) for s in ("train", "val")}
+    space = task.space()
+    trainer = Trainer(task, space, group, data, Budget(epochs=1, time_budget=None, timeout=120),
+                      device=torch.device("cpu"))
+    build = trainer._build
+
+    def faulty_build(genome):
+        if fault.get("where") == "build":
+            raise RuntimeError("injected: build")
+        return build(genome)
+
+    trainer._build = faulty_build
+    genome = Genome([{"width": 32, "activation": "relu", "dropout": 0.0, "batch_norm": False}],
+                    {"learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0})
+    cases = [("build on rank 1", 1, {"where": "build"}),
+             ("step 3 on rank 1", 1, {"where": "step", "at": 3, "raise": MemoryError}),
+             ("step 5 on rank 0", 0, {"where": "step", "at": 5, "raise": RuntimeError}),
+             ("scoring on rank 1", 1, {"where": "scoring"}),
+             ("none", None, {})]
+    for case, rank, faults in cases:
+        fault.clear()
+        if comm.rank == rank:
+            fault.update(faults)
+        outcome = trainer.evaluate(genome)
+        both = comm.gather((str(outcome.status), outcome.message), root=0)
+        if comm.rank == 0:  # one printer: the lines of two ranks could mix
+            print("RESULT " + json.dumps({"case": case, "outcomes": both}), flush=True)
+
+
+def predict_many(root: str) -> None:
+    """`menndl predict` of the run in ROOT/runs/r 20 times in one job, over stacks of uneven image counts (and a
+    file that is skipped every third time), with several batch sizes; rank 0 prints what each output holds."""
+    import h5py
+
+    from menndl_py.commands.predict import predict
+
+    torch.set_num_threads(1)
+    rank = MPI_rank()
+    for i in range(20):
+        n = 5 + 7 * i % 13
+        inputs = [f"{root}/stack{n}.h5"] + ([f"{root}/corrupt.tif"] if i % 3 == 0 else [])
+        output = f"{root}/out/{i}.h5"
+        status = predict(f"{root}/runs/r", inputs, output, batch_size=1 + i % 3, progress=False)
+        if rank == 0:
+            with h5py.File(output, "r") as f:
+                print("RESULT " + json.dumps({"i": i, "images": n, "status": status, "maps": len(f["maps"]),
+                                              "skipped": len(f["skipped"])}), flush=True)
+
+
+def MPI_rank() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.rank
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

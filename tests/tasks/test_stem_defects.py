@@ -158,16 +158,23 @@ def test_evaluate_scores_validation_with_the_rule_best_on_training_images(evalua
 
 
 class ThreadGroup:
-    """One rank of a group whose ranks are threads of this process: `sum` adds every rank's tensor, as Horovod's
-    allreduce does (a barrier with a time-out, so a rank left waiting fails the test instead of hanging it)."""
+    """One rank of a group whose ranks are threads of this process: `sum` adds every rank's tensor and `max` takes
+    their largest, as Horovod's allreduce does (a barrier with a time-out, so a rank left waiting fails the test
+    instead of hanging it)."""
 
     def __init__(self, rank: int, size: int, barrier: threading.Barrier, slots: list):
         self.rank, self.size, self.barrier, self.slots = rank, size, barrier, slots
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self._reduce(tensor, sum)
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self._reduce(tensor, lambda tensors: torch.stack(tensors).amax(0))
+
+    def _reduce(self, tensor: torch.Tensor, combine) -> torch.Tensor:
         self.slots[self.rank] = tensor
         self.barrier.wait()
-        total = sum(self.slots)
+        total = combine(self.slots)
         self.barrier.wait()
         return total
 

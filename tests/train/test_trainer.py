@@ -145,3 +145,32 @@ def test_cosine_schedule_takes_the_learning_rate_down_to_zero_along_the_budget(m
     used.clear()
     assert make_trainer(epochs=2).evaluate(genome(learning_rate=1e-3)).status == "ok"
     assert set(used) == {1e-3}
+
+
+def test_a_failure_while_scoring_is_the_candidates_result(task, data, cpu):
+    """Scoring is agreed on like every other phase: an error there is a result with its message, not a crash."""
+    class Failing(type(task)):
+        def metric_sums(self, prediction, target):
+            raise MemoryError("while scoring")
+
+    failing = Failing({"train_size": 1500, "val_size": 500}, task.data_dir)
+    out = Trainer(failing, failing.space(), LocalGroup(), data, Budget(1, None, 60.0), device=cpu).evaluate(genome())
+    assert out.status == "oom" and out.message == "MemoryError: while scoring" and out.model is None
+
+
+def test_a_failing_step_ends_the_candidate_at_the_next_agreement(task, data, cpu):
+    """A training step that raises is not retried: the rank joins the group's steps without a gradient of its own
+    until the next agreement point, where the candidate fails with that step's error."""
+    steps = []
+
+    class Failing(type(task)):
+        def augment(self, x, y, generator):
+            steps.append(1)
+            if len(steps) == 3:
+                raise RuntimeError("in step 3")
+            return x, y
+
+    failing = Failing({"train_size": 1500, "val_size": 500}, task.data_dir)
+    out = Trainer(failing, failing.space(), LocalGroup(), data, Budget(5, None, 60.0), device=cpu).evaluate(genome())
+    assert out.status == "error" and out.message == "RuntimeError: in step 3"
+    assert len(steps) == 3  # the later steps of the rank that failed compute nothing

@@ -1,12 +1,19 @@
 """The MPI transport, and the one module of menndl_py that talks MPI: the world and its layout (rank 0 the
 master, ranks 1..N-1 worker groups of `ranks_per_candidate`), the setup handshake, the master and worker loops,
-the share of a parallel job (`MPIShare`) that data makers and `menndl predict` use, and aborting the world.
+the share of a parallel job (`MPIShare`) that data makers and `menndl predict` use, the master's watchdog, and
+how a rank leaves the world.
 
 Master ⇄ group leader messages are point to point with their own tags (`Tag`); a leader passes each message on
 to the rest of its group. Waiting ranks poll with a growing sleep instead of spinning in a blocking call, so that
 an idle rank does not take a core from the ranks that are training on an oversubscribed node. The master sleeps
 at most MASTER_POLL between polls (a result waits for it no longer than that), and spends its idle time on its
 deferred work. mpi4py is imported only when the process was started by an MPI launcher.
+
+Leaving: until the ranks part ways (the setup handshake, or a share's first `to_root`), every rank runs the same
+code on the same inputs, so an error is met by every rank alike: rank 0 prints it, and the ranks leave together
+(if they do not all arrive within TOGETHER_WAIT seconds, the world is aborted). Once they have parted, an error
+is that rank's alone: it prints its line and aborts the world (`MPI_Abort` with the exit status), so that no
+rank waits for it forever; a master that had to give up on a group (the watchdog) aborts the world likewise.
 """
 from __future__ import annotations
 
@@ -21,10 +28,13 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from menndl_py.engine.signals import StopRequest
 from menndl_py.engine.transport.share import Solo
-from menndl_py.errors import UserError
+from menndl_py.errors import UserError, os_error_line
+from menndl_py.records import Result, Status
 
 LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
 MASTER_POLL = 0.002  # seconds: the master's longest sleep between polls for results
+TOGETHER_WAIT = 10.0  # seconds a rank waits for the others to leave with it after an error met by all alike
+WATCHDOG_GRACE = 10.0  # seconds past the candidate time-out (at least) before a silent group is declared lost
 
 
 class Tag(IntEnum):
@@ -58,6 +68,8 @@ def world():
     slurm_tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "0"))
     if comm.size == 1 and slurm_tasks > 1:
         raise UserError(f"srun started {slurm_tasks} tasks but MPI sees a world of 1: use 'srun --mpi=pmix'")
+    if _leaving.exits is None and comm.size > 1:
+        _leaving.exits = comm.Dup()
     return comm
 
 
@@ -67,13 +79,87 @@ def share():
     return Solo() if comm is None or comm.size == 1 else MPIShare(comm)
 
 
+# -- leaving the world ----------------------------------------------------------------------------------------
+@dataclass
+class _Leaving:
+    """What this rank knows of how to leave the world (one world per process)."""
+
+    exits: Any = None  # a duplicate of COMM_WORLD, on which the ranks meet as they leave
+    parted: bool = False  # the ranks went their own ways: an error now is this rank's alone
+    stranded: bool = False  # some ranks cannot be reached (a lost or unresponsive group): the world is aborted
+
+
+_leaving = _Leaving()
+
+
+def launcher_rank() -> int:
+    """This process's rank as its launcher numbered it (0 without one); known before MPI is initialised."""
+    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def leave(code: int) -> int:
+    """This rank is done with exit status `code`: returns it once every rank is done (or aborts the world with
+    it, when some ranks cannot be reached)."""
+    if _leaving.stranded:
+        _abort(code)
+    if _leaving.exits is not None:
+        _meet(timeout=None)
+    return code
+
+
+def leave_after_error(code: int, line: str) -> int:
+    """After a one-line error on this rank: print `line` once and return `code` when every rank meets the same
+    error (before the ranks part); otherwise print it here and end the whole world with `code`."""
+    if _leaving.exits is None:  # one process, or MPI not started: each rank of a launch meets the same error
+        if launcher_rank() == 0:
+            _say(line)
+        return code
+    if _leaving.parted or _leaving.stranded:
+        _say(line)
+        _abort(code)
+    rank = _leaving.exits.rank
+    if rank == 0:
+        _say(line)
+    if _meet(timeout=TOGETHER_WAIT):
+        return code
+    if rank != 0:  # rank 0 did not meet this error: nobody has printed it
+        _say(line)
+    _abort(code)
+    return code
+
+
 def abort_world() -> None:
     """After an unexpected crash on this rank (within an `except`): print the traceback and end every rank, when
     MPI is running, so that none waits forever."""
     if "mpi4py.MPI" in sys.modules:
         traceback.print_exc()
-        sys.stderr.flush()
-        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(1)
+        _abort(1)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _abort(code: int) -> None:
+    """End every rank of the world now; the launcher (mpirun, srun) exits with `code`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+
+
+def _meet(timeout: Optional[float]) -> bool:
+    """Wait until every rank has come here (True), or `timeout` seconds have passed (False)."""
+    request = _leaving.exits.Ibarrier()
+    start, delay = time.monotonic(), 0.0005
+    while not request.Test():
+        if timeout is not None and time.monotonic() - start > timeout:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 1.25, 0.05)
+    return True
 
 
 def receive(comm, source: int, tag: int, interrupt: Optional[Callable[[], bool]] = None,
@@ -119,6 +205,7 @@ class MPIShare(Solo):
     def to_root(self, chunks: Iterable[list], expected: int) -> Iterator[list]:
         tag = Tag.STREAM + self.streams
         self.streams += 1
+        _leaving.parted = True  # rank 0 writes what the others send: from here on, an error is one rank's
         if self.rank != 0:
             for chunk in chunks:
                 self.comm.ssend(chunk, dest=0, tag=tag)
@@ -197,12 +284,15 @@ def handshake(comm, k: int, setup: Callable[[], Any]) -> Any:
             found = setup()
         except UserError as exc:
             error = str(exc)
+        except OSError as exc:
+            error = os_error_line(exc)
         for rank in range(1, comm.size):
             comm.send((error, found), dest=rank, tag=Tag.SETUP)
     else:
         (error, found), _, _ = receive(comm, 0, Tag.SETUP)
     if error:
         raise UserError(error)
+    _leaving.parted = True
     return found
 
 
@@ -213,9 +303,33 @@ def stop_requested_of(comm, layout: Layout) -> Callable[[], bool]:
     return StopRequest.requested
 
 
+class Watchdog:
+    """The master's watch over its busy groups: one silent for `limit` seconds after its work was sent is lost."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self.sent: dict[int, tuple[Any, float]] = {}  # leader → (its Work, when it was sent)
+        self._next_look = 0.0
+
+    def due(self) -> bool:
+        """Whether some group is silent past the limit (looked at most once a second)."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return False
+        self._next_look = now + 1.0
+        return bool(self.silent())
+
+    def silent(self) -> list[int]:
+        now = time.monotonic()
+        return [leader for leader, (_, sent) in self.sent.items() if now - sent > self.limit]
+
+
 def master_loop(comm, layout: Layout, master, grace: float) -> None:
     """Hand out genomes as results arrive; no generation barrier. Stops every group at the end, or at once on
-    a stop signal, then waits up to `grace` seconds for the busy groups to report."""
+    a stop signal, then waits up to `grace` seconds for the busy groups to report. A group silent for the candidate
+    time-out plus a grace (the larger of `grace` and WATCHDOG_GRACE) is lost: its candidate is stored as lost, the
+    search stops (exit status 3, resumable), and the world is aborted at the end, since that group cannot be
+    reached."""
     from mpi4py import MPI
 
     leaders = layout.leaders
@@ -227,38 +341,59 @@ def master_loop(comm, layout: Layout, master, grace: float) -> None:
             errors.append(ready)
     if errors:
         stop_all(comm, leaders)
+        _leaving.parted = False  # every rank was told to stop: they leave together
         raise UserError(errors[0])
-    busy = set()
-    for group, leader in enumerate(leaders):
-        work = master.next_work(group)
+    watchdog = Watchdog(master.cfg.cluster.candidate_timeout + max(grace, WATCHDOG_GRACE))
+    busy = watchdog.sent
+
+    def send(leader: int) -> None:
+        work = None if StopRequest.requested() else master.next_work(group_of[leader])
         if work is not None:
             comm.send(work, dest=leader, tag=Tag.WORK)
-            busy.add(leader)
+            busy[leader] = (work, time.monotonic())
+
+    for leader in leaders:
+        send(leader)
     while busy and not master.stopping:
-        got = receive(comm, MPI.ANY_SOURCE, Tag.RESULT, interrupt=StopRequest.requested, idle=master.catch_up,
-                      max_delay=MASTER_POLL)
+        got = receive(comm, MPI.ANY_SOURCE, Tag.RESULT, interrupt=lambda: StopRequest.requested() or watchdog.due(),
+                      idle=master.catch_up, max_delay=MASTER_POLL)
         if got is None:
             break
         result, source, _ = got
         start = time.perf_counter()
         master.on_result(result)
-        busy.discard(source)
-        work = None if StopRequest.requested() else master.next_work(group_of[source])
-        if work is not None:
-            comm.send(work, dest=source, tag=Tag.WORK)
-            busy.add(source)
+        del busy[source]
+        send(source)
         master.handling_seconds.append(time.perf_counter() - start)
         master.catch_up(idle=False)  # only what is overdue: receive() calls it when no result is waiting
-    if StopRequest.requested():
+    lost = watchdog.silent()
+    for leader in lost:
+        work, sent = busy.pop(leader)
+        _store_lost(master, layout, leader, work, time.monotonic() - sent, watchdog.limit)
+    if lost:
+        master.stop("the watchdog")
+    elif StopRequest.requested():
         master.stop(StopRequest.signal_name)
-    stop_all(comm, leaders)
+    stop_all(comm, [leader for leader in leaders if leader not in lost])
     deadline = time.monotonic() + grace
     while busy:  # stopping early: each busy group finishes or abandons its candidate at its next agreement
         got = receive(comm, MPI.ANY_SOURCE, Tag.RESULT, interrupt=lambda: time.monotonic() > deadline)
         if got is None:
             break
         master.on_result(got[0])
-        busy.discard(got[1])
+        del busy[got[1]]
+    if lost or busy:  # ranks that will not come to the end: their work is in flight, sent again on resume
+        _leaving.stranded = True
+
+
+def _store_lost(master, layout: Layout, leader: int, work, silent: float, limit: float) -> None:
+    group, k = layout.leaders.index(leader), layout.ranks_per_candidate
+    message = (f"lost: group {group} (ranks {leader}-{leader + k - 1}) silent for {silent:.0f} s, past the "
+               f"candidate time-out and its grace ({limit:g} s); a rank may have died or hung")
+    _say(f"menndl: warning: evaluation {work.id}: {message}")
+    now = time.time()
+    master.on_result(Result(work.id, Status.LOST, None, {}, message, 0, 0.0, [], work.submit_time or now, now,
+                            layout.hosts[leader] if layout.hosts else "", k))
 
 
 def stop_all(comm, leaders: list[int]) -> None:
@@ -275,6 +410,8 @@ def worker_loop(comm, layout: Layout, make_evaluator: Callable[[], Any]) -> None
         evaluator, error = make_evaluator(), None
     except UserError as exc:
         evaluator, error = None, str(exc)
+    except OSError as exc:
+        evaluator, error = None, os_error_line(exc)
     errors = [e for e in group.gather(error, root=0) or [] if e]
     if layout.is_leader:
         comm.send(errors[0] if errors else None, dest=0, tag=Tag.READY)

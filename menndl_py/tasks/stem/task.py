@@ -28,7 +28,7 @@ from menndl_py.physics import stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
 from menndl_py.tasks.base import SPLITS, SkipImage, Task
 from menndl_py.tasks.stem import data as stem_data
-from menndl_py.train.trainer import score
+from menndl_py.train.trainer import agreed, score
 
 CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection thresholds are tuned
 
@@ -208,8 +208,15 @@ class StemDefectsTask(Task):
     def calibrate(self, model: torch.nn.Module, group, device: torch.device, batch: int) -> stem_analysis.DetectionRule:
         """The rule of the best F1 per defect class on the first CALIBRATION_IMAGES training images (whole, not
         tiles), from the grids of `stem_analysis.calibrate`. Each rank of `group` takes its share of the images and
-        the counts are summed over the group, so every rank chooses the same rule."""
-        x, tables = self._calibration_set((group.rank, group.size))
+        the counts are summed over the group, so every rank chooses the same rule (or every rank raises
+        GroupFailure, when counting failed on any)."""
+        counts = agreed(group, lambda: self._threshold_counts(model, (group.rank, group.size), device, batch))
+        return stem_analysis.calibrate(group.sum(torch.from_numpy(counts)).numpy())
+
+    def _threshold_counts(self, model: torch.nn.Module, shard: tuple[int, int], device: torch.device,
+                          batch: int) -> np.ndarray:
+        """This shard's counts of `stem_analysis.threshold_counts` over the threshold and size grids."""
+        x, tables = self._calibration_set(shard)
         counts = np.zeros((len(self.class_names) - 1, len(stem_analysis.THRESHOLD_GRID),
                            len(stem_analysis.MIN_PIXELS_GRID), 3))
         model.eval()
@@ -218,7 +225,7 @@ class StemDefectsTask(Task):
                 output = model(torch.from_numpy(x[start:start + batch]).to(device))
                 for p, true in zip(torch.softmax(output.float(), 1).cpu().numpy(), tables[start:start + batch]):
                     counts += stem_analysis.threshold_counts(p, true, self.radius_px)
-        return stem_analysis.calibrate(group.sum(torch.from_numpy(counts)).numpy())
+        return counts
 
     def _calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray, list]:
         """Standardized images (N×1×H×W) and true defect tables of a shard of the calibration images (cached)."""
