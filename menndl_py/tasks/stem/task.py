@@ -35,16 +35,16 @@ CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection 
 
 @dataclass(frozen=True)
 class StemDefectsOptions:
-    train_images: int = setting(400, min=1)
-    val_images: int = setting(40, min=1)
-    test_images: int = setting(100, min=1)
-    seed: int = setting(0, min=0)
+    train_images: int = setting(400, min=1, max=1_000_000)
+    val_images: int = setting(40, min=1, max=1_000_000)
+    test_images: int = setting(100, min=1, max=1_000_000)
+    seed: int = setting(0, min=0, max=2**63 - 1)
     simulator: dict = setting(factory=dict)  # StemSettings fields: material, dose, probe_fwhm, ...
-    tile: int = setting(128, min=16)  # training tiles of tile × tile pixels
+    tile: int = setting(128, min=16, max=4096)  # training tiles of tile × tile pixels
     match_radius: float = setting(1.0, min=0.0)  # Å: how far a detection may lie from the defect it finds
-    min_pixels: int = setting(3, min=1)  # smaller argmax blobs are not defects (networks without calibrated thresholds)
+    min_pixels: int = setting(3, min=1, max=1_000_000)  # smaller argmax blobs are not defects (networks without calibrated thresholds)
     loss: str = setting("cross_entropy")  # or "focal"
-    focal_gamma: float = setting(2.0, min=0.0)
+    focal_gamma: float = setting(2.0, min=0.0, max=10.0)
     class_weight_power: float = setting(0.5, min=0.0, max=1.0)  # class weights (f_lattice / f_class) ** power
 
 
