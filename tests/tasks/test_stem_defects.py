@@ -47,7 +47,8 @@ def one_hot_logits(labels: np.ndarray, classes: int = 5) -> torch.Tensor:
     ({"loss": "dice"}, "task.options.loss: must be 'cross_entropy' or 'focal', got 'dice'"),
     ({"simulator": {"dose": -1.0}}, "task.options.dose: must be > 0"),
     ({"simulator": {"voltage": 80}}, "task.options.simulator: "),
-    ({"tile": 8}, "task.options.tile: must be an integer >= 16, got 8"),
+    ({"tile": 8}, "task.options.tile: must be an integer >= 16 and <= 4096, got 8"),
+        ({"train_images": 10**12}, "task.options.train_images: must be an integer >= 1 and <= 1000000, got 1000000000000"),
 ])
 def test_bad_options_name_the_key(options, message, tmp_path):
     with pytest.raises(UserError) as err:
