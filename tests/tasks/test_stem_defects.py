@@ -48,7 +48,7 @@ def one_hot_logits(labels: np.ndarray, classes: int = 5) -> torch.Tensor:
     ({"simulator": {"dose": -1.0}}, "task.options.dose: must be > 0"),
     ({"simulator": {"voltage": 80}}, "task.options.simulator: "),
     ({"tile": 8}, "task.options.tile: must be an integer >= 16 and <= 4096, got 8"),
-        ({"train_images": 10**12}, "task.options.train_images: must be an integer >= 1 and <= 1000000, got 1000000000000"),
+    ({"train_images": 10**12}, "task.options.train_images: must be an integer >= 1 and <= 1000000, got 1000000000000"),
 ])
 def test_bad_options_name_the_key(options, message, tmp_path):
     with pytest.raises(UserError) as err:
