@@ -38,21 +38,25 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
     or missing checkpoint is rebuilt, with a warning). Returns "new", "resume", or "finished" (as the checkpoint
     says; the caller checks that against the budget, which may have been extended)."""
     run = RunDir(cfg.run_dir)
-    checkpoint = read_checkpoint(run.checkpoint, warn=warn)
+    damage = []
+    checkpoint = read_checkpoint(run.checkpoint, warn=damage.append)
+    for line in damage:
+        warn(line)
     if checkpoint is None and not run.results.exists():
         run.path.mkdir(parents=True, exist_ok=True)
         config_module.save(cfg, run.config)
         _write_snapshot(run, empty_state(cfg.fingerprint()))  # from now on this directory is this config's
         return "new"
     if checkpoint is None:
-        warn(f"{run.checkpoint}: missing; rebuilt from the results (genomes that were in flight are not sent "
-             f"again, the time budget restarts)")
+        damage.append(f"{run.checkpoint}: missing; rebuilt from the results (genomes that were in flight are not "
+                      f"sent again, the time budget restarts)")
+        warn(damage[-1])
         checkpoint = empty_state()
     fingerprint = checkpoint["fingerprint"] or _saved_fingerprint(run)
     if fingerprint != cfg.fingerprint():
         raise UserError(f"{run.path}: holds a run of another configuration; choose another run.name "
                         f"or use 'menndl resume {run.path}'")
-    if checkpoint["fingerprint"] is None:
+    if damage:  # the master reads what was rebuilt
         _write_snapshot(run, {**checkpoint, "fingerprint": fingerprint})
     return "finished" if checkpoint["finished"] else "resume"
 
