@@ -156,8 +156,9 @@ class Master:
     def on_result(self, result: Result) -> None:
         """Store a finished evaluation (any status but INTERRUPTED), then tell the search. The work stays in flight
         until its row is stored, so if storing fails (a full disk, an interrupt) the resume sends it again. An
-        abandoned one stays in flight, for the resume."""
-        if result.status == Status.INTERRUPTED:
+        abandoned one stays in flight, for the resume; a late answer for work already stored (declared lost) is
+        dropped."""
+        if result.status == Status.INTERRUPTED or result.id not in self.in_flight:
             return
         work, genome = self.in_flight[result.id], self._genomes[result.id]
         row = stored_row(work, result, genome)

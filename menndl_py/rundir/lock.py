@@ -20,22 +20,32 @@ from menndl_py.errors import UserError
 FRESH_SECONDS = 10.0  # an unreadable lock younger than this may still be being written by its holder
 
 
-def _start_ticks(pid: int) -> Optional[int]:
-    """When process `pid` started (clock ticks since boot), to tell a reused pid from its first owner."""
+def _stat(pid: int) -> Optional[list[str]]:
+    """The fields of /proc/PID/stat after the command name (state first), or None."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
 
 
+def _start_ticks(pid: int) -> Optional[int]:
+    """When process `pid` started (clock ticks since boot), to tell a reused pid from its first owner."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
 def _alive(pid: int, start: Optional[int]) -> bool:
+    """Whether process `pid`, started at `start`, still runs (a zombie, killed but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return start is None or _start_ticks(pid) in (None, start)
+        pass
+    fields = _stat(pid)
+    if fields is None:
+        return True  # no /proc: the signal is all we know
+    return fields[0] not in ("Z", "X") and (start is None or _start_ticks(pid) == start)
 
 
 def _mtime(path: Path) -> float:

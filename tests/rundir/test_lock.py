@@ -97,3 +97,15 @@ def test_two_runs_on_one_run_directory(elemnet_data_dir, tmp_path):
     other = menndl("run", str(config), "--no-progress", "--set", "training.epochs=3", cwd=tmp_path)
     assert "another configuration" in one_line_error(other)
     assert not (run_dir / "run.lock").exists()
+
+
+def test_a_lock_of_a_killed_but_unreaped_process_is_stale(tmp_path):
+    """A rank 0 killed with its job may linger as a zombie (no init to reap it in a container): it holds nothing."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    time.sleep(0.5)  # exited, not yet waited for: a zombie
+    lock = tmp_path / "run.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": child.pid, "slurm_job_id": None}))
+    notes = []
+    RunLock(lock, note=notes.append).acquire()
+    child.wait()
+    assert len(notes) == 1
