@@ -74,20 +74,24 @@ class RunLock:
         """Take the lock (making the run directory if there is none), or raise a UserError saying who holds it."""
         if self.held:
             return
-        self.made_dir = not self.path.parent.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):  # another process may take over a stale lock at the same time: look again
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale()
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(self.me))
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.held = True
-            return
+        try:
+            self.made_dir = not self.path.parent.exists()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(3):  # another process may take over a stale lock at the same time: look again
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    self._take_over_if_stale()
+                    continue
+                self.held = True
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(json.dumps(self.me))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                return
+        except OSError as exc:
+            self.release()
+            raise UserError(f"{self.path}: cannot be written ({exc.strerror or exc})") from None
         raise UserError(f"{self.path}: could not be taken (other processes keep taking it)")
 
     def _read(self) -> Optional[str]:
@@ -143,7 +147,7 @@ class RunLock:
             return
         self.held = False
         try:
-            if json.loads(self.path.read_text()) == self.me:
+            if self.path.read_text() in ("", json.dumps(self.me)):  # ours (empty: a write to a full disk failed)
                 self.path.unlink()
             if self.made_dir:
                 self.path.parent.rmdir()  # if the launch left nothing in it
