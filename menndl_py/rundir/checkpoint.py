@@ -50,8 +50,9 @@ def read_checkpoint(path: Path, warn: Optional[Callable[[str], None]] = None) ->
     except (OSError, ValueError) as exc:
         if warn is None:
             raise UserError(f"{path}: unreadable checkpoint ({exc})") from None
-        warn(f"{path}: empty or unreadable ({exc}); rebuilt from the results and the journal: genomes in flight "
-             f"before the last snapshot are not sent again (their ids stay unused), the time budget restarts")
+        warn(f"{path}: empty or unreadable ({exc}); rebuilt from the results and the journal: genomes that were "
+             f"in flight when it was written are not sent again, and without journal lines the time spent so far "
+             f"is not counted")
         state = empty_state()
     entries = _journal(journal_path(path), warn)
     in_flight = {work["id"]: work for work in state["in_flight"]}
