@@ -151,7 +151,7 @@ def test_a_finished_run_is_extended_by_a_larger_budget(elemnet_data_dir, tmp_pat
 
 def test_a_stopping_job_skips_the_test_scoring(elemnet_data_dir, tmp_path):
     """SIGUSR1 comes 120 s before the time limit: the job must end well inside that window."""
-    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 20}, training={"epochs": 3})
+    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 100}, training={"epochs": 3})
     run_dir = tmp_path / "runs" / "job"
     job = subprocess.Popen([MENNDL, "run", str(config), "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)

@@ -14,7 +14,7 @@ def stopped_run(elemnet_data_dir, tmp_path_factory):
     """A run directory left by a real search in one process, stopped by SIGUSR1 after two results (so that the
     next `menndl run` continues it): (config, results.csv's bytes)."""
     tmp = tmp_path_factory.mktemp("store")
-    config = write_config(tmp, elemnet_data_dir, search={"max_evaluations": 20}, training={"epochs": 1})
+    config = write_config(tmp, elemnet_data_dir, search={"max_evaluations": 100}, training={"epochs": 1})
     results = tmp / "runs" / "job" / "results.csv"
     job = subprocess.Popen([MENNDL, "run", str(config), "--no-progress"], cwd=tmp, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)

@@ -72,7 +72,7 @@ def test_an_earlier_launch_of_the_same_slurm_job_is_taken_over(tmp_path, monkeyp
 def test_two_runs_on_one_run_directory(elemnet_data_dir, tmp_path):
     """The second `menndl run` (or `resume`) refuses while the first works; the first's lock is gone when it ends
     (stopped, exit 3), and when a launch ends with a user error."""
-    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 3}, training={"epochs": 40})
+    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 100}, training={"epochs": 20})
     run_dir = tmp_path / "runs" / "job"
     first = subprocess.Popen([MENNDL, "run", str(config), "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)

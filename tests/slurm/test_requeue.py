@@ -91,7 +91,7 @@ def test_a_launch_that_stores_no_row_is_not_requeued(slurm, elemnet_data_dir, tm
 
 
 def test_requeues_stop_at_max_requeues(slurm, elemnet_data_dir, tmp_path):
-    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 20}, training={"epochs": 4})
+    config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 100}, training={"epochs": 4})
     status, text = _stop_once(tmp_path, config, lambda run_dir: (run_dir / "results.csv").exists()
                               and len(rows(run_dir)) >= 2, env={"MENNDL_MAX_REQUEUES": "0"})
     assert status == 3, text[-3000:]
