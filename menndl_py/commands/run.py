@@ -1,10 +1,15 @@
 """`menndl run` and `menndl resume`: set up the run directory, the data and the ranks, hand over to the serial or
-MPI transport, then score the best network on the test split."""
+MPI transport, then score the best network on the test split.
+
+With MENNDL_LAUNCH_FILE set (by the Slurm batch scripts), rank 0 writes into that file the run directory and the
+number of rows stored when this launch began, so that the script can tell whether the launch stored any."""
 from __future__ import annotations
 
 import os
 import socket
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 
@@ -17,7 +22,7 @@ from menndl_py.engine.signals import EXIT_STOPPED, StopRequest
 from menndl_py.engine.transport import mpi
 from menndl_py.engine.transport.serial import run_serial
 from menndl_py.errors import UserError
-from menndl_py.rundir import RunDir, read_checkpoint
+from menndl_py.rundir import Checkpoint, RunDir, RunLock, empty_state, read_checkpoint
 from menndl_py.rundir.networks import read_genome, read_record, score_on_test
 from menndl_py.search import make_search
 from menndl_py.search.seeds import seed_genomes
@@ -25,24 +30,54 @@ from menndl_py.tasks.base import Task
 from menndl_py.train.device import pick_device, set_threads
 from menndl_py.train.group import HorovodGroup, LocalGroup
 
+LAUNCH_FILE = "MENNDL_LAUNCH_FILE"
+
 
 def prepare_run_dir(cfg: Config, resume: bool) -> str:
-    """Create the run directory, or check that it holds an unfinished run of this config. Returns what to do."""
+    """Create the run directory with its first checkpoint, or check that it holds a run of this config (a damaged
+    or missing checkpoint is rebuilt, with a warning). Returns "new", "resume", or "finished" (as the checkpoint
+    says; the caller checks that against the budget, which may have been extended)."""
     run = RunDir(cfg.run_dir)
-    checkpoint = read_checkpoint(run.checkpoint)
-    if checkpoint is None:
-        if resume and run.results.exists():
-            raise UserError(f"{run.checkpoint}: missing; cannot resume this run")
+    damage = []
+    checkpoint = read_checkpoint(run.checkpoint, warn=damage.append)
+    for line in damage:
+        warn(line)
+    if checkpoint is None and not run.results.exists():
         run.path.mkdir(parents=True, exist_ok=True)
         config_module.save(cfg, run.config)
+        _write_snapshot(run, empty_state(cfg.fingerprint()))  # from now on this directory is this config's
         return "new"
-    if checkpoint["fingerprint"] != cfg.fingerprint():
+    if checkpoint is None:
+        damage.append(f"{run.checkpoint}: missing; rebuilt from the results (genomes that were in flight are not "
+                      f"sent again, the time budget restarts)")
+        warn(damage[-1])
+        checkpoint = empty_state()
+    fingerprint = checkpoint["fingerprint"] or _saved_fingerprint(run)
+    if fingerprint != cfg.fingerprint():
         raise UserError(f"{run.path}: holds a run of another configuration; choose another run.name "
                         f"or use 'menndl resume {run.path}'")
-    if checkpoint["finished"]:
-        return "finished"
-    config_module.save(cfg, run.config)  # the budget may have been changed
-    return "resume"
+    if damage:  # the master reads what was rebuilt
+        _write_snapshot(run, {**checkpoint, "fingerprint": fingerprint})
+    return "finished" if checkpoint["finished"] else "resume"
+
+
+def _write_snapshot(run: RunDir, state: dict) -> None:
+    checkpoint = Checkpoint(run.checkpoint, state["seq"])
+    checkpoint.snapshot(state)
+    checkpoint.close()
+
+
+def _saved_fingerprint(run: RunDir) -> str:
+    """The fingerprint of the config saved in a run directory whose checkpoint was lost."""
+    try:
+        return config_module.load(run.config).fingerprint()
+    except UserError:
+        raise UserError(f"{run.path}: holds results but neither a readable checkpoint nor a readable "
+                        f"{run.config.name}: cannot tell which configuration made it") from None
+
+
+def warn(text: str) -> None:
+    print(f"menndl: warning: {text}", file=sys.stderr, flush=True)
 
 
 def scheduler_facts() -> dict:
@@ -60,14 +95,26 @@ def space_of(cfg: Config, task: Task):
     return task.space().restricted(cfg.search.space)
 
 
-def setup(cfg: Config, resume: bool) -> tuple[str, Task]:
-    """Rank 0's checks before any other rank starts work; raises UserError."""
+def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: bool) -> tuple[str, Task, Master]:
+    """Rank 0's work before any other rank starts: take the run directory's lock, check or create the run
+    directory, open and check what it holds (the master, ready), make the data. Returns what to do ("new",
+    "resume" or "finished"; a finished run's master is closed already). Raises UserError."""
     task = task_of(cfg)
     seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), space_of(cfg, task))
+    lock.acquire()
     state = prepare_run_dir(cfg, resume)
-    if state != "finished":
-        ensure_data(task)
-    return state, task
+    master = make_master(cfg, task, n_groups, progress)
+    if state == "finished" and master.done:
+        master.abandon()
+        return state, task, master
+    if state == "finished":
+        say(f"{cfg.run_dir}: finished, but the budget has been extended: continuing it")
+        state = "resume"
+    config_module.save(cfg, RunDir(cfg.run_dir).config)  # the budget may have been changed
+    if os.environ.get(LAUNCH_FILE):
+        Path(os.environ[LAUNCH_FILE]).write_text(f"{cfg.run_dir.resolve()}\n{len(master.store.rows)}\n")
+    ensure_data(task)
+    return state, task, master
 
 
 def make_master(cfg: Config, task: Task, n_groups: int, progress: bool = True, **options) -> Master:
@@ -78,37 +125,41 @@ def make_master(cfg: Config, task: Task, n_groups: int, progress: bool = True, *
 
 def search(cfg: Config, resume: bool = False, progress: bool = True) -> int:
     """Run (or resume) the search of `cfg` on whatever ranks this process was launched with. Returns the exit
-    status: 0, or EXIT_STOPPED when a signal stopped it early (resumable)."""
+    status: 0, or EXIT_STOPPED when a signal stopped it early (resumable). The run directory is locked by rank 0
+    for as long as this runs."""
     StopRequest.install()
-    comm = mpi.world()
-    if comm is None or comm.size == 1:
-        return _search_serial(cfg, resume, progress)
-    return _search_mpi(comm, cfg, resume, progress)
+    lock = RunLock(RunDir(cfg.run_dir).lock)
+    try:
+        comm = mpi.world()
+        if comm is None or comm.size == 1:
+            return _search_serial(cfg, resume, progress, lock)
+        return _search_mpi(comm, cfg, resume, progress, lock)
+    finally:
+        lock.release()
 
 
-def _search_serial(cfg: Config, resume: bool, progress: bool) -> int:
-    state, task = setup(cfg, resume)
+def _search_serial(cfg: Config, resume: bool, progress: bool, lock: RunLock) -> int:
+    state, task, master = setup(cfg, resume, lock, 1, progress)
     if state == "finished":
         say(f"{cfg.run_dir}: this run is already finished")
         return 0
-    say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir} in one process")
-    threads = set_threads(cfg.cluster.threads_per_rank, 1)
-    write_run_json(cfg, task, world_size=1, groups=1, ranks_per_candidate=1, hosts=[socket.gethostname()],
-                   threads_per_rank=threads, scheduler=scheduler_facts(), finished=False)
-    master = make_master(cfg, task, 1, progress)
     try:
+        say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir} in one process")
+        threads = set_threads(cfg.cluster.threads_per_rank, 1)
+        write_run_json(cfg, task, world_size=1, groups=1, ranks_per_candidate=1, hosts=[socket.gethostname()],
+                       threads_per_rank=threads, scheduler=scheduler_facts(), finished=False)
         run_serial(master, Evaluator(cfg, task, LocalGroup(), pick_device(0)))
     finally:
         master.close()
     return finish(cfg, task, master)
 
 
-def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> int:
+def _search_mpi(comm, cfg: Config, resume: bool, progress: bool, lock: RunLock) -> int:
     k = cfg.cluster.ranks_per_candidate
-    kept = {}  # rank 0's task, from its setup
+    kept = {}  # rank 0's task and master, from its setup
 
     def rank0_setup() -> str:
-        state, kept["task"] = setup(cfg, resume)
+        state, kept["task"], kept["master"] = setup(cfg, resume, lock, (comm.size - 1) // k, progress)
         return state
 
     state = mpi.handshake(comm, k, rank0_setup)
@@ -117,23 +168,25 @@ def _search_mpi(comm, cfg: Config, resume: bool, progress: bool) -> int:
         if comm.rank == 0:
             say(f"{cfg.run_dir}: this run is already finished")
         return 0
-    layout = mpi.make_layout(comm, k)
-    threads = set_threads(cfg.cluster.threads_per_rank, layout.ranks_on_node)
     if comm.rank == 0:
-        hosts = layout.hosts
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir}: {comm.size} ranks = master + "
-            f"{layout.n_groups} groups of {k} (Horovod), {threads} threads per rank")
-        write_run_json(cfg, task, world_size=comm.size, groups=layout.n_groups, ranks_per_candidate=k,
-                       hosts=sorted(set(hosts)), ranks_per_node={h: hosts.count(h) for h in sorted(set(hosts))},
-                       gpus_per_rank=min(gpus, 1), threads_per_rank=threads, scheduler=scheduler_facts(),
-                       finished=False)
-        master = make_master(cfg, task, layout.n_groups, progress)
+        master = kept["master"]
         try:
+            layout = mpi.make_layout(comm, k)
+            threads = set_threads(cfg.cluster.threads_per_rank, layout.ranks_on_node)
+            hosts = layout.hosts
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir}: {comm.size} ranks = master + "
+                f"{layout.n_groups} groups of {k} (Horovod), {threads} threads per rank")
+            write_run_json(cfg, task, world_size=comm.size, groups=layout.n_groups, ranks_per_candidate=k,
+                           hosts=sorted(set(hosts)), ranks_per_node={h: hosts.count(h) for h in sorted(set(hosts))},
+                           gpus_per_rank=min(gpus, 1), threads_per_rank=threads, scheduler=scheduler_facts(),
+                           finished=False)
             mpi.master_loop(comm, layout, master, cfg.cluster.stop_grace)
         finally:
             master.close()
         return finish(cfg, task, master)
+    layout = mpi.make_layout(comm, k)
+    threads = set_threads(cfg.cluster.threads_per_rank, layout.ranks_on_node)
     group = HorovodGroup(layout.group)
     interrupted = mpi.stop_requested_of(comm, layout)
     mpi.worker_loop(comm, layout, lambda: Evaluator(cfg, task, group, pick_device(layout.local_rank), interrupted))
@@ -155,7 +208,10 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
         summary["master_ms_per_result"] = {
             "median": 1e3 * statistics.median(master.handling_seconds),
             "p95": 1e3 * sorted(master.handling_seconds)[int(0.95 * (len(master.handling_seconds) - 1))]}
-    if master.best is not None and not run.has_trained_network():  # tasks that train nothing
+    if master.best is not None and run.has_trained_network() and master.stopping:
+        say("test-split scoring skipped: the job is stopping and must end in the scheduler's window "
+            "(the resumed run scores it at its end)")
+    if master.best is not None and (master.stopping or not run.has_trained_network()):  # or tasks that train nothing
         say(f"best of {n} evaluations: id {master.best[1]}, {task.metric} {master.best[0]:.4g} {task.unit}")
         summary.update(best_id=master.best[1], best_val=master.best[0])
     elif master.best is not None:

@@ -1,27 +1,33 @@
 """The master's work, whatever carries the messages: hand out genomes, store results, keep the search informed.
 
-Every result is stored and flushed, and every genome journalled in the checkpoint, before the next genome goes
-out; genomes in flight when a job dies are sent again on resume, under the same id. What can wait (the search's
-deferred work, such as refitting its surrogate; bringing the HDF5 results level; compacting the checkpoint) is left
-to `catch_up`, which the transports call after the reply is sent, when no other result is waiting.
+Every result is stored and written to the operating system, and every genome journalled in the checkpoint, before
+the next genome goes out; a genome leaves the list in flight only once its row is stored. Genomes in flight when a
+job dies are sent again on resume, under the same id, except one that was in flight at `CRASH_LIMIT` crashes: it
+is stored as crashed. What can wait (forcing the files to disk every few seconds; the search's deferred work, such
+as refitting its surrogate; bringing the HDF5 results level; compacting the checkpoint) is left to `catch_up`,
+which the transports call after the reply is sent, when no other result is waiting.
 """
 from __future__ import annotations
 
+import socket
 import time
 from collections import deque
 from typing import Optional
 
 from menndl_py.config import Config
+from menndl_py.errors import UserError
 from menndl_py.genome import Genome
 from menndl_py.records import Result, Status, Work, better, stored_row
 from menndl_py.rundir import Checkpoint, ResultStore, RunDir, read_checkpoint
-from menndl_py.rundir.networks import save_network
+from menndl_py.rundir.networks import discard_staged, install_network, settle_networks, stage_network
 from menndl_py.search import Search, SpaceExhausted
 from menndl_py.tasks.base import Task
 
 H5_BATCH, H5_SECONDS = 256, 30.0  # the HDF5 results are brought level every this many rows or seconds, when idle
 JOURNAL_LINES = 1000  # the checkpoint is compacted when its journal is this long (or twice the genomes in flight)
 OVERDUE = 4  # deferred work is done even under a backlog of results once it is this many times overdue
+SYNC_SECONDS = 2.0  # results and journal are forced to disk this often (OVERDUE times as seldom under a backlog)
+CRASH_LIMIT = 2  # a genome in flight at this many crashes of the job is stored as crashed, not sent again
 
 
 class Master:
@@ -36,6 +42,8 @@ class Master:
         self.in_flight: dict[int, Work] = {}
         self._genomes: dict[int, Genome] = {}  # of the work in flight, by id
         self.resend: deque[Work] = deque()
+        self.attempts: dict[int, int] = {}  # sends of each id in flight (or to resend) not ended by a clean stop
+        self.sent: set[int] = set()  # ids sent by this launch
         self.next_id, self.elapsed_before = 0, 0.0
         self.fingerprint = cfg.fingerprint()
         self.checkpoints = Checkpoint(self.run.checkpoint)
@@ -47,13 +55,17 @@ class Master:
         self.busy_seconds = 0.0
         self.handling_seconds: list[float] = []  # master time per result: store, tell, ask, send
         self.deferred_seconds = 0.0  # in catch_up: refits, results.h5, checkpoint compaction
-        self._h5_written = time.monotonic()
+        self._h5_written = self._synced = time.monotonic()
         self.progress = Progress(self, progress)
 
     # -- resume --------------------------------------------------------------------------------------
     def _restore(self) -> None:
         for row in self.store.rows:
-            genome = Genome.from_json(row["genome"])
+            try:
+                genome = Genome.from_json(row["genome"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise UserError(f"{self.store.csv_path}: the genome of id {row['id']} is unreadable: a corrupt row "
+                                f"(remove it, and the lines after it, to continue the run)") from None
             self.ids[genome.key] = row["id"]
             self._track_best(row)
             self.search.tell(genome, row["fitness"] if row["status"] == Status.OK else None)
@@ -62,17 +74,32 @@ class Master:
         self.search.log = self.run.append_surrogate_row  # replays are not measurements: logged from here on
         checkpoint = read_checkpoint(self.run.checkpoint)
         if checkpoint:
-            self.search.restore(checkpoint["ga"])
+            if checkpoint["ga"] is not None:  # None: no genome was asked for yet, or the snapshot was rebuilt
+                self.search.restore(checkpoint["ga"])
             self.next_id = checkpoint["next_id"]
             self.elapsed_before = checkpoint["elapsed"]
             self.checkpoints.seq = checkpoint.get("seq", 0)
             done = {row["id"] for row in self.store.rows}
-            self.resend = deque(Work.from_json(w) for w in checkpoint["in_flight"] if w["id"] not in done)
-            for work in self.resend:
+            for work in (Work.from_json(w) for w in checkpoint["in_flight"] if w["id"] not in done):
                 genome = Genome.from_json(work.genome)
                 self.ids[genome.key] = work.id
-                self.search.mark_in_flight(genome)
+                crashes = checkpoint["attempts"].get(work.id, 0)
+                if crashes >= CRASH_LIMIT:
+                    self._store_crashed(work, genome, crashes)
+                else:
+                    self.attempts[work.id] = crashes
+                    self.resend.append(work)
+                    self.search.mark_in_flight(genome)
         self.next_id = max([self.next_id, *(r["id"] + 1 for r in self.store.rows)])
+        settle_networks(self.run.best, self.best and self.best[1])
+
+    def _store_crashed(self, work: Work, genome: Genome, crashes: int) -> None:
+        now = self.clock()
+        result = Result(work.id, Status.CRASHED, None, {}, f"in flight at {crashes} crashes of the job (does it kill "
+                        f"its ranks?); not sent again", 0, 0.0, [], now, now, socket.gethostname(), 0)
+        row = stored_row(work, result, genome)
+        self.store.append(row)
+        self.search.tell(genome, None)
 
     # -- the budget ----------------------------------------------------------------------------------
     @property
@@ -117,6 +144,8 @@ class Master:
         work.group, work.submit_time, work.best = group, self.clock(), self.best[0] if self.best else None
         self.in_flight[work.id] = work
         self._genomes[work.id] = genome
+        self.attempts[work.id] = self.attempts.get(work.id, 0) + 1  # a journal line counts it on reading
+        self.sent.add(work.id)
         if self.checkpoints.started:
             self.checkpoints.append({"work": work.to_json(), "next_id": self.next_id, "ga": self.search.state(),
                                      "elapsed": self.elapsed})
@@ -125,16 +154,28 @@ class Master:
         return work
 
     def on_result(self, result: Result) -> None:
-        """Store a finished evaluation, then tell the search. An abandoned one stays in flight, for the resume."""
-        if result.status == Status.INTERRUPTED:
+        """Store a finished evaluation (any status but INTERRUPTED), then tell the search. The work stays in flight
+        until its row is stored, so if storing fails (a full disk, an interrupt) the resume sends it again. An
+        abandoned one stays in flight, for the resume; a late answer for work already stored (declared lost) is
+        dropped."""
+        if result.status == Status.INTERRUPTED or result.id not in self.in_flight:
             return
-        work = self.in_flight.pop(result.id)
-        genome = self._genomes.pop(result.id)
+        work, genome = self.in_flight[result.id], self._genomes[result.id]
         row = stored_row(work, result, genome)
-        self.store.append(row)
-        if self._track_best(row) and result.weights is not None:
-            save_network(self.run.best, genome, result.weights,
-                         {k: v for k, v in row.items() if k not in ("genome", "curve")})
+        beats = self._beats_best(row)
+        staged = stage_network(self.run.best, genome, result.weights, _record(row)) \
+            if beats and result.weights is not None else None
+        try:
+            self.store.append(row)
+        except BaseException:
+            if staged is not None:
+                discard_staged(staged)
+            raise
+        del self.in_flight[result.id], self._genomes[result.id], self.attempts[result.id]
+        if beats:
+            self.best = (row["fitness"], row["id"])
+        if staged is not None:  # a crash before this is mended by settle_networks on resume
+            install_network(staged, self.run.best)
         self.search.tell(genome, row["fitness"])  # its costly updates wait for catch_up
         self.busy_seconds += max(0.0, row["end_time"] - row["start_time"])
         self.progress.update(row)  # the checkpoint is written by next_work or close (stored ids are never re-sent)
@@ -145,9 +186,18 @@ class Master:
         Returns whether anything was done (call again until it returns False)."""
         start = time.perf_counter()
         late = 1 if idle else OVERDUE
-        done = self.search.idle_work(late) or self._level_h5(late, idle) or self._compact(late)
+        done = self._sync(late) or self.search.idle_work(late) or self._level_h5(late, idle) or self._compact(late)
         self.deferred_seconds += time.perf_counter() - start if done else 0.0
         return done
+
+    def _sync(self, late: int) -> bool:
+        if not (self.store.unsynced or self.checkpoints.unsynced) or \
+                time.monotonic() - self._synced < late * SYNC_SECONDS:
+            return False
+        self.store.fsync()
+        self.checkpoints.sync()
+        self._synced = time.monotonic()
+        return True
 
     def _level_h5(self, late: int, idle: bool) -> bool:
         pending = self.store.h5_pending
@@ -164,30 +214,46 @@ class Master:
         return False
 
     # -- records ---------------------------------------------------------------------------------------
-    def _track_best(self, row: dict) -> bool:
-        if row["status"] != Status.OK or not better(row["fitness"], self.best and self.best[0],
-                                                     self.task.higher_is_better):
-            return False
-        self.best = (row["fitness"], row["id"])
-        return True
+    def _beats_best(self, row: dict) -> bool:
+        return row["status"] == Status.OK and better(row["fitness"], self.best and self.best[0],
+                                                      self.task.higher_is_better)
+
+    def _track_best(self, row: dict) -> None:
+        if self._beats_best(row):
+            self.best = (row["fitness"], row["id"])
 
     def checkpoint(self, finished: bool = False) -> None:
         """Write the whole state (a snapshot; the journal starts afresh)."""
+        in_flight = [*self.in_flight.values(), *self.resend]
         self.checkpoints.snapshot({
             "fingerprint": self.fingerprint, "next_id": self.next_id, "ga": self.search.state(),
-            "in_flight": [w.to_json() for w in (*self.in_flight.values(), *self.resend)], "elapsed": self.elapsed,
-            "finished": finished})
+            "in_flight": [w.to_json() for w in in_flight], "elapsed": self.elapsed, "finished": finished,
+            "attempts": {str(w.id): self.attempts[w.id] for w in in_flight}})
 
     def close(self) -> None:
-        """Flush everything; mark the run finished if its budget is spent."""
+        """Flush everything; mark the run finished if its budget is spent. This launch ends cleanly: the genomes
+        it sent that are still in flight did not crash it, so their sends are not counted against them."""
         finished = self.done and not self.stopping
         if finished:
             self.search.finish()
+        for work_id in self.sent & self.in_flight.keys():
+            self.attempts[work_id] -= 1
         self.checkpoint(finished=finished)
         self.checkpoints.close()
         self.store.sync()
         self.store.close()
         self.progress.close()
+
+    def abandon(self) -> None:
+        """Close the files, writing nothing (a finished run, which this launch does not extend)."""
+        self.checkpoints.close()
+        self.store.close()
+        self.progress.close()
+
+
+def _record(row: dict) -> dict:
+    """What result.json keeps of a row: all but the genome (in genome.json) and the curve."""
+    return {k: v for k, v in row.items() if k not in ("genome", "curve")}
 
 
 class Progress:

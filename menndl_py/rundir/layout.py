@@ -14,17 +14,30 @@ GENOME, WEIGHTS, RECORD = "genome.json", "model.pt", "result.json"  # a saved ne
 SURROGATE_COLUMNS = ["refit", "n_results", "n_train", "fit_seconds", "spearman", "n_scored"]
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the names in directory `path` (a file renamed into it) survive a crash of the node."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """A reader sees the old or the new file, never half of one."""
+    """A reader sees the old or the new file, never half of one, and after a crash of the node the new one: the
+    file is forced to disk before the rename, and the directory after it."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as fh:
         fh.write(json.dumps(data))  # json.dumps uses the C encoder; json.dump to a file does not
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 class RunDir:
-    """`runs/<name>/`: config.yaml, run.json, results.csv/.h5, surrogate.csv, the checkpoint, baselines.json, the
-    best network of the search (best/), the retrained one (final/), report/."""
+    """`runs/<name>/`: config.yaml, run.json, results.csv/.h5, surrogate.csv, the checkpoint, the lock,
+    baselines.json, the best network of the search (best/), the retrained one (final/), report/."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -34,6 +47,7 @@ class RunDir:
         self.results_h5 = self.path / "results.h5"
         self.surrogate_csv = self.path / "surrogate.csv"
         self.checkpoint = self.path / "checkpoint.json"
+        self.lock = self.path / "run.lock"  # held by the one `menndl run` or `resume` working here
         self.baselines = self.path / "baselines.json"
         self.report = self.path / "report"
         self.best = self.path / "best"  # the search's best network, as it was trained in the search

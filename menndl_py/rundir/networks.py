@@ -1,36 +1,106 @@
 """Trained networks in a run directory (best/, final/): saved whole, loaded, and scored on the test split.
 
 A network is three files: genome.json, result.json (its metrics and calibration) and model.pt (a state dict, for
-`torch.load(..., weights_only=True)`). model.pt is renamed into place last: a reader that finds it finds the rest.
+`torch.load(..., weights_only=True)`). They are written whole, forced to disk, into a new hidden directory beside
+the network's place (`stage_network`), which `install_network` then puts in use at once: the place (best/) is a
+symbolic link to that directory, replaced by a rename. So a reader finds the old network or the new one, never a
+mixture; `load_network` checks that the three files belong together all the same.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import shutil
+import uuid
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
-from menndl_py.rundir.layout import GENOME, RECORD, WEIGHTS, write_json_atomic
+from menndl_py.rundir.layout import GENOME, RECORD, WEIGHTS, fsync_dir
 from menndl_py.train.trainer import Objective, score_split
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _beside(where: Path, kind: str) -> Path:
+    """A new hidden name beside `where`: `.best-staged-1f2e...`."""
+    return where.with_name(f".{where.name}-{kind}-{uuid.uuid4().hex[:12]}")
+
+
+def _leftovers(where: Path) -> list[Path]:
+    return sorted(where.parent.glob(f".{where.name}-*"))
+
+
 def save_network(where: Path, genome: Genome, weights: Union[bytes, dict], record: dict) -> None:
-    """Write a network into `where` (weights: a state dict, or one already saved to bytes)."""
-    where.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(where / GENOME, genome.to_json())
-    write_json_atomic(where / RECORD, record)
+    """Write a network into `where` whole (weights: a state dict, or one already saved to bytes)."""
+    install_network(stage_network(where, genome, weights, record), where)
+
+
+def stage_network(where: Path, genome: Genome, weights: Union[bytes, dict], record: dict) -> Path:
+    """Write a network whole into a new directory beside `where`, not yet in use; returns that directory."""
     if not isinstance(weights, bytes):
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in weights.items()}, buf)
         weights = buf.getvalue()
-    tmp = where / (WEIGHTS + ".tmp")
-    tmp.write_bytes(weights)
-    os.replace(tmp, where / WEIGHTS)
+    staged = _beside(where, "staged")
+    staged.mkdir(parents=True)
+    _write_durably(staged / GENOME, json.dumps(genome.to_json()).encode())
+    _write_durably(staged / RECORD, json.dumps(record).encode())
+    _write_durably(staged / WEIGHTS, weights)
+    fsync_dir(staged)
+    return staged
+
+
+def install_network(staged: Path, where: Path) -> None:
+    """Put the network staged in `staged` in use at `where` in one rename, and remove the one it replaces."""
+    previous = where.resolve() if where.is_symlink() else None
+    if where.is_dir() and not where.is_symlink():  # a network saved before networks were staged
+        previous = _beside(where, "old")
+        os.rename(where, previous)
+    link = _beside(where, "link")
+    os.symlink(staged.name, link)
+    os.replace(link, where)
+    fsync_dir(where.parent)
+    if previous is not None and previous != staged.resolve():
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def discard_staged(staged: Path) -> None:
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def settle_networks(where: Path, best_id: Optional[int]) -> None:
+    """After a crash: install the staged network of the best stored row (`best_id`) if the crash came between
+    storing the row and installing the network; remove every other leftover of an unfinished save."""
+    in_use = where.resolve() if where.is_symlink() else None
+    current = _record_id(where) if where.is_dir() else None
+    for leftover in _leftovers(where):
+        if leftover == in_use:
+            continue
+        if leftover.is_symlink() or not leftover.is_dir():
+            leftover.unlink(missing_ok=True)
+        elif best_id is not None and current != best_id and _record_id(leftover) == best_id \
+                and (leftover / WEIGHTS).is_file():
+            install_network(leftover, where)
+            current = best_id
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _record_id(where: Path) -> Optional[int]:
+    try:
+        return json.loads((where / RECORD).read_text()).get("id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_genome(where: Path) -> Genome:
@@ -53,13 +123,22 @@ def read_record(where: Path) -> dict:
 
 
 def load_network(where: Path, space: SearchSpace) -> tuple[Genome, torch.nn.Module, dict]:
-    """(genome, model in eval mode on the CPU, result record) of the network saved in `where`."""
+    """(genome, model in eval mode on the CPU, result record) of the network saved in `where`; UserError if its
+    files do not belong together."""
     genome = read_genome(where)
     if not (where / WEIGHTS).is_file():
         raise UserError(f"{where / WEIGHTS}: missing; the run has no trained network yet")
+    record = read_record(where)
+    if record.get("genome_hash", genome.key) != genome.key:
+        raise UserError(f"{where}: {GENOME} (genome {genome.key}) and {RECORD} (genome {record['genome_hash']}) "
+                        f"are of different networks")
     model = space.build(genome)
-    model.load_state_dict(torch.load(where / WEIGHTS, map_location="cpu", weights_only=True))
-    return genome, model.eval(), read_record(where)
+    try:
+        model.load_state_dict(torch.load(where / WEIGHTS, map_location="cpu", weights_only=True))
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise UserError(f"{where / WEIGHTS}: not the weights of the network in {where / GENOME} "
+                        f"({str(exc).splitlines()[0]})") from None
+    return genome, model.eval(), record
 
 
 def calibrated(task, where: Path, record: dict, warn) -> None:

@@ -1,9 +1,10 @@
 """results.csv (the durable record) and results.h5 (the same, plus arrays), one row appended per evaluation.
 
-Each CSV row is written and flushed to the operating system before the master sends the next genome, so a killed
-job loses nothing that was stored; a half-written last line is dropped on opening (that evaluation was still in
-flight). results.h5 is derived from the CSV: rows reach it in batches (`write_h5`, called by the master when it
-is idle, and at close), and on opening it is rebuilt from the CSV unless it holds exactly the CSV's rows.
+Each CSV row is written to the operating system (one write) before the master sends the next genome, so a killed
+job loses nothing that was stored, and forced to disk within a few seconds (`fsync`, called by the master), so a
+crashed node loses at most those seconds; a half-written last line is dropped on opening (that evaluation was
+still in flight). results.h5 is derived from the CSV: rows reach it in batches (`write_h5`, called by the master
+when it is idle, and at close), and on opening it is rebuilt from the CSV unless it holds exactly the CSV's rows.
 
 results.h5 layout, one entry per evaluation in CSV order: `evals/id` (int64), `evals/row` (the CSV row's scalars
 as JSON), `evals/genome` (JSON); `curves` (float64, one line per epoch: id, epoch, train_loss, seconds).
@@ -54,15 +55,18 @@ def _parse(name: str, text: str) -> Any:
 
 
 class ResultStore:
-    """Append-only evaluation records for one run directory."""
+    """Append-only evaluation records for one run directory. Each row is one write to the CSV, which is undone if
+    it fails (a full disk, an interrupt), so the file holds whole rows only; `fsync` forces it to disk."""
 
     def __init__(self, run_dir: Path, metric_names: Iterable[str]):
         run = RunDir(run_dir)
         self.csv_path, self.h5_path = run.results, run.results_h5
         self.columns = columns(metric_names)
         self.rows: list[dict] = self._read_csv()
-        self._csv = open(self.csv_path, "a", newline="")
-        if not self.rows and self._csv.tell() == 0:
+        self._fd = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._unsynced = False
+        if self._size == 0:
             self._write_line(self.columns)
         self._pending_h5: list[dict] = []
         self._h5 = self._open_h5()
@@ -73,19 +77,32 @@ class ResultStore:
             return []
         data = self.csv_path.read_bytes()
         complete = complete_lines(data)
+        try:
+            lines = list(csv.reader(io.StringIO(complete.decode())))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise UserError(f"{self.csv_path}: not a results table ({exc})") from None
+        if lines and lines[0] != self.columns:
+            raise UserError(f"{self.csv_path}: columns do not match this task's (was the run made by another task?)")
+        rows = [self._row(n, line) for n, line in enumerate(lines[1:], 2)]
         if len(complete) != len(data):  # killed mid-line: that evaluation was not stored
             with open(self.csv_path, "r+b") as fh:
                 fh.truncate(len(complete))
-        reader = csv.reader(io.StringIO(complete.decode()))
-        header = next(reader, None)
-        if header is None:
-            return []
-        if header != self.columns:
-            raise UserError(f"{self.csv_path}: columns do not match this task's (was the run made by another task?)")
-        try:
-            return [{k: _parse(k, v) for k, v in zip(header, line)} for line in reader]
-        except ValueError as exc:
-            raise UserError(f"{self.csv_path}: corrupt row ({exc})") from None
+        return rows
+
+    def _row(self, n: int, line: list[str]) -> dict:
+        """Line `n` of the CSV as a row; UserError naming the line if it is not one."""
+        if len(line) != len(self.columns):
+            raise UserError(f"{self.csv_path}: line {n} has {len(line)} fields, expected {len(self.columns)}: a "
+                            f"corrupt row (remove it, and the lines after it, to continue the run)")
+        row = {}
+        for name, text in zip(self.columns, line):
+            try:
+                row[name] = _parse(name, text)
+            except ValueError:
+                raise UserError(f"{self.csv_path}: line {n}, column {name}: {text[:40]!r} is not "
+                                f"{'an integer' if name in INT_COLUMNS else 'a number'}: a corrupt row (remove "
+                                f"it, and the lines after it, to continue the run)") from None
+        return row
 
     def _open_h5(self) -> h5py.File:
         try:
@@ -112,8 +129,19 @@ class ResultStore:
     def _write_line(self, cells: list[str]) -> None:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(cells)
-        self._csv.write(buf.getvalue())
-        self._csv.flush()
+        encoded = buf.getvalue().encode()
+        data = memoryview(encoded)
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except BaseException:  # a full disk, an interrupt: take back what part of the line was written
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass  # the reader drops a last line without its newline
+            raise
+        self._size += len(encoded)
+        self._unsynced = True
 
     def _write_h5(self, h5: h5py.File) -> None:
         rows, self._pending_h5 = self._pending_h5, []
@@ -150,15 +178,23 @@ class ResultStore:
         self._pending_h5.append(stored)
 
     def close(self) -> None:
-        self._csv.close()
+        os.close(self._fd)
         self.write_h5()
         self._h5.close()
 
+    @property
+    def unsynced(self) -> bool:
+        """Whether rows were written since the CSV was last forced to disk."""
+        return self._unsynced
+
+    def fsync(self) -> None:
+        """Force the CSV to disk (the master does every few seconds): it then survives a crash of the node."""
+        os.fsync(self._fd)
+        self._unsynced = False
+
     def sync(self) -> None:
-        """Force the CSV to disk and bring results.h5 level (for a clean stop; flushing the CSV is enough to
-        survive a killed job)."""
-        self._csv.flush()
-        os.fsync(self._csv.fileno())
+        """Force the CSV to disk and bring results.h5 level (at the end of a launch)."""
+        self.fsync()
         self.write_h5()
 
 

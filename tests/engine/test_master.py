@@ -6,15 +6,12 @@ import pytest
 import torch
 
 from menndl_py.commands.run import make_master
-from menndl_py.engine.evaluator import Evaluator
 from menndl_py.engine.master import Master
 from menndl_py.engine.transport.serial import run_serial
 from menndl_py.genome import Genome
 from menndl_py.records import Result
 from menndl_py.rundir import read_checkpoint
 from menndl_py.rundir.layout import SURROGATE_COLUMNS
-from menndl_py.tasks import make_task
-from menndl_py.train.group import LocalGroup
 
 N = 10
 TINY_OPTIONS = {"train_size": 600, "val_size": 300, "test_size": 300}  # seconds per run on two shared cores
@@ -30,23 +27,6 @@ def search_config(data_dir, **search):
         "cluster": {"candidate_timeout": 60},
         "training": {"epochs": 1},
     }
-
-
-@pytest.fixture
-def setup(make_config, elemnet_data_dir, cpu):
-    """setup(name, **search) -> (cfg, task, evaluator) with the run directory made."""
-
-    def make(name="run", data=None, **search):
-        raw = search_config(elemnet_data_dir, **search)
-        raw["run"] = {"name": name}
-        for key, value in (data or {}).items():
-            raw[key] = {**raw.get(key, {}), **value}
-        cfg = make_config(raw)
-        cfg.run_dir.mkdir(parents=True)
-        task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
-        return cfg, task, Evaluator(cfg, task, LocalGroup(), cpu)
-
-    return make
 
 
 def run(cfg, task, evaluator) -> Master:

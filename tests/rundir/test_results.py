@@ -231,3 +231,44 @@ def test_corrupt_row_is_a_user_error(tmp_path):
         fh.write("x" + ",1" * (len(columns(METRICS)) - 1) + "\n")
     with pytest.raises(UserError, match="corrupt row"):
         ResultStore(tmp_path, METRICS)
+
+
+@pytest.mark.parametrize("line, named", [("3,abc", "line 3 has 2 fields, expected"),
+                                         ("3,abc" + ",x" * 23, "line 3, column fitness: 'x' is not a number")])
+def test_a_short_or_mistyped_row_is_named_by_line_and_column(tmp_path, line, named):
+    write(tmp_path, [make_row(0)])
+    with open(tmp_path / "results.csv", "a") as fh:
+        fh.write(line + "\n")
+    before = (tmp_path / "results.csv").read_bytes()
+    with pytest.raises(UserError) as error:
+        ResultStore(tmp_path, METRICS)
+    assert str(error.value).startswith(f"{tmp_path / 'results.csv'}: {named}") and "\n" not in str(error.value)
+    assert (tmp_path / "results.csv").read_bytes() == before  # nothing changed on disk
+
+
+def test_a_results_file_that_is_not_text_is_a_user_error(tmp_path):
+    (tmp_path / "results.csv").write_bytes(b"id,genome\x00\xff\xfe\n")
+    with pytest.raises(UserError, match="not a results table"):
+        ResultStore(tmp_path, METRICS)
+
+
+def test_a_failed_write_leaves_whole_rows_only(tmp_path, monkeypatch):
+    """A full disk in the middle of a row: the part written is taken back, and the next row follows whole."""
+    import errno
+    import os
+
+    store = ResultStore(tmp_path, METRICS)
+    store.append(make_row(0))
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError):
+        store.append(make_row(1))
+    monkeypatch.setattr(os, "write", real_write)
+    store.append(make_row(2))
+    store.close()
+    assert [r["id"] for r in ResultStore(tmp_path, METRICS).rows] == [0, 2]
