@@ -42,7 +42,7 @@ class StemDefectsOptions:
     simulator: dict = setting(factory=dict)  # StemSettings fields: material, dose, probe_fwhm, ...
     tile: int = setting(128, min=16, max=4096)  # training tiles of tile × tile pixels
     match_radius: float = setting(1.0, min=0.0)  # Å: how far a detection may lie from the defect it finds
-    min_pixels: int = setting(3, min=1, max=1_000_000)  # smaller argmax blobs are not defects (networks without calibrated thresholds)
+    min_pixels: int = setting(3, min=1, max=1_000_000)  # smaller argmax blobs are not defects (uncalibrated networks)
     loss: str = setting("cross_entropy")  # or "focal"
     focal_gamma: float = setting(2.0, min=0.0, max=10.0)
     class_weight_power: float = setting(0.5, min=0.0, max=1.0)  # class weights (f_lattice / f_class) ** power
