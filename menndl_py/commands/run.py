@@ -101,6 +101,9 @@ def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: boo
     "resume" or "finished"; a finished run's master is closed already). Raises UserError."""
     task = task_of(cfg)
     seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), space_of(cfg, task))
+    new = not cfg.run_dir.exists()
+    if new:  # missing or bad data leaves no run directory behind
+        ensure_data(task)
     lock.acquire()
     state = prepare_run_dir(cfg, resume)
     master = make_master(cfg, task, n_groups, progress)
@@ -113,7 +116,8 @@ def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: boo
     config_module.save(cfg, RunDir(cfg.run_dir).config)  # the budget may have been changed
     if os.environ.get(LAUNCH_FILE):
         Path(os.environ[LAUNCH_FILE]).write_text(f"{cfg.run_dir.resolve()}\n{len(master.store.rows)}\n")
-    ensure_data(task)
+    if not new:
+        ensure_data(task)
     return state, task, master
 
 
