@@ -15,6 +15,8 @@ from menndl_py.errors import CandidateRefused, UserError
 from menndl_py.genome.genome import Genome
 from menndl_py.rng import driving_global_random
 
+MORE, MAX_MOVES = 0.3, 4  # a mutation makes one change, and another with probability MORE, up to MAX_MOVES
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -86,29 +88,40 @@ class SearchSpace:
                       {name: gene.sample(rng) for name, gene in self.training_genes.items()})
 
     def mutate(self, genome: Genome, rng: random.Random) -> Genome:
-        """One structural or gene change: add, remove or alter a layer, or alter a training gene."""
+        """One change, and with probability MORE each, up to MAX_MOVES in all, another: half of them alter a
+        training gene, half add, remove or alter a layer (the training genes weigh as much as the layers)."""
         layers, training = [dict(layer) for layer in genome.layers], dict(genome.training)
-        moves = ["alter_layer", "alter_training"]
+        moves = 1
+        while moves < MAX_MOVES and rng.random() < MORE:
+            moves += 1
+        for move in range(moves + 2 * MAX_MOVES):  # past `moves` only while the changes have cancelled out
+            if move >= moves and Genome(layers, training).key != genome.key:
+                break
+            if rng.random() < 0.5:
+                name = rng.choice(list(self.training_genes))
+                training[name] = self.training_genes[name].mutate(training[name], rng)
+            else:
+                self._move_layer(layers, rng)
+        return Genome(layers, training)
+
+    def _move_layer(self, layers: list[dict], rng: random.Random) -> None:
+        """Add, remove or alter a layer of `layers`, in place."""
+        moves = ["alter"]
         if len(layers) < self.depth[1]:
-            moves.append("add_layer")
+            moves.append("add")
         if len(layers) > self.depth[0]:
-            moves.append("remove_layer")
+            moves.append("remove")
         move = rng.choice(moves)
-        if move == "add_layer":
+        if move == "add":
             at = rng.randint(0, len(layers))
             template = layers[min(at, len(layers) - 1)] if layers else self.sample_layer(rng)
-            new = dict(template) if rng.random() < 0.5 else self.sample_layer(rng)
-            layers.insert(at, new)
-        elif move == "remove_layer":
+            layers.insert(at, dict(template) if rng.random() < 0.5 else self.sample_layer(rng))
+        elif move == "remove":
             layers.pop(rng.randrange(len(layers)))
-        elif move == "alter_layer" and layers:
+        elif layers:
             layer = rng.choice(layers)
             name = rng.choice(list(self.layer_genes))
             layer[name] = self.layer_genes[name].mutate(layer[name], rng)
-        else:
-            name = rng.choice(list(self.training_genes))
-            training[name] = self.training_genes[name].mutate(training[name], rng)
-        return Genome(layers, training)
 
     def crossover(self, a: Genome, b: Genome, rng: random.Random) -> tuple[Genome, Genome]:
         """DEAP's messy one-point crossover of the layer lists; training genes swapped uniformly."""
