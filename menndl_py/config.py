@@ -72,11 +72,34 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class RungsConfig:
+    """Multi-fidelity promotion: a candidate trains for `min_budget` first; the best 1/eta of each rung go on
+    training, from where they stopped, to the next rung (eta times the budget), up to `max_budget`."""
+
+    unit: str = setting("seconds", choices=("seconds", "epochs"))
+    min_budget: float = setting(10.0, min=0.01, max=SECONDS_PER_WEEK)
+    max_budget: float = setting(270.0, min=0.01, max=SECONDS_PER_WEEK)
+    eta: int = setting(3, min=2, max=100)
+    data: list = setting(factory=list)  # the share of the training rows each rung trains on, lowest first
+
+    @property
+    def budgets(self) -> list[float]:
+        """Each rung's budget, counted from scratch: max_budget / eta**k, down to at least min_budget."""
+        n = int(math.floor(math.log(self.max_budget / self.min_budget, self.eta) + 1e-9))
+        return [self.max_budget / self.eta ** (n - k) for k in range(n + 1)]
+
+    def share(self, rung: int) -> float:
+        """The share of the training rows rung `rung` trains on."""
+        return float(self.data[rung]) if self.data else 1.0
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = setting(20, min=1, max=1_000_000)
+    epochs: int = setting(20, min=1, max=1_000_000)  # with rungs: at most this many epochs in all
     time_budget: Optional[float] = setting(None, min=0.1, max=SECONDS_PER_WEEK)
     eval_batch_size: int = setting(4096, min=1, max=2**20)
-    lr_schedule: str = setting("constant", choices=("constant", "cosine"))  # cosine: to 0 over the budget
+    lr_schedule: str = setting("constant", choices=("constant", "cosine"))  # cosine: to 0 over the budget (rung)
+    rungs: Optional[RungsConfig] = setting(None)  # multi-fidelity promotion; off: each candidate trains once
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,8 @@ class Config:
         d["search"].pop("max_minutes")
         if d["search"]["algorithm"] == "ga":  # added later: left out at its default, so older runs resume
             d["search"].pop("algorithm")
+        if d["training"]["rungs"] is None:  # the same
+            d["training"].pop("rungs")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -199,11 +224,32 @@ def from_dict(data: Any) -> Config:
         raise UserError("search: set max_evaluations or max_minutes (or both), or the search never ends")
     # (the default 3 over a population of 2 is left alone: DEAP draws the tournament with replacement, and the
     # runs made so, whose config.yaml holds it, must go on resuming)
+    _check_rungs(cfg.training)
     tournament = cfg.search.tournament_size
     if tournament > cfg.search.population and tournament != SearchConfig.tournament_size:
         raise UserError(f"search.tournament_size: must be at most search.population ({cfg.search.population}), "
                         f"got {cfg.search.tournament_size}")
     return cfg
+
+
+def _check_rungs(training: TrainingConfig) -> None:
+    rungs = training.rungs
+    if rungs is None:
+        return
+    if rungs.max_budget < rungs.min_budget:
+        raise UserError(f"training.rungs.max_budget: must be at least min_budget ({rungs.min_budget:g}), got "
+                        f"{rungs.max_budget:g}")
+    n = len(rungs.budgets)
+    if n > 20:
+        raise UserError(f"training.rungs: {n} rungs from min_budget to max_budget; at most 20 (raise eta)")
+    if rungs.data and (len(rungs.data) != n or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       and 0 < v <= 1 for v in rungs.data)
+                       or list(rungs.data) != sorted(rungs.data) or rungs.data[-1] != 1):
+        raise UserError(f"training.rungs.data: must be {n} shares of the training rows, one per rung (budgets "
+                        f"{', '.join(f'{b:g}' for b in rungs.budgets)}), each > 0 and <= 1, never falling, the last "
+                        f"1; got {shown(rungs.data)}")
+    if training.time_budget is not None:
+        raise UserError("training.time_budget: leave it unset with training.rungs (the rungs set the budget)")
 
 
 def parse_yaml(text: str, where: str) -> Any:

@@ -52,9 +52,14 @@ class Work:
     group: Optional[int] = None
     submit_time: Optional[float] = None
     best: Optional[float] = None  # the best fitness so far: a group sends weights only when it beats this
+    rung: int = 0  # with training.rungs: the rung this training reaches
+    budget: Optional[float] = None  # ... its budget there, counted from scratch (training.rungs.unit)
+    data: float = 1.0  # ... the share of the training rows it trains on
+    state: Optional[bytes] = None  # ... the training state (rung - 1's) it continues from; never journalled
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """All but the training state, which the run directory keeps."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "state"}
 
     @classmethod
     def from_json(cls, data: dict) -> "Work":
@@ -73,6 +78,7 @@ class Outcome:
     train_seconds: float = 0.0
     curve: list = field(default_factory=list)
     model: Any = None  # the trained torch module, when status is OK
+    state: Any = None  # the training state to continue from (a dict), when a higher rung may follow
 
 
 @dataclass
@@ -92,14 +98,15 @@ class Result:
     host: str
     ranks: int
     weights: Optional[bytes] = None  # the state dict, saved, when the fitness beat Work.best
+    state: Optional[bytes] = None  # the training state to continue from, saved, when a higher rung may follow
 
 
 # -- the stored row: the columns of the results table ----------------------------------------------------
-BASE_COLUMNS = ["id", "genome_hash", "parents", "origin", "status", "fitness", "predicted", "screened", "params",
-                "flops", "depth", "group", "host", "ranks", "submit_time", "start_time", "end_time",
-                "train_seconds", "epochs"]
+BASE_COLUMNS = ["id", "rung", "budget", "genome_hash", "parents", "origin", "status", "fitness", "predicted",
+                "screened", "params", "flops", "depth", "group", "host", "ranks", "submit_time", "start_time",
+                "end_time", "train_seconds", "epochs"]
 TAIL_COLUMNS = ["message", "genome", "curve"]
-INT_COLUMNS = {"id", "screened", "params", "flops", "depth", "group", "ranks", "epochs"}
+INT_COLUMNS = {"id", "rung", "screened", "params", "flops", "depth", "group", "ranks", "epochs"}
 STR_COLUMNS = {"genome_hash", "parents", "origin", "status", "host", "message", "genome", "curve"}
 
 
@@ -111,7 +118,8 @@ def columns(metric_names) -> list[str]:
 def stored_row(work: Work, result: Result, genome) -> dict:
     """The row stored for a finished evaluation (`genome`: the Genome of `work`)."""
     ok = result.status == Status.OK
-    row = {"id": work.id, "origin": work.origin, "predicted": work.predicted, "params": work.params,
+    row = {"id": work.id, "rung": work.rung, "budget": work.budget, "origin": work.origin,
+           "predicted": work.predicted, "params": work.params,
            "flops": work.flops, "group": work.group, "submit_time": work.submit_time,
            "status": str(result.status), "message": result.message, "host": result.host, "ranks": result.ranks,
            "start_time": result.start_time, "end_time": result.end_time, "train_seconds": result.train_seconds,

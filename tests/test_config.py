@@ -1,5 +1,7 @@
 """menndl_py.config: defaults, YAML → frozen dataclasses, and error messages that name the key."""
 import dataclasses
+import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -386,3 +388,42 @@ def test_a_value_outside_its_choices_is_refused(key, value):
 def test_the_default_algorithm_leaves_the_fingerprint_as_it_was():
     assert config.from_dict({}).fingerprint() == config.from_dict({"search": {"algorithm": "ga"}}).fingerprint()
     assert config.from_dict({}).fingerprint() != config.from_dict({"search": {"algorithm": "random"}}).fingerprint()
+
+
+def test_rungs_are_a_geometric_ladder_from_the_top_budget():
+    rungs = from_dict({"training": {"rungs": {"min_budget": 10, "max_budget": 270, "eta": 3}}}).training.rungs
+    assert rungs.budgets == [10, 30, 90, 270] and rungs.share(2) == 1.0
+    uneven = from_dict({"training": {"rungs": {"min_budget": 10, "max_budget": 100}}}).training.rungs
+    assert uneven.budgets == pytest.approx([100 / 9, 100 / 3, 100])  # the top is max_budget, the bottom >= min
+    assert from_dict({}).training.rungs is None
+
+
+@pytest.mark.parametrize("rungs, message", [
+    ({"min_budget": 20, "max_budget": 10}, "training.rungs.max_budget: must be at least min_budget (20), got 10"),
+    ({"data": [0.5, 1.0]}, "training.rungs.data: must be 4 shares of the training rows, one per rung (budgets 10, "
+                           "30, 90, 270)"),
+    ({"data": [0.1, 0.5, 0.3, 1.0]}, "never falling"),
+    ({"data": [0.1, 0.2, 0.3, 0.9]}, "the last 1"),
+    ({"data": [0, 0.2, 0.3, 1]}, "each > 0"),
+    ({"min_budget": 0.01, "max_budget": 100000, "eta": 2}, "training.rungs: 24 rungs from min_budget to max_budget; "
+                                                          "at most 20 (raise eta)"),
+    ({"unit": "steps"}, "training.rungs.unit: must be one of 'seconds', 'epochs'"),
+])
+def test_bad_rungs_are_named(rungs, message):
+    assert message in error_of({"training": {"rungs": rungs}})
+
+
+def test_rungs_set_the_budget_instead_of_time_budget():
+    assert error_of({"training": {"time_budget": 20, "rungs": {}}}) == \
+        "training.time_budget: leave it unset with training.rungs (the rungs set the budget)"
+
+
+def test_a_run_made_before_rungs_keeps_its_fingerprint():
+    cfg = from_dict({})
+    assert cfg.fingerprint() != from_dict({"training": {"rungs": {}}}).fingerprint()
+    data = cfg.to_dict()
+    data.pop("run")
+    data["training"].pop("rungs")
+    for key in ("max_evaluations", "max_minutes", "algorithm"):
+        data["search"].pop(key)
+    assert cfg.fingerprint() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

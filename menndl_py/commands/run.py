@@ -201,11 +201,16 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
     """Score the best network on the test split and print it; record how the run ended. Returns the exit status."""
     run = RunDir(cfg.run_dir)
     finished = master.done and not master.stopping
-    n = len(master.store.rows)
+    n = master.first_rung_rows  # new genomes: with rungs, each may have a row per rung
     if master.stopping:
         say(f"stopped by {master.stopping} after {n} evaluations; "
             f"{len(master.in_flight)} in flight will be sent again by 'menndl resume {cfg.run_dir}'")
     summary = {"finished": finished, "evaluations": n}
+    if master.rungs is not None and master.best is not None:
+        rung, unit = master.best[2], master.rungs.unit
+        say(f"{len(master.store.rows)} trainings over {len(master.rungs.budgets)} rungs; the best reached rung "
+            f"{rung} ({master.rungs.budgets[rung]:g} {unit} of training, the top is {master.rungs.budgets[-1]:g})")
+        summary.update(trainings=len(master.store.rows), best_rung=rung)
     if master.exhausted:
         say(f"stopped early: {master.exhausted}")
     if master.handling_seconds:

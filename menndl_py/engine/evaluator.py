@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import socket
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -12,9 +12,9 @@ from menndl_py.config import Config
 from menndl_py.engine.signals import StopRequest
 from menndl_py.errors import UserError, os_error_line
 from menndl_py.genome import Genome
-from menndl_py.records import Outcome, Result, Work, better
+from menndl_py.records import Outcome, Result, Status, Work, better
 from menndl_py.tasks.base import Task
-from menndl_py.train.trainer import Budget, GroupFailure, Trainer
+from menndl_py.train.trainer import Budget, GroupFailure, Stage, Trainer
 
 
 def make_trainer(cfg: Config, task: Task, group, device: torch.device,
@@ -53,7 +53,7 @@ class Evaluator:
 
     def __init__(self, cfg: Config, task: Task, group, device: torch.device,
                  interrupted: Callable[[], bool] = StopRequest.requested):
-        self.task, self.group = task, group
+        self.task, self.group, self.rungs = task, group, cfg.training.rungs
         self.trainer = make_trainer(cfg, task, group, device, interrupted)
         self.host = socket.gethostname()
 
@@ -61,14 +61,28 @@ class Evaluator:
         """The Result of one Work (complete on the group's rank 0: only it carries the weights)."""
         start = time.time()
         try:
-            outcome = self.task.evaluate(Genome.from_json(work.genome), self.trainer, str(work.id))
+            outcome = self.task.evaluate(Genome.from_json(work.genome), self.trainer, str(work.id), self._stage(work))
         except GroupFailure as exc:  # in the task's own phases (a calibration), raised on every rank alike
             outcome = Outcome(exc.status, message=str(exc))
-        weights = None
+        weights = state = None
         if self.group.rank == 0 and outcome.model is not None and \
                 better(outcome.fitness, work.best, self.task.higher_is_better):
-            buf = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}, buf)
-            weights = buf.getvalue()
+            weights = _saved({k: v.detach().cpu() for k, v in outcome.model.state_dict().items()})
+        if self.group.rank == 0 and outcome.status == Status.OK and outcome.state is not None:
+            state = _saved(outcome.state)
         return Result(work.id, outcome.status, outcome.fitness, outcome.metrics, outcome.message, outcome.epochs,
-                      outcome.train_seconds, outcome.curve, start, time.time(), self.host, self.group.size, weights)
+                      outcome.train_seconds, outcome.curve, start, time.time(), self.host, self.group.size, weights,
+                      state)
+
+    def _stage(self, work: Work) -> Optional[Stage]:
+        """How far this training goes, with `training.rungs`: to the work's rung, on from the state it carries."""
+        if self.rungs is None:
+            return None
+        state = torch.load(io.BytesIO(work.state), weights_only=True) if work.state is not None else None
+        return Stage(self.rungs.unit, work.budget, work.data, state, keep=work.rung < len(self.rungs.budgets) - 1)
+
+
+def _saved(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()

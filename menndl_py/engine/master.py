@@ -3,9 +3,13 @@
 Every result is stored and written to the operating system, and every genome journalled in the checkpoint, before
 the next genome goes out; a genome leaves the list in flight only once its row is stored. Genomes in flight when a
 job dies are sent again on resume, under the same id, except one that was in flight at `CRASH_LIMIT` crashes: it
-is stored as crashed. What can wait (forcing the files to disk every few seconds; the search's deferred work, such
-as refitting its surrogate; bringing the HDF5 results level; compacting the checkpoint) is left to `catch_up`,
-which the transports call after the reply is sent, when no other result is waiting.
+is stored as crashed. With `training.rungs`, a free group first takes a promotion the Ladder proposes (the same id
+trained on from its stored state to the next rung, a row per rung), then a new genome; once the budget of new
+genomes is spent, promotions go on until the leader stands at the top rung.
+
+What can wait (forcing the files to disk every few seconds; the search's deferred work, such as refitting its
+surrogate; bringing the HDF5 results level; compacting the checkpoint; removing training states no longer needed)
+is left to `catch_up`, which the transports call after the reply is sent, when no other result is waiting.
 """
 from __future__ import annotations
 
@@ -15,11 +19,13 @@ from collections import deque
 from typing import Optional
 
 from menndl_py.config import Config
+from menndl_py.engine.ladder import Ladder
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
 from menndl_py.records import Result, Status, Work, better, stored_row
 from menndl_py.rundir import Checkpoint, ResultStore, RunDir, read_checkpoint
 from menndl_py.rundir.networks import discard_staged, install_network, settle_networks, stage_network
+from menndl_py.rundir.states import States
 from menndl_py.search import Search, SpaceExhausted
 from menndl_py.tasks.base import Task
 
@@ -28,6 +34,7 @@ JOURNAL_LINES = 1000  # the checkpoint is compacted when its journal is this lon
 OVERDUE = 4  # deferred work is done even under a backlog of results once it is this many times overdue
 SYNC_SECONDS = 2.0  # results and journal are forced to disk this often (OVERDUE times as seldom under a backlog)
 CRASH_LIMIT = 2  # a genome in flight at this many crashes of the job is stored as crashed, not sent again
+RESERVE_FACTOR = 1.25  # with rungs in seconds: new genomes stop this many times the leader's way to the top early
 
 
 class Master:
@@ -47,7 +54,14 @@ class Master:
         self.next_id, self.elapsed_before = 0, 0.0
         self.fingerprint = cfg.fingerprint()
         self.checkpoints = Checkpoint(self.run.checkpoint)
-        self.best: Optional[tuple[float, int]] = None
+        self.best: Optional[tuple[float, int, int]] = None  # (fitness, id, rung) of the best row
+        self.rungs = cfg.training.rungs
+        self.ladder = Ladder(self.rungs.budgets if self.rungs else [0.0], self.rungs.eta if self.rungs else 2,
+                             task.higher_is_better)
+        self.states = States(self.run.states)
+        self.first_rung_rows = 0  # rows at rung 0: the new genomes evaluated (`search.max_evaluations` counts them)
+        self._latest: dict[int, int] = {}  # id → the index of its last row in the store
+        self._states_checked = False  # since the last result
         self.stopping: Optional[str] = None  # the signal that stopped the search, if one did
         self.exhausted: Optional[str] = None  # why no new genome could be found, if so
         self._restore()
@@ -60,7 +74,8 @@ class Master:
 
     # -- resume --------------------------------------------------------------------------------------
     def _restore(self) -> None:
-        for row in self.store.rows:
+        for index, row in enumerate(self.store.rows):
+            self._latest[row["id"]] = index
             try:
                 genome = Genome.from_json(row["genome"])
             except (ValueError, KeyError, TypeError, AttributeError):
@@ -68,7 +83,10 @@ class Master:
                                 f"(remove it, and the lines after it, to continue the run)") from None
             self.ids[genome.key] = row["id"]
             self._track_best(row)
-            self.search.tell(genome, row["fitness"] if row["status"] == Status.OK else None)
+            fitness = row["fitness"] if row["status"] == Status.OK else None
+            self.ladder.record(row["id"], row["rung"], fitness)
+            self.first_rung_rows += row["rung"] == 0
+            self.search.tell(genome, fitness, row["rung"])
         if self.store.rows:
             self.search.replayed()
         self.search.log = self.run.append_surrogate_row  # replays are not measurements: logged from here on
@@ -79,10 +97,13 @@ class Master:
             self.next_id = checkpoint["next_id"]
             self.elapsed_before = checkpoint["elapsed"]
             self.checkpoints.seq = checkpoint.get("seq", 0)
-            done = {row["id"] for row in self.store.rows}
-            for work in (Work.from_json(w) for w in checkpoint["in_flight"] if w["id"] not in done):
+            done = {(row["id"], row["rung"]) for row in self.store.rows}
+            for work in (Work.from_json(w) for w in checkpoint["in_flight"]):
+                if (work.id, work.rung) in done:
+                    continue
                 genome = Genome.from_json(work.genome)
                 self.ids[genome.key] = work.id
+                self.ladder.sent(work.id, work.rung)
                 crashes = checkpoint["attempts"].get(work.id, 0)
                 if crashes >= CRASH_LIMIT:
                     self._store_crashed(work, genome, crashes)
@@ -99,20 +120,43 @@ class Master:
                         f"its ranks?); not sent again", 0, 0.0, [], now, now, socket.gethostname(), 0)
         row = stored_row(work, result, genome)
         self.store.append(row)
-        self.search.tell(genome, None)
+        self.ladder.record(work.id, work.rung, None)
+        self.first_rung_rows += work.rung == 0
+        self.search.tell(genome, None, work.rung)
 
     # -- the budget ----------------------------------------------------------------------------------
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + self.clock() - self.launched
 
+    @property
+    def seconds_left(self) -> float:
+        """Of `search.max_minutes` (infinite without it)."""
+        minutes = self.cfg.search.max_minutes
+        return float("inf") if minutes is None else 60 * minutes - self.elapsed
+
     def may_dispatch(self) -> bool:
+        """Whether any work may still be sent: not stopping, and time left."""
+        return not self.stopping and self.seconds_left > 0
+
+    def may_ask(self) -> bool:
+        """Whether a new genome may be sent: within `search.max_evaluations` (new genomes; promotions are not
+        counted), and, with rungs, with time left to take the leader to the top rung afterwards."""
         s = self.cfg.search
-        if self.stopping or self.exhausted:
+        if not self.may_dispatch() or self.exhausted:
             return False
-        if s.max_minutes is not None and self.elapsed >= 60 * s.max_minutes:
+        if self.seconds_left <= self._reserve():
             return False
-        return s.max_evaluations is None or len(self.store.rows) + len(self.in_flight) < s.max_evaluations
+        started = self.first_rung_rows + sum(w.rung == 0 for w in (*self.in_flight.values(), *self.resend))
+        return s.max_evaluations is None or started < s.max_evaluations
+
+    def _reserve(self) -> float:
+        """Seconds kept back, with rungs counted in seconds, to train the leader on to the top rung."""
+        if self.rungs is None or self.rungs.unit != "seconds":
+            return 0.0
+        leader = self.ladder.leader()
+        done = self.rungs.budgets[leader[1]] if leader else 0.0
+        return RESERVE_FACTOR * (self.rungs.budgets[-1] - done)
 
     def stop(self, reason: str) -> None:
         """Hand out no more work; what is in flight stays recorded for the resume."""
@@ -120,16 +164,30 @@ class Master:
 
     @property
     def done(self) -> bool:
-        return not self.in_flight and not self.may_dispatch()
+        return not self.in_flight and not (self.may_dispatch() and (self.resend or self._promotion() is not None
+                                                                     or self.may_ask()))
 
     # -- the two events --------------------------------------------------------------------------------
     def next_work(self, group: int) -> Optional[Work]:
         """The next genome for `group`, or None when the budget is spent or the search is stopping."""
         if not self.may_dispatch():
             return None
+        promotion = None if self.resend else self._promotion()
         if self.resend:
             work = self.resend.popleft()
             genome = Genome.from_json(work.genome)
+            if work.rung > 0:
+                work.state = self.states.load(work.id)
+        elif promotion is not None:
+            work_id, rung = promotion
+            row = self.store.rows[self._latest[work_id]]
+            genome = Genome.from_json(row["genome"])
+            work = Work(work_id, genome.to_json(), [int(p) for p in row["parents"].split(";") if p], row["origin"],
+                        None, False, row["params"], row["flops"], rung=rung, budget=self.rungs.budgets[rung],
+                        data=self.rungs.share(rung), state=self.states.load(work_id))
+            self.ladder.sent(work_id, rung)
+        elif not self.may_ask():
+            return None
         else:
             try:
                 proposal = self.search.ask()
@@ -139,9 +197,13 @@ class Master:
             genome = proposal.genome
             work = Work(self.next_id, genome.to_json(), [self.ids[k] for k in proposal.parents], proposal.origin,
                         proposal.predicted, proposal.screened, proposal.params, proposal.flops)
+            if self.rungs is not None:
+                work.budget, work.data = self.rungs.budgets[0], self.rungs.share(0)
             self.ids[genome.key] = self.next_id
             self.next_id += 1
-        work.group, work.submit_time, work.best = group, self.clock(), self.best[0] if self.best else None
+        work.group, work.submit_time = group, self.clock()
+        # a group sends the weights when its result beats this (at a higher rung than the best's, any result does)
+        work.best = self.best[0] if self.best and self.best[2] >= work.rung else None
         self.in_flight[work.id] = work
         self._genomes[work.id] = genome
         self.attempts[work.id] = self.attempts.get(work.id, 0) + 1  # a journal line counts it on reading
@@ -152,6 +214,23 @@ class Master:
         else:
             self.checkpoint()
         return work
+
+    def _promotion(self) -> Optional[tuple[int, int]]:
+        """(id, rung) of the candidate to train on next, if any: the Ladder's first promotion (in seconds, one that
+        fits in the time left), or once no new genome may be sent, the leader's next step to the top rung."""
+        if self.rungs is None:
+            return None
+        budgets, left = self.rungs.budgets, self.seconds_left
+
+        def fits(rung: int) -> bool:
+            return self.rungs.unit != "seconds" or budgets[rung] - budgets[rung - 1] <= left
+
+        promotion = next((p for p in self.ladder.promotions() if fits(p[1])), None)
+        if promotion is None and not self.may_ask():
+            promotion = self.ladder.finishing()
+            if promotion is not None and not fits(promotion[1]):
+                promotion = None
+        return promotion
 
     def on_result(self, result: Result) -> None:
         """Store a finished evaluation (any status but INTERRUPTED), then tell the search. The work stays in flight
@@ -166,17 +245,23 @@ class Master:
         staged = stage_network(self.run.best, genome, result.weights, _record(row)) \
             if beats and result.weights is not None else None
         try:
+            if result.state is not None:  # before the row: a stored row at a lower rung always has its state
+                self.states.save(result.id, result.state)
             self.store.append(row)
         except BaseException:
             if staged is not None:
                 discard_staged(staged)
             raise
         del self.in_flight[result.id], self._genomes[result.id], self.attempts[result.id]
+        self._latest[row["id"]] = len(self.store.rows) - 1
         if beats:
-            self.best = (row["fitness"], row["id"])
+            self.best = (row["fitness"], row["id"], row["rung"])
         if staged is not None:  # a crash before this is mended by settle_networks on resume
             install_network(staged, self.run.best)
-        self.search.tell(genome, row["fitness"])  # its costly updates wait for catch_up
+        self.ladder.record(row["id"], row["rung"], row["fitness"])
+        self.first_rung_rows += row["rung"] == 0
+        self._states_checked = False
+        self.search.tell(genome, row["fitness"], row["rung"])  # its costly updates wait for catch_up
         self.busy_seconds += max(0.0, row["end_time"] - row["start_time"])
         self.progress.update(row)  # the checkpoint is written by next_work or close (stored ids are never re-sent)
 
@@ -186,7 +271,8 @@ class Master:
         Returns whether anything was done (call again until it returns False)."""
         start = time.perf_counter()
         late = 1 if idle else OVERDUE
-        done = self._sync(late) or self.search.idle_work(late) or self._level_h5(late, idle) or self._compact(late)
+        done = self._sync(late) or self.search.idle_work(late) or self._level_h5(late, idle) or \
+            self._compact(late) or self._drop_states()
         self.deferred_seconds += time.perf_counter() - start if done else 0.0
         return done
 
@@ -207,6 +293,19 @@ class Master:
             return True
         return False
 
+    def _drop_states(self) -> bool:
+        """Remove the training states of candidates that can no longer be promoted (not of work in flight), once
+        after each result."""
+        if self._states_checked:
+            return False
+        self._states_checked = True
+        waiting = {w.id for w in self.resend}
+        hopeless = [i for i in self.states.ids
+                    if i not in self.in_flight and i not in waiting and self.ladder.hopeless(i)]
+        for work_id in hopeless:
+            self.states.drop(work_id)
+        return bool(hopeless)
+
     def _compact(self, late: int) -> bool:
         if self.checkpoints.lines >= late * max(JOURNAL_LINES, 2 * len(self.in_flight)):
             self.checkpoint()
@@ -215,12 +314,16 @@ class Master:
 
     # -- records ---------------------------------------------------------------------------------------
     def _beats_best(self, row: dict) -> bool:
-        return row["status"] == Status.OK and better(row["fitness"], self.best and self.best[0],
-                                                      self.task.higher_is_better)
+        """Whether a row beats the best so far: at a higher rung, or at the same rung with a better fitness."""
+        if row["status"] != Status.OK:
+            return False
+        if self.best is None or row["rung"] != self.best[2]:
+            return self.best is None or row["rung"] > self.best[2]
+        return better(row["fitness"], self.best[0], self.task.higher_is_better)
 
     def _track_best(self, row: dict) -> None:
         if self._beats_best(row):
-            self.best = (row["fitness"], row["id"])
+            self.best = (row["fitness"], row["id"], row["rung"])
 
     def checkpoint(self, finished: bool = False) -> None:
         """Write the whole state (a snapshot; the journal starts afresh)."""
@@ -265,21 +368,24 @@ class Progress:
         self.master, self.enabled = master, enabled
         total = master.cfg.search.max_evaluations
         self.failures = sum(r["status"] != Status.OK for r in master.store.rows)
-        self.bar = tqdm(total=total, initial=len(master.store.rows), disable=not enabled, unit="eval",
+        self.bar = tqdm(total=total, initial=master.first_rung_rows, disable=not enabled, unit="eval",
                         desc=master.cfg.run.name, mininterval=1.0, dynamic_ncols=True)
         self._postfix()
 
     def _postfix(self) -> None:
         m = self.master
         best = f"{m.best[0]:.4g} {m.task.unit}" if m.best else "-"
+        if m.best and m.rungs is not None:
+            best += f" (rung {m.best[2]} of {len(m.rungs.budgets) - 1})"
         util = min(1.0, m.busy_seconds / (max(m.clock() - m.launched, 1e-9) * m.n_groups))
         self.bar.set_postfix_str(f"best {best}, failed {self.failures}, util {util:.0%}", refresh=False)
 
     def update(self, row: dict) -> None:
+        """One row stored: the bar counts new genomes (rung 0), the postfix every row's outcome."""
         self.failures += row["status"] != Status.OK
         if self.enabled:
             self._postfix()
-            self.bar.update(1)
+            self.bar.update(int(row["rung"] == 0))
 
     def close(self) -> None:
         self.bar.close()

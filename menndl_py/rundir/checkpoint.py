@@ -33,7 +33,8 @@ def empty_state(fingerprint: Optional[str] = None) -> dict:
 
 def read_checkpoint(path: Path, warn: Optional[Callable[[str], None]] = None) -> Optional[dict]:
     """The snapshot at `path` with its journal applied: `in_flight` gains each genome sent (one entry per id,
-    the latest; some may have been stored since, which the master skips), `attempts` counts each send of an id,
+    the latest; some may have been stored since, which the master skips), `attempts` counts each send of an id
+    (at its latest rung),
     and `next_id`, `ga`, `elapsed` and `seq` are the latest line's. None if there is no checkpoint at all.
 
     A missing, empty or unreadable snapshot (a crash of the node before it reached the disk), or lines that do
@@ -60,8 +61,10 @@ def read_checkpoint(path: Path, warn: Optional[Callable[[str], None]] = None) ->
     for entry in entries:
         if entry["seq"] > state.get("seq", 0):
             work_id = entry["work"]["id"]
+            earlier = in_flight.get(work_id)
+            same = earlier is not None and earlier.get("rung", 0) == entry["work"].get("rung", 0)
             in_flight[work_id] = entry["work"]
-            attempts[work_id] = attempts.get(work_id, 0) + 1
+            attempts[work_id] = attempts.get(work_id, 0) + 1 if same else 1  # a promotion starts a new count
             state.update(next_id=entry["next_id"], ga=entry["ga"], elapsed=entry["elapsed"], seq=entry["seq"])
     state["in_flight"], state["attempts"] = list(in_flight.values()), attempts
     return state

@@ -37,7 +37,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 class RunDir:
     """`runs/<name>/`: config.yaml, run.json, results.csv/.h5, surrogate.csv, the checkpoint, the lock,
-    baselines.json, the best network of the search (best/), the retrained one (final/), report/."""
+    baselines.json, the best network of the search (best/), the retrained one (final/), states/, report/."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -52,6 +52,7 @@ class RunDir:
         self.report = self.path / "report"
         self.best = self.path / "best"  # the search's best network, as it was trained in the search
         self.final = self.path / "final"  # that network trained again by `menndl retrain`
+        self.states = self.path / "states"  # training states of candidates that may be promoted (rundir.states)
 
     def network_to_use(self) -> Path:
         """Where the network to use is: final/ after `menndl retrain`, else best/."""

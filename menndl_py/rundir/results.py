@@ -26,6 +26,8 @@ from menndl_py.errors import UserError
 from menndl_py.records import INT_COLUMNS, STR_COLUMNS, columns
 from menndl_py.rundir.layout import RunDir
 
+ADDED_COLUMNS = ("rung", "budget")  # after id; a table without them is read as all rung 0, and rewritten
+
 
 def _cell(value: Any) -> str:
     if isinstance(value, (bool, np.bool_, np.integer)):
@@ -81,10 +83,22 @@ class ResultStore:
             lines = list(csv.reader(io.StringIO(complete.decode())))
         except (UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"{self.csv_path}: not a results table ({exc})") from None
+        older = lines and lines[0] == [c for c in self.columns if c not in ADDED_COLUMNS]
+        if older:  # a table from before multi-fidelity: every row was trained once, at rung 0
+            lines = [self.columns] + [[*line[:1], "0", "", *line[1:]] for line in lines[1:]]
         if lines and lines[0] != self.columns:
             raise UserError(f"{self.csv_path}: columns do not match this task's (was the run made by another task?)")
         rows = [self._row(n, line) for n, line in enumerate(lines[1:], 2)]
-        if len(complete) != len(data):  # killed mid-line: that evaluation was not stored
+        if older:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(lines)
+            tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
+            with open(tmp, "w") as fh:
+                fh.write(buf.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.csv_path)
+        elif len(complete) != len(data):  # killed mid-line: that evaluation was not stored
             with open(self.csv_path, "r+b") as fh:
                 fh.truncate(len(complete))
         return rows

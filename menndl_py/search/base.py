@@ -60,8 +60,10 @@ class Search(ABC):
     def _ask(self) -> Proposal:
         """A new proposal (or `_seed()`), drawing from `self.rng`, seeded for this ask."""
 
-    def tell(self, genome: Genome, fitness: Optional[float]) -> None:
-        """Fold in one result (fitness None: it failed). Costly updates wait for `idle_work`."""
+    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0) -> None:
+        """Fold in one result (fitness None: it failed) at `rung` (with multi-fidelity promotion: the same genome
+        is told again at each rung it reaches; its highest rung's fitness counts). Costly updates wait for
+        `idle_work`."""
         self.seen.add(genome.key)
 
     def mark_in_flight(self, genome: Genome) -> None:

@@ -14,7 +14,7 @@ from menndl_py.search.surrogate import Surrogate
 
 
 class _Fitness(base.Fitness):
-    weights = (1.0,)  # internal scores are signed so that higher is better
+    weights = (1.0, 1.0)  # (rung, score): a higher rung first, then the score, signed so that higher is better
 
 
 @dataclass
@@ -26,10 +26,13 @@ class _Member:
 class AsyncGA(Search):
     """Steady state (μ+1): each result joins the population, which keeps its best `population` members (elitism).
 
-    Offspring come from tournament selection, DEAP's messy one-point crossover and the space's mutation; a genome
-    that was evaluated or is in flight is never proposed again. With a surrogate, each offspring is the best of
-    `screen_factor` candidates, except for an `explore_fraction` share that is sent unscreened. `seeds` (known
-    networks, say the task's hand-designed ones) are the first members of the random initial population.
+    With multi-fidelity promotion a member's fitness is that of its highest rung, and members compare rung first
+    (a candidate trained longer beats one trained less). The surrogate learns from the lowest rung, where every
+    candidate has a result. Offspring come from tournament selection, DEAP's messy one-point crossover and the
+    space's mutation; a genome that was evaluated or is in flight is never proposed again. With a surrogate,
+    each offspring is the best of `screen_factor` candidates, except for an `explore_fraction` share that is sent
+    unscreened. `seeds` (known networks, say the task's hand-designed ones) are the first members of the random
+    initial population.
     The GA owns its surrogate: refits are its deferred work (`idle_work`), and each refit's log row goes to `log`.
     """
 
@@ -59,10 +62,12 @@ class AsyncGA(Search):
             return self._screened()
         return self._fresh(self._offspring)
 
-    def tell(self, genome: Genome, fitness: Optional[float]) -> None:
+    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0) -> None:
         """Fold in one result (fitness None = failed); a refit it makes due waits for `idle_work`."""
-        super().tell(genome, fitness)
-        if self.surrogate is not None:
+        super().tell(genome, fitness, rung)
+        if rung > 0:
+            self.population = [m for m in self.population if m.genome.key != genome.key]
+        elif self.surrogate is not None:
             try:
                 features = self._features.pop(genome.key, None)
                 if features is None:
@@ -72,10 +77,10 @@ class AsyncGA(Search):
                 pass
         if fitness is not None:
             member = _Member(genome)
-            member.fitness.values = (self.sign * fitness,)
+            member.fitness.values = (rung, self.sign * fitness)
             self.population.append(member)
             if len(self.population) > self.mu:
-                self.population.remove(min(self.population, key=lambda m: m.fitness.values[0]))
+                self.population.remove(min(self.population, key=lambda m: m.fitness.values))
 
     def replayed(self) -> None:
         if self.surrogate is not None:

@@ -83,10 +83,10 @@ class Task(ABC):
         """A training batch under random symmetries that leave its targets right (default: as it is)."""
         return x, y
 
-    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> Outcome:
-        """Evaluate one candidate; tasks that need no training (benchmarks) or calibrate a trained network
-        override this."""
-        return trainer.evaluate(genome, fault_key)
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None, stage=None) -> Outcome:
+        """Evaluate one candidate (one `train.Stage` of its training, with promotion); tasks that need no training
+        (benchmarks) or calibrate a trained network override this."""
+        return trainer.evaluate(genome, fault_key, stage)
 
     def load_calibration(self, record: Mapping[str, Any]) -> str:
         """Take up the calibration a trained network's result record (result.json, without the search's 'm:'

@@ -6,6 +6,10 @@ fails on one rank (building, training, scoring, a task's calibration) fails on a
 (`agreed`, `GroupFailure`), and decisions that end training early (time up, non-finite loss, a stop) are maxed over
 the group, so that no rank is left waiting in a collective. A rank whose training step fails keeps joining the
 group's gradient allreduce, with no gradient of its own, until the next agreement point.
+
+With multi-fidelity promotion a training is a `Stage`: it goes on from a saved state (weights, optimizer, how far
+it went) to a budget counted from scratch, on a share of the training rows, and hands back its own state when a
+higher rung may follow. A cosine schedule then falls to 0 along each stage (warm restarts at each rung).
 """
 from __future__ import annotations
 
@@ -50,6 +54,19 @@ class Budget:
     timeout: float  # seconds for the whole evaluation; past it the candidate fails (hard)
     eval_batch_size: int = 4096
     lr_schedule: str = "constant"  # or "cosine": the learning rate falls to 0 along the budget (time or epochs)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One rung of a candidate's training: on from `state` (None: from scratch) until `budget`, counted from
+    scratch in `unit` ("seconds" or "epochs"), on a `data` share of the training rows; the state at the end is
+    kept when `keep` (a higher rung may follow)."""
+
+    unit: str
+    budget: float
+    data: float = 1.0
+    state: Optional[dict] = None  # {"model", "optimizer": state dicts; "epochs", "seconds": trained so far}
+    keep: bool = False
 
 
 def fault_plan(faults: FaultConfig, key: str, seed: int) -> Optional[str]:
@@ -156,32 +173,63 @@ class Trainer:
         self.budget, self.device, self.seed, self.faults = budget, device, seed, faults
         self.interrupted = interrupted
 
-    def evaluate(self, genome: Genome, fault_key: Optional[str] = None) -> Outcome:
-        """Train and score one genome. `fault_key` (the evaluation id) decides injected faults, if any."""
+    def evaluate(self, genome: Genome, fault_key: Optional[str] = None, stage: Optional[Stage] = None) -> Outcome:
+        """Train and score one genome (one `stage` of its training, with promotion). `fault_key` (the evaluation
+        id) decides injected faults, if any."""
         start = time.monotonic()
         try:
-            model = agreed(self.group, lambda: self._build(genome))
-            return self._train(model, genome, start, fault_plan(self.faults, fault_key or genome.key, self.seed))
+            model = agreed(self.group, lambda: self._build(genome, stage))
+            return self._train(model, genome, start, fault_plan(self.faults, fault_key or genome.key, self.seed),
+                               stage)
         except GroupFailure as exc:
             return Outcome(exc.status, message=str(exc))
 
-    def _build(self, genome: Genome) -> torch.nn.Module:
+    def _build(self, genome: Genome, stage: Optional[Stage]) -> torch.nn.Module:
         torch.manual_seed(candidate_seed(self.seed, genome.key))
-        return self.space.build(genome).to(self.device)
+        model = self.space.build(genome)
+        if stage is not None and stage.state is not None:
+            model.load_state_dict(stage.state["model"])
+        return model.to(self.device)
 
-    def _train(self, model: torch.nn.Module, genome: Genome, start: float, fault: Optional[str]) -> Outcome:
+    def _optimizer(self, genome: Genome, model: torch.nn.Module, stage: Optional[Stage]) -> torch.optim.Optimizer:
+        genes = genome.training
+        optimizer = make_optimizer(genes["optimizer"], model.parameters(), genes["learning_rate"],
+                                   genes["weight_decay"])
+        if stage is not None and stage.state is not None:
+            optimizer.load_state_dict(stage.state["optimizer"])
+            for g in optimizer.param_groups:  # a cosine stage ended at 0: each stage starts from the gene's rate
+                g["lr"] = genes["learning_rate"]
+        return optimizer
+
+    def _rows(self, stage: Optional[Stage]) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's training rows, or a stage's share of them: the same rows for every candidate, and a lower
+        rung's rows among a higher rung's."""
+        x, y = self.data["train"]
+        if stage is None or stage.data >= 1.0:
+            return x, y
+        n = max(1, int(stage.data * len(x)))
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:n].to(x.device)
+        return x[keep], y[keep]
+
+    def _train(self, model: torch.nn.Module, genome: Genome, start: float, fault: Optional[str],
+               stage: Optional[Stage]) -> Outcome:
         genes, group, budget = genome.training, self.group, self.budget
         group.broadcast_parameters(model)
-        optimizer = group.distributed_optimizer(agreed(group, lambda: make_optimizer(
-            genes["optimizer"], model.parameters(), genes["learning_rate"], genes["weight_decay"])), model)
-        x, y = self.data["train"]
+        optimizer = group.distributed_optimizer(agreed(group, lambda: self._optimizer(genome, model, stage)), model)
+        x, y = self._rows(stage)
         batch = min(max(1, genes["batch_size"] // group.size), len(x))
         steps = len(x) // batch
         shuffle = torch.Generator().manual_seed(candidate_seed(self.seed, genome.key) + group.rank)
+        before = stage.state if stage is not None and stage.state is not None else {"epochs": 0.0, "seconds": 0.0}
+        if stage is not None:
+            shuffle.manual_seed(candidate_seed(self.seed, genome.key) + group.rank + int(before["epochs"] * steps))
+        limits = _limits(budget, stage, before)
         initial_lrs = [g["lr"] for g in optimizer.param_groups]
-        train_start, curve, epoch, step = time.monotonic(), [], 0, 0
+        train_start, curve, epoch, step, complete = time.monotonic(), [], 0, 0, 0
         failure: Optional[GroupFailure] = None  # this rank's, until the group's next agreement point
-        for epoch in range(1, budget.epochs + 1):
+        spent = _reached(limits, before["epochs"], before["seconds"])
+        while not spent:
+            epoch += 1
             model.train()
             order = torch.randperm(len(x), generator=shuffle).to(x.device)
             loss_sum = torch.zeros((), dtype=torch.float64)
@@ -204,20 +252,22 @@ class Trainer:
                         failure = failure_of(exc)
                 if failure is not None and not stepped:
                     optimizer.step()  # the partners' allreduce of this step: gradients missing here count as 0
-                if step % SYNC_EVERY == 0 or i == steps - 1:
+                epochs = before["epochs"] + epoch - 1 + (i + 1) / steps  # the same on every rank of the group
+                if step % SYNC_EVERY == 0 or i == steps - 1 or epochs >= limits["epochs"][1] - 1e-9:
                     nonfinite = failure is None and not torch.isfinite(loss).item()
-                    spent, progress = self._agree_to_stop(failure, nonfinite, train_start, start,
-                                                          (epoch - 1 + (i + 1) / steps))
+                    spent, progress = self._agree_to_stop(failure, nonfinite, limits, epochs,
+                                                          before["seconds"] + time.monotonic() - train_start, start)
                     if spent:
                         break
                     if budget.lr_schedule == "cosine":
                         for g, lr in zip(optimizer.param_groups, initial_lrs):
                             g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-            else:
-                mean_loss = float(group.sum(loss_sum) / (steps * group.size))
-                curve.append({"epoch": epoch, "train_loss": mean_loss, "seconds": time.monotonic() - train_start})
-                continue
-            break
+            whole = i == steps - 1
+            if whole or stage is not None:  # with stages, a part of an epoch too: rungs may be shorter than one
+                complete += whole
+                mean_loss = float(group.sum(loss_sum) / ((i + 1) * group.size))
+                curve.append({"epoch": round(before["epochs"] + epoch - 1 + (i + 1) / steps, 6),
+                              "train_loss": mean_loss, "seconds": before["seconds"] + time.monotonic() - train_start})
         train_seconds = time.monotonic() - train_start
         val = score(model, self.objective, *self.data["val"], group, budget.eval_batch_size)
         metrics = {f"val_{k}": v for k, v in val.items()}
@@ -225,19 +275,23 @@ class Trainer:
         if not all(map(_finite, metrics.values())):
             return Outcome(Status.NONFINITE, message=f"validation {self.objective.metric} is {fitness}", epochs=epoch,
                            train_seconds=train_seconds, curve=curve)
-        return Outcome(Status.OK, fitness, metrics, epochs=len(curve), train_seconds=train_seconds, curve=curve,
-                       model=model)
+        state = None
+        if stage is not None and stage.keep:
+            epochs = before["epochs"] + (curve[-1]["epoch"] - before["epochs"] if curve else 0.0)
+            state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     "optimizer": optimizer.state_dict(), "epochs": epochs,
+                     "seconds": before["seconds"] + train_seconds}
+        return Outcome(Status.OK, fitness, metrics, epochs=complete, train_seconds=train_seconds, curve=curve,
+                       model=model, state=state)
 
-    def _agree_to_stop(self, failure: Optional[GroupFailure], nonfinite: bool, train_start: float, start: float,
-                       epochs_done: float) -> tuple[bool, float]:
-        """Every rank's view of (failed, stop requested, non-finite loss, hard time-out, time budget spent), maxed
-        over the group, and the share of the budget (time or epochs) used, the group's largest: one learning rate
-        for all. Raises GroupFailure on every rank when the candidate ends here."""
-        now, budget = time.monotonic(), self.budget.time_budget
-        time_used = (now - train_start) / budget if budget is not None else 0.0
+    def _agree_to_stop(self, failure: Optional[GroupFailure], nonfinite: bool, limits: dict, epochs: float,
+                       seconds: float, start: float) -> tuple[bool, float]:
+        """Every rank's view of (failed, stop requested, non-finite loss, hard time-out, budget spent), maxed over
+        the group, and the share of this training's budget (time or epochs) used, the group's largest: one
+        learning rate for all. Raises GroupFailure on every rank when the candidate ends here."""
+        used = _used(limits, epochs, seconds)
         flags = torch.tensor([float(failure is not None), float(self.interrupted()), float(nonfinite),
-                              float(now - start > self.budget.timeout), float(time_used > 1.0),
-                              max(time_used, epochs_done / self.budget.epochs)])
+                              float(time.monotonic() - start > self.budget.timeout), float(used >= 1.0), used])
         *flags, progress = self.group.max(flags).tolist()
         failed, interrupted, nonfinite, timed_out, spent = (bool(v) for v in flags)
         settle(self.group, failure, failed)
@@ -256,6 +310,30 @@ class Trainer:
             return loss * float("nan")
         time.sleep(max(0.0, self.budget.timeout - (time.monotonic() - start)) + 0.05)
         return loss
+
+
+def _limits(budget: Budget, stage: Optional[Stage], before: dict) -> dict:
+    """{unit: (from, to)} for each limit on this training: epochs and seconds, counted from scratch."""
+    if stage is None:
+        limits = {"epochs": (0.0, float(budget.epochs))}
+        if budget.time_budget is not None:
+            limits["seconds"] = (0.0, budget.time_budget)
+        return limits
+    limits = {"epochs": (before["epochs"], float(budget.epochs))}  # training.epochs caps every stage together
+    limits[stage.unit] = (before[stage.unit], stage.budget)
+    return limits
+
+
+def _used(limits: dict, epochs: float, seconds: float) -> float:
+    """The share of this training's budget used: the largest over its limits."""
+    done = {"epochs": epochs + 1e-9, "seconds": seconds}  # (a sum of step fractions may fall just short)
+    return max((done[unit] - low) / (high - low) if high > low else 1.0 for unit, (low, high) in limits.items())
+
+
+def _reached(limits: dict, epochs: float, seconds: float) -> bool:
+    """Whether a limit is already reached (a state trained as far as this stage goes)."""
+    done = {"epochs": epochs, "seconds": seconds}
+    return any(done[unit] >= high for unit, (_, high) in limits.items())
 
 
 def _finite(v: float) -> bool:

@@ -62,7 +62,7 @@ def test_a_run_stores_every_evaluation_and_the_best_model(setup):
     assert len(read_rows(cfg.run_dir)) == N  # the CSV holds them too
 
     best = min(rows, key=lambda r: r["fitness"])
-    assert master.best == (best["fitness"], best["id"])
+    assert master.best == (best["fitness"], best["id"], 0)
     genome = Genome.from_json(json.loads((cfg.run_dir / "best" / "genome.json").read_text()))
     assert genome.key == best["genome_hash"]
     result = json.loads((cfg.run_dir / "best" / "result.json").read_text())

@@ -17,7 +17,7 @@ TRICKY = 'bad "quote", a comma, and\na newline\r\n\tplus  tabs'
 def make_row(i: int, status: str = "ok", **changes) -> dict:
     ok = status == "ok"
     row = {
-        "id": i, "genome_hash": f"{i:016x}", "parents": "" if i < 2 else f"{i - 2};{i - 1}",
+        "id": i, "rung": 0, "budget": None, "genome_hash": f"{i:016x}", "parents": "" if i < 2 else f"{i - 2};{i - 1}",
         "origin": "random" if i < 2 else "offspring", "status": status,
         "fitness": 0.1 + 0.2 * i if ok else None, "predicted": 0.3 if i >= 2 else None, "screened": int(i >= 2),
         "params": 1000 + i, "flops": 2000 + i, "depth": 1 + i % 3, "group": i % 2, "host": "node-a", "ranks": 2,
@@ -96,10 +96,10 @@ def test_rows_are_on_disk_before_close(tmp_path):
 def test_columns_follow_the_run_directory_doc(tmp_path):
     write(tmp_path, [make_row(0)])
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
-    assert header[:19] == ["id", "genome_hash", "parents", "origin", "status", "fitness", "predicted", "screened",
-                           "params", "flops", "depth", "group", "host", "ranks", "submit_time", "start_time",
-                           "end_time", "train_seconds", "epochs"]
-    assert header[19:] == ["m:train_loss", "m:val_mae", "m:val_rmse", "message", "genome", "curve"]
+    assert header[:21] == ["id", "rung", "budget", "genome_hash", "parents", "origin", "status", "fitness",
+                           "predicted", "screened", "params", "flops", "depth", "group", "host", "ranks",
+                           "submit_time", "start_time", "end_time", "train_seconds", "epochs"]
+    assert header[21:] == ["m:train_loss", "m:val_mae", "m:val_rmse", "message", "genome", "curve"]
 
 
 def test_numpy_values_are_stored_as_plain_numbers(tmp_path):
@@ -234,7 +234,7 @@ def test_corrupt_row_is_a_user_error(tmp_path):
 
 
 @pytest.mark.parametrize("line, named", [("3,abc", "line 3 has 2 fields, expected"),
-                                         ("3,abc" + ",x" * 23, "line 3, column fitness: 'x' is not a number")])
+                                         ("3,0,,abc" + ",x" * 23, "line 3, column fitness: 'x' is not a number")])
 def test_a_short_or_mistyped_row_is_named_by_line_and_column(tmp_path, line, named):
     write(tmp_path, [make_row(0)])
     with open(tmp_path / "results.csv", "a") as fh:
@@ -272,3 +272,20 @@ def test_a_failed_write_leaves_whole_rows_only(tmp_path, monkeypatch):
     store.append(make_row(2))
     store.close()
     assert [r["id"] for r in ResultStore(tmp_path, METRICS).rows] == [0, 2]
+
+
+def test_a_table_from_before_rungs_is_read_as_rung_0_and_upgraded(tmp_path):
+    rows = [make_row(0), make_row(1, "error", message=TRICKY), make_row(2)]
+    write(tmp_path, rows)
+    path = tmp_path / "results.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.drop(columns=["rung", "budget"]).to_csv(path, index=False)  # as menndl_py wrote it before
+    store = ResultStore(tmp_path, METRICS)
+    assert [(r["id"], r["rung"], r["budget"]) for r in store.rows] == [(0, 0, None), (1, 0, None), (2, 0, None)]
+    assert [r["message"] for r in store.rows] == [r["message"] for r in ResultStore(tmp_path, METRICS).rows]
+    store.append(make_row(3, rung=1, budget=30.0))
+    store.close()
+    again = ResultStore(tmp_path, METRICS)
+    assert path.read_text().splitlines()[0].startswith("id,rung,budget,genome_hash")
+    assert [(r["id"], r["rung"], r["budget"]) for r in again.rows][-1] == (3, 1, 30.0)
+    again.close()

@@ -61,8 +61,8 @@ def tell(ga, genome, fitness):
 
 def top(ga):
     """(genome, fitness) of the best member of the population."""
-    best = max(ga.population, key=lambda m: m.fitness.values[0])
-    return best.genome, ga.sign * best.fitness.values[0]
+    best = max(ga.population, key=lambda m: m.fitness.values)
+    return best.genome, ga.sign * best.fitness.values[1]
 
 
 def summary(proposals):

@@ -9,7 +9,7 @@ from menndl_py.config import FaultConfig
 from menndl_py.genome import Genome
 from menndl_py.tasks.elemnet.task import ElemNetTask
 from menndl_py.train.group import LocalGroup
-from menndl_py.train.trainer import Budget, Trainer, fault_plan
+from menndl_py.train.trainer import Budget, Stage, Trainer, fault_plan
 
 
 def layer(width=32, activation="relu", dropout=0.0, batch_norm=False):
@@ -174,3 +174,28 @@ def test_a_failing_step_ends_the_candidate_at_the_next_agreement(task, data, cpu
     out = Trainer(failing, failing.space(), LocalGroup(), data, Budget(5, None, 60.0), device=cpu).evaluate(genome())
     assert out.status == "error" and out.message == "RuntimeError: in step 3"
     assert len(steps) == 3  # the later steps of the rank that failed compute nothing
+
+
+def test_a_stage_goes_on_from_its_state_to_a_budget_counted_from_scratch(make_trainer):
+    trainer, g = make_trainer(epochs=10), genome(width=64, batch_norm=True, optimizer="adamw")
+    first = trainer.evaluate(g, stage=Stage("epochs", 1.5, keep=True))
+    assert first.status == "ok" and first.epochs == 1 and first.state["epochs"] == pytest.approx(1.5, abs=0.05)
+    assert [c["epoch"] for c in first.curve][0] == 1 and first.curve[-1]["epoch"] == first.state["epochs"]
+    assert set(first.state["optimizer"]["state"])  # Adam's moments go along
+
+    on = trainer.evaluate(g, stage=Stage("epochs", 3.0, state=first.state, keep=True))
+    assert on.curve[0]["epoch"] == pytest.approx(first.state["epochs"] + 1, abs=1e-5)  # a whole pass, then part
+    assert on.state["epochs"] == pytest.approx(3.0, abs=0.05)
+    assert on.curve[0]["seconds"] > first.state["seconds"]  # seconds go on counting too
+
+    again = trainer.evaluate(g, stage=Stage("epochs", 1.5, state=first.state))  # already there: nothing to train
+    assert again.curve == [] and again.fitness == first.fitness and again.state is None
+    scratch = trainer.evaluate(g, stage=Stage("epochs", 1.5))
+    assert scratch.fitness == first.fitness  # training is deterministic; a stage from scratch is the same training
+
+
+def test_a_stage_in_seconds_stops_on_time_and_keeps_the_epoch_cap(make_trainer):
+    out = make_trainer(epochs=2).evaluate(genome(), stage=Stage("seconds", 3600.0, keep=True))
+    assert out.state["epochs"] == pytest.approx(2.0) and out.epochs == 2  # the cap, long before the hour
+    short = make_trainer(epochs=1000).evaluate(genome(), stage=Stage("seconds", 0.3, keep=True))
+    assert short.status == "ok" and 0.3 <= short.state["seconds"] and short.state["epochs"] < 1000

@@ -352,8 +352,15 @@ def master_loop(comm, layout: Layout, master, grace: float) -> None:
             comm.send(work, dest=leader, tag=Tag.WORK)
             busy[leader] = (work, time.monotonic())
 
-    for leader in leaders:
-        send(leader)
+    def send_idle() -> None:
+        """Work for every idle group, while there is any (with rungs, a result may make promotions due)."""
+        for leader in leaders:
+            if leader not in busy:
+                send(leader)
+                if leader not in busy:
+                    return
+
+    send_idle()
     while busy and not master.stopping:
         got = receive(comm, MPI.ANY_SOURCE, Tag.RESULT, interrupt=lambda: StopRequest.requested() or watchdog.due(),
                       idle=master.catch_up, max_delay=MASTER_POLL)
@@ -363,7 +370,7 @@ def master_loop(comm, layout: Layout, master, grace: float) -> None:
         start = time.perf_counter()
         master.on_result(result)
         del busy[source]
-        send(source)
+        send_idle()
         master.handling_seconds.append(time.perf_counter() - start)
         master.catch_up(idle=False)  # only what is overdue: receive() calls it when no result is waiting
     lost = watchdog.silent()

@@ -192,11 +192,11 @@ class StemDefectsTask(Task):
             return stem_analysis.extract_defects(probabilities, self.options.min_pixels)
         return stem_analysis.threshold_defects(probabilities, self.rule)
 
-    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None) -> Outcome:
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None, stage=None) -> Outcome:
         """Train and score a candidate, then calibrate its detection on training images and score validation
         again with it; the outcome's metrics record the rule (`threshold_<class>`, `min_pixels_<class>`)."""
         self.rule = None  # a new network: the trainer's own validation score is by argmax
-        outcome = trainer.evaluate(genome, fault_key)
+        outcome = trainer.evaluate(genome, fault_key, stage)
         if outcome.status != Status.OK:
             return outcome
         batch = trainer.budget.eval_batch_size

@@ -1,0 +1,77 @@
+"""Asynchronous successive halving (ASHA; Li et al., MLSys 2020) over the rungs of `training.rungs`.
+
+Every candidate is first trained to the lowest rung's budget. Whenever a group is free, a candidate in the best
+1/eta of its rung that has not gone on yet is trained on, from where it stopped, to the next rung; otherwise the
+search proposes a new genome. No rung waits to fill: a candidate is promoted as soon as it ranks high enough
+among the results its rung has so far. The ladder only decides; the master sends, stores and keeps the states.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Iterator, Optional
+
+
+class Ladder:
+    """The results of every rung, ranked, and which candidates went on from each."""
+
+    def __init__(self, budgets: list[float], eta: int, higher_is_better: bool):
+        self.budgets, self.eta = list(budgets), eta
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.ranked: list[list[tuple[float, int]]] = [[] for _ in budgets]  # (−score, id), best first
+        self.score: list[dict[int, float]] = [{} for _ in budgets]  # id → score (higher is better)
+        self.promoted: list[set[int]] = [set() for _ in budgets]  # ids sent on from each rung
+        self.reached: dict[int, int] = {}  # id → the highest rung with a stored result
+
+    @property
+    def top(self) -> int:
+        return len(self.budgets) - 1
+
+    def record(self, work_id: int, rung: int, fitness: Optional[float]) -> None:
+        """A stored result (fitness None: it failed, and goes no further)."""
+        self.reached[work_id] = max(rung, self.reached.get(work_id, rung))
+        if rung > 0:
+            self.promoted[rung - 1].add(work_id)
+        if fitness is not None and work_id not in self.score[rung]:
+            score = self.sign * fitness
+            self.score[rung][work_id] = score
+            bisect.insort(self.ranked[rung], (-score, work_id))
+
+    def sent(self, work_id: int, rung: int) -> None:
+        """Training to `rung` was sent (or is in flight from before a restart)."""
+        if rung > 0:
+            self.promoted[rung - 1].add(work_id)
+
+    def promotions(self) -> Iterator[tuple[int, int]]:
+        """(id, next rung) of each candidate due for promotion, the highest rungs first, best first within one."""
+        for rung in range(self.top - 1, -1, -1):
+            for _, work_id in self.ranked[rung][: len(self.ranked[rung]) // self.eta]:
+                if work_id not in self.promoted[rung]:
+                    yield work_id, rung + 1
+
+    def leader(self) -> Optional[tuple[int, int]]:
+        """(id, rung) of the best candidate of the highest rung that has a result, if any."""
+        for rung in range(self.top, -1, -1):
+            if self.ranked[rung]:
+                return self.ranked[rung][0][1], rung
+        return None
+
+    def finishing(self) -> Optional[tuple[int, int]]:
+        """(id, next rung) for taking the leader one rung up when it is below the top and not already on its way:
+        how a search whose budget of new genomes is spent ends with its winner at the top rung."""
+        leader = self.leader()
+        if leader is None or leader[1] == self.top or leader[0] in self.promoted[leader[1]]:
+            return None
+        return leader[0], leader[1] + 1
+
+    def hopeless(self, work_id: int) -> bool:
+        """Whether a stored candidate will (almost surely) never be promoted again, so its training state can go:
+        it reached the top, failed, or ranks below twice the share its rung promotes. (A hopeless candidate that is
+        promoted after all trains from scratch.)"""
+        rung = self.reached.get(work_id)
+        if rung is None or work_id in self.promoted[rung]:
+            return False
+        if rung == self.top or work_id not in self.score[rung]:
+            return True
+        ranked = self.ranked[rung]
+        rank = bisect.bisect_left(ranked, (-self.score[rung][work_id], work_id))
+        return rank >= 2 * (len(ranked) // self.eta) + 2
