@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import deque
 from typing import Optional
 
 import numpy as np
@@ -40,12 +41,13 @@ class Surrogate:
     """Learns fitness from genome features. Its training set is capped, so its cost per result is bounded.
 
     The SVR is fitted on fitness ranks (robust to the huge errors of broken networks); predictions are mapped back
-    to fitness units through the training fitness quantiles. Each refit is scored by the Spearman correlation of
-    its predictions with the results that arrive before the next refit (out of sample).
+    to fitness units through the training fitness quantiles. Each result is predicted on arrival, by the model of
+    the time (out of sample); each refit's log row scores the last `window` such predictions (Spearman), since the
+    few results between two refits make a score that swings from -1 to 1.
     """
 
     def __init__(self, higher_is_better: bool, *, min_results: int = 8, max_train: int = 256,
-                 refit_every: int = 4):
+                 refit_every: int = 4, window: int = 32):
         self.sign = 1.0 if higher_is_better else -1.0  # internal scores: higher is better
         self.min_results, self.max_train, self.refit_every = min_results, max_train, refit_every
         self.x: list[np.ndarray] = []
@@ -59,7 +61,7 @@ class Surrogate:
         self.y_sorted = np.empty(0)
         self.since_refit = 0
         self.log: list[dict] = []
-        self._scored: list[tuple[int, float]] = []
+        self._scored: deque[tuple[float, float]] = deque(maxlen=window)  # (predicted on arrival, actual)
 
     @property
     def ready(self) -> bool:
@@ -74,9 +76,10 @@ class Surrogate:
         """Record one result (fitness None = failed); refit when due, unless `refit` is False (the caller refits
         later, or is replaying a history). Returns the log row of a refit if one was closed."""
         index = len(self.x)
+        x = np.asarray(features, dtype=np.float64)
         if self.ready and fitness is not None:
-            self._scored.append((index, fitness))  # predicted in one batch when this refit's log closes
-        self.x.append(np.asarray(features, dtype=np.float64))
+            self._scored.append((float(self.predict(x)[0][0]), fitness))
+        self.x.append(x)
         self.fitness.append(fitness)
         if fitness is not None:
             self.n_ok += 1
@@ -128,21 +131,20 @@ class Surrogate:
         if self.n_ok >= self.min_results:
             self.refit()
         self.log.clear()
-        self._scored = []
+        self._scored.clear()
 
     def close_log(self) -> Optional[dict]:
-        """Score the current refit on the results seen since it; return its log row (None if there is none)."""
+        """Score the predictions of the last `window` results, each made on arrival; return the current refit's
+        log row with that score (None if there is no row)."""
         if not self.log:
             return None
         row = self.log[-1]
         row["n_scored"] = len(self._scored)
         if len(self._scored) >= 3:
-            rows, actual = (np.array(v) for v in zip(*self._scored))
-            pred = self.predict(np.stack([self.x[i] for i in rows]))[0]
+            pred, actual = (np.array(v) for v in zip(*self._scored))
             if np.ptp(pred) > 0 and np.ptp(actual) > 0:  # else undefined (and scipy warns on every refit)
                 rho = spearmanr(pred, actual).statistic
                 row["spearman"] = None if np.isnan(rho) else float(rho)
-        self._scored = []
         return row
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

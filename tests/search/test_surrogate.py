@@ -136,6 +136,7 @@ def test_log_rows_count_refits_and_score_them_out_of_sample():
             rhos.append(row["spearman"])
     assert [row["refit"] for row in s.log] == list(range(1, 11))
     assert len(rhos) == 8 and all(r is not None for r in rhos)
+    assert s.log[-2]["n_scored"] == 32  # the last 32 results, each predicted on arrival: 36 were, the window holds 32
     assert np.mean(rhos) > 0.3  # it learns something: out-of-sample rank correlation is positive
 
 
@@ -182,7 +183,7 @@ def test_restart_clears_the_log():
         s.observe(x, landscape(x))
     assert len(s.log) == 6
     s.restart()
-    assert s.log == [] and s.ready and s._scored == []
+    assert s.log == [] and s.ready and not s._scored
 
 
 def test_restart_with_too_few_results_stays_unready():
