@@ -116,7 +116,7 @@ def cmd_baseline(args) -> int:
     else:
         raw = {"task": {"name": args.target}, "run": {"name": args.name or f"{args.target}-baselines"}}
         cfg = config.from_dict(_overrides(raw, args.set))
-    results = run_baselines(cfg)
+    results = run_baselines(cfg, args.budget)
     task = task_of(cfg)
     print(format_baselines(results, task.metric, task.unit))
     print(f"[menndl] written to {RunDir(cfg.run_dir).baselines}")
@@ -182,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
     baseline.add_argument("target", help="a config file, or a task name (uses configs/<task>.yaml if present)")
     baseline.add_argument("--name", help="run directory to write baselines.json into (default: run.name)")
     baseline.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    baseline.add_argument("--budget", type=float, metavar="SECONDS",
+                          help="train each baseline network this long (default: a candidate's budget)")
     baseline.set_defaults(func=cmd_baseline)
 
     retrain = sub.add_parser("retrain", help="train a run's best network again, from scratch and for longer "

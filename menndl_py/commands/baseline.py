@@ -1,30 +1,44 @@
 """`menndl baseline`: a task's hand-made baselines, trained on the same data and under the same budget as a
-candidate."""
+candidate (with rungs: the top rung's), or under a budget of seconds given for all of them."""
 from __future__ import annotations
+
+import dataclasses
+from typing import Optional
 
 from menndl_py.commands.common import ensure_data, say, task_of
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
+from menndl_py.errors import UserError
 from menndl_py.rundir import RunDir
 from menndl_py.train.device import pick_device, set_threads
 from menndl_py.train.group import LocalGroup
-from menndl_py.train.trainer import score_split
+from menndl_py.train.trainer import Stage, score_split
+
+MAX_EPOCHS = 1_000_000  # with a budget of seconds, the time decides
 
 
-def run_baselines(cfg: Config) -> dict[str, dict]:
-    """Train the task's published networks like a candidate, fit its other baselines; write them to the run
-    directory."""
+def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dict]:
+    """Train the task's published networks like a candidate (or for `seconds` each), fit its other baselines;
+    write them to the run directory. Each row says the budget it had."""
+    if seconds is not None:
+        if not seconds > 0:
+            raise UserError(f"--budget: must be > 0 seconds, got {seconds!r}")
+        cfg = dataclasses.replace(
+            cfg, training=dataclasses.replace(cfg.training, rungs=None, time_budget=seconds, epochs=MAX_EPOCHS),
+            cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout,
+                                                                          2 * seconds)))
     task = task_of(cfg)
     ensure_data(task)
     threads = set_threads(cfg.cluster.threads_per_rank, 1)
     trainer = make_trainer(cfg, task, LocalGroup(), pick_device(0))
+    stage, budget = _budget(cfg)
     results: dict[str, dict] = {}
     for name, genome in task.baseline_genomes().items():
-        say(f"training baseline {name} ({threads} threads, budget {cfg.training.epochs} epochs"
-            f"{f' or {cfg.training.time_budget:g} s' if cfg.training.time_budget else ''})")
-        outcome = task.evaluate(genome, trainer)
+        say(f"training baseline {name} ({threads} threads, {budget})")
+        outcome = task.evaluate(genome, trainer, None, stage)
         row = {"status": str(outcome.status), "message": outcome.message, "epochs": outcome.epochs,
-               "train_seconds": round(outcome.train_seconds, 2), **outcome.metrics}
+               "train_seconds": round(outcome.train_seconds, 2), "budget": f"{budget}, {threads} threads",
+               **outcome.metrics}
         if outcome.model is not None:
             test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size)
             row.update({f"test_{k}": v for k, v in test.items()})
@@ -35,3 +49,14 @@ def run_baselines(cfg: Config) -> dict[str, dict]:
     results.update(task.other_baselines(task.load("train"), evals))
     RunDir(cfg.run_dir).write_baselines(results)
     return results
+
+
+def _budget(cfg: Config) -> tuple[Optional[Stage], str]:
+    """The training of a baseline network (a Stage to the top rung, with rungs) and its budget in words."""
+    t = cfg.training
+    if t.rungs is not None:
+        top = t.rungs.budgets[-1]
+        return Stage(t.rungs.unit, top), f"{top:g} {t.rungs.unit} (the top rung)"
+    if t.time_budget is not None:
+        return None, f"{t.time_budget:g} s" + (f" or {t.epochs} epochs" if t.epochs < MAX_EPOCHS else "")
+    return None, f"{t.epochs} epochs"

@@ -38,8 +38,10 @@ def format_baselines(results: dict[str, dict], metric: str, unit: str) -> str:
     def cell(v) -> str:
         return f"{v:12.4f}" if isinstance(v, float) else f"{'-':>12s}"
 
-    lines = [f"{'baseline':44s} {'val ' + metric:>12s} {'test ' + metric:>12s}  ({unit})"]
+    lines = [f"{'baseline':44s} {'val ' + metric:>12s} {'test ' + metric:>12s}  ({unit})  budget"]
     for name, row in results.items():
         status = f"  [{row['status']}]" if row.get("status", "ok") != "ok" else ""
-        lines.append(f"{name:44s} {cell(row.get(f'val_{metric}'))} {cell(row.get(f'test_{metric}'))}{status}")
+        budget = row.get("budget") or (f"fit in {row['fit_seconds']:.0f} s" if "fit_seconds" in row else "")
+        lines.append(f"{name:44s} {cell(row.get(f'val_{metric}'))} {cell(row.get(f'test_{metric}'))}"
+                     f"  {budget}{status}".rstrip())
     return "\n".join(lines)

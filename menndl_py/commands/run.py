@@ -233,7 +233,8 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
         baselines = run.read_baselines()
         if baselines:
             rows = {f"menndl_py search (best of {n})":
-                    {f"val_{task.metric}": master.best[0], f"test_{task.metric}": test[task.metric]}, **baselines}
+                    {f"val_{task.metric}": master.best[0], f"test_{task.metric}": test[task.metric],
+                     "budget": f"{master.elapsed:.0f} s of search, {master.n_groups} groups"}, **baselines}
             print(format_baselines(rows, task.metric, task.unit), flush=True)
     else:
         failures = {}

@@ -1,0 +1,39 @@
+"""`menndl baseline`: the hand-made baselines trained under a candidate's budget (the top rung's, with rungs) or
+under a budget of seconds given for all of them, each row saying which."""
+import json
+
+import pytest
+
+from menndl_py.commands.baseline import run_baselines
+from menndl_py.commands.common import format_baselines
+from menndl_py.errors import UserError
+
+TINY = {"train_size": 300, "val_size": 100, "test_size": 100, "forest_trees": 5}
+
+
+def config(make_config, data_dir, **training):
+    return make_config({"task": {"name": "elemnet", "data_dir": str(data_dir), "options": TINY},
+                        "training": {"epochs": 1, **training}})
+
+
+def test_a_budget_of_seconds_is_given_to_every_network_and_said(make_config, elemnet_data_dir, cpu):
+    cfg = config(make_config, elemnet_data_dir)
+    results = run_baselines(cfg, seconds=0.5)
+    network = results["ElemNet-17 (Jha et al. 2018)"]
+    assert network["status"] == "ok" and network["budget"].startswith("0.5 s, ")  # the epoch cap is lifted
+    assert json.loads((cfg.run_dir / "baselines.json").read_text())["ElemNet-17 (Jha et al. 2018)"]["budget"] == \
+        network["budget"]
+    table = format_baselines(results, "mae", "eV/atom")
+    assert "0.5 s, " in table and "fit in " in table  # the forest: how long it took to fit
+
+
+def test_with_rungs_a_baseline_has_the_top_rung(make_config, elemnet_data_dir, cpu):
+    cfg = config(make_config, elemnet_data_dir, epochs=5,
+                 rungs={"unit": "epochs", "min_budget": 0.5, "max_budget": 2, "eta": 2})
+    network = run_baselines(cfg)["ElemNet-17 (Jha et al. 2018)"]
+    assert network["budget"].startswith("2 epochs (the top rung)") and network["epochs"] == 2
+
+
+def test_a_budget_must_be_positive(make_config, elemnet_data_dir):
+    with pytest.raises(UserError, match="--budget: must be > 0 seconds, got 0"):
+        run_baselines(config(make_config, elemnet_data_dir), seconds=0)
