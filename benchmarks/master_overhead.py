@@ -73,11 +73,15 @@ def windows(n: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
-def config_dict(directory: Path, name: str, evaluations: int, seed: int) -> dict:
+RUNGS = {"unit": "epochs", "min_budget": 1, "max_budget": 9, "eta": 3}  # --rungs: promotion on (1, 3, 9 units)
+
+
+def config_dict(directory: Path, name: str, evaluations: int, seed: int, rungs: bool = False) -> dict:
     return {"run": {"name": name, "directory": str(directory)},
             "task": {"name": "synthetic", "data_dir": str(directory / "data"), "options": {"seconds": 0}},
             "search": {"max_evaluations": evaluations, "surrogate": True, "seed": seed},
-            "cluster": {"ranks_per_candidate": 1, "threads_per_rank": 1}}
+            "cluster": {"ranks_per_candidate": 1, "threads_per_rank": 1},
+            **({"training": {"rungs": RUNGS}} if rungs else {})}
 
 
 # -- 1. the real thing under mpirun --------------------------------------------------------------------------
@@ -91,7 +95,8 @@ def menndl_command() -> list[str]:
 
 def run_mpi(args, workdir: Path) -> dict:
     cfg_path = workdir / "mpi.yaml"
-    cfg_path.write_text(yaml.safe_dump(config_dict(workdir / "runs", "mpi", args.evaluations, args.seed)))
+    cfg_path.write_text(yaml.safe_dump(config_dict(workdir / "runs", "mpi", args.evaluations, args.seed,
+                                                   args.rungs)))
     command = ["mpirun", "--oversubscribe", "-np", str(args.ranks), "-x", "PYTHONPATH", *menndl_command(), "run",
                str(cfg_path), "--no-progress"]
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
@@ -193,6 +198,7 @@ class Driver:
     def __init__(self, master, evaluator, n_groups: int, timer: PartTimer, gc_clock: GcClock):
         self.master, self.evaluator, self.timer, self.gc_clock = master, evaluator, timer, gc_clock
         self.queue = [w for w in (master.next_work(g) for g in range(n_groups)) if w is not None]
+        self.idle: list[int] = []  # groups that found no work
         self.totals: list[float] = []  # reply + deferred work
         self.replies: list[float] = []  # on_result + next_work: what the worker waits for
         self.parts: list[dict[str, float]] = []
@@ -219,6 +225,11 @@ class Driver:
         self.parts.append(parts)
         if follow is not None:
             self.queue.append(follow)
+        else:  # nothing due for it now (with rungs a later result may make a promotion due)
+            self.idle.append(work.group)
+        while self.idle and (waiting := self.master.next_work(self.idle[0])) is not None:
+            self.idle.pop(0)
+            self.queue.append(waiting)
         return True
 
 
@@ -233,7 +244,7 @@ def run_in_process(args, workdir: Path) -> dict:
     from menndl_py.train.group import LocalGroup
 
     torch.set_num_threads(1)
-    cfg = config.from_dict(config_dict(workdir / "runs", "inprocess", args.evaluations, args.seed))
+    cfg = config.from_dict(config_dict(workdir / "runs", "inprocess", args.evaluations, args.seed, args.rungs))
     prepare_run_dir(cfg, resume=False)
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
     n_groups = args.ranks - 1
@@ -274,7 +285,8 @@ def run_in_process(args, workdir: Path) -> dict:
     if len(snapshots) == 2:
         drivers = {}
         for done, path in sorted(snapshots.items()):
-            snap_cfg = config.from_dict(config_dict(path.parent, path.name, args.evaluations, args.seed))
+            snap_cfg = config.from_dict(config_dict(path.parent, path.name, args.evaluations, args.seed,
+                                                    args.rungs))
             resumed = make_master(snap_cfg, task, n_groups, progress=False)
             snap_timer = PartTimer()
             instrument(resumed, snap_timer)
@@ -459,6 +471,8 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=None, help="results per window of history (default 1000)")
     p.add_argument("--ranks", type=int, default=9, help="MPI ranks: master + ranks-1 groups of 1 (default 9)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rungs", action="store_true", help="multi-fidelity promotion on (training.rungs 1, 3, 9; "
+                                                          "evaluations count new genomes, results every rung)")
     p.add_argument("--skip-mpi", action="store_true", help="only the in-process measurement")
     p.add_argument("--skip-inprocess", action="store_true", help="only the MPI measurement")
     p.add_argument("--mpi-timeout", type=float, default=4 * 3600.0, help="seconds before mpirun is given up")

@@ -26,8 +26,8 @@ STATUS_COLORS = dict(zip(map(str, STORED_STATUSES), ("#2ca02c", "#7f7f7f", "#d62
                                                       "#e377c2", "#17becf"), strict=True))
 BEST_PLACE = 0  # matplotlib: the legend where it hides the least
 OTHER_COLOR = "#17becf"
-NUMERIC_COLUMNS = ("id", "fitness", "predicted", "params", "depth", "group", "submit_time", "start_time",
-                   "end_time", "train_seconds")
+NUMERIC_COLUMNS = ("id", "rung", "budget", "fitness", "predicted", "params", "depth", "group", "submit_time",
+                   "start_time", "end_time", "train_seconds")
 TOP_COLUMNS = ("id", "fitness", "params", "depth", "train_seconds", "status")
 
 
@@ -73,7 +73,15 @@ def read_results(path: Path) -> pd.DataFrame:
     df = df[df["id"].notna()].reset_index(drop=True)
     if df.empty:
         raise UserError(f"no evaluations in {path}")
+    df["rung"] = df["rung"].fillna(0)  # tables from before promotion: every row is rung 0
     return df
+
+
+def ranked(df: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+    """The ok rows, best first: the highest rung first (with promotion, a candidate trained longer ranks above
+    one trained less), then by fitness."""
+    ok = df[df["fitness"].notna()]
+    return ok.sort_values(["rung", "fitness", "id"], ascending=[False, not higher_is_better, True], kind="stable")
 
 
 def read_surrogate(path: Path) -> pd.DataFrame:
@@ -240,7 +248,7 @@ def plot_fitness_vs_params(df: pd.DataFrame, hib: bool, label: str, path: Path) 
         _note(ax, "no successful evaluations with a parameter count")
     else:
         ax.scatter(ok["params"], ok["fitness"], s=18, alpha=0.6, color="C0", label=f"ok results ({len(ok)})")
-        best = ok.loc[ok["fitness"].idxmax() if hib else ok["fitness"].idxmin()]
+        best = ranked(ok, hib).iloc[0]
         ax.scatter([best["params"]], [best["fitness"]], s=220, marker="*", color="C3", edgecolor="black",
                    zorder=3, label=f"best: id {int(best['id'])}, {best['fitness']:.4g}, "
                                    f"{int(best['params']):,} params")
@@ -309,14 +317,15 @@ def _cell(value, spec: str = "") -> str:
 
 def format_summary_table(df: pd.DataFrame, higher_is_better: bool, n: int = 10) -> str:
     """Markdown table of the n best ok results (id, fitness, params, depth, train_seconds, status)."""
-    ok = df[df["fitness"].notna()].sort_values(["fitness", "id"], ascending=[not higher_is_better, True],
-                                                kind="stable").head(n)
+    ok = ranked(df, higher_is_better).head(n)
     if ok.empty:
         return "(no successful evaluations)"
-    specs = {"id": "int", "fitness": ".6g", "params": "int", "depth": "int", "train_seconds": ".1f", "status": ""}
-    lines = ["| rank | " + " | ".join(TOP_COLUMNS) + " |", "|---:|" + "---:|" * (len(TOP_COLUMNS) - 1) + "---|"]
+    specs = {"id": "int", "rung": "int", "fitness": ".6g", "params": "int", "depth": "int", "train_seconds": ".1f",
+             "status": ""}
+    names = TOP_COLUMNS[:1] + ("rung",) * bool(df["rung"].max() > 0) + TOP_COLUMNS[1:]  # with promotion
+    lines = ["| rank | " + " | ".join(names) + " |", "|---:|" + "---:|" * (len(names) - 1) + "---|"]
     for rank, (_, r) in enumerate(ok.iterrows(), 1):
-        lines.append(f"| {rank} | " + " | ".join(_cell(r.get(c, math.nan), specs[c]) for c in TOP_COLUMNS) + " |")
+        lines.append(f"| {rank} | " + " | ".join(_cell(r.get(c, math.nan), specs[c]) for c in names) + " |")
     return "\n".join(lines)
 
 
@@ -340,7 +349,8 @@ def format_summary(df: pd.DataFrame, sur: pd.DataFrame, meta: dict, name: str = 
 
     counts = df["status"].value_counts()
     statuses = [s for s in STATUS_COLORS if s in counts] + sorted(set(counts.index) - set(STATUS_COLORS))
-    out += ["", f"## Evaluations: {len(df)}", "", "| status | count |", "|---|---:|"]
+    trainings = f", {len(df)} trainings (rungs 0 to {int(df['rung'].max())})" if df["rung"].max() > 0 else ""
+    out += ["", f"## Evaluations: {df['id'].nunique()}{trainings}", "", "| status | count |", "|---|---:|"]
     out += [f"| {s} | {int(counts[s])} |" for s in statuses]
 
     out += ["", "## Best", ""]
@@ -348,8 +358,10 @@ def format_summary(df: pd.DataFrame, sur: pd.DataFrame, meta: dict, name: str = 
     if ok.empty:
         out.append("No successful evaluations.")
     else:
-        best = ok.loc[ok["fitness"].idxmax() if hib else ok["fitness"].idxmin()]
-        out.append(f"- fitness: {best['fitness']:.6g}" + (f" {unit}" if unit else "") + f" (id {int(best['id'])})")
+        best = ranked(df, hib).iloc[0]
+        rung = f", rung {int(best['rung'])}" if df["rung"].max() > 0 else ""
+        out.append(f"- fitness: {best['fitness']:.6g}" + (f" {unit}" if unit else "")
+                   + f" (id {int(best['id'])}{rung})")
         out.append(f"- depth: {_cell(best['depth'], 'int')}")
         out.append(f"- params: {_cell(best['params'], 'int')}")
         if best.get("genome"):

@@ -267,3 +267,15 @@ def test_row_being_written_is_left_out(tmp_path):
     (run / "results.csv").write_text(text[:-150])
     summary = (make_report(run) / "summary.md").read_text()
     assert "## Evaluations: 23" in summary and "(id 17)" in summary
+
+
+def test_with_promotion_the_best_is_at_the_highest_rung(tmp_path):
+    rows = build_rows()
+    for row in rows:
+        row["rung"] = 0
+    rows.append({**rows[9], "rung": 1, "fitness": 0.15, "m:val_mae": 0.15})  # id 9 trained on: 0.21 -> 0.15
+    text = (make_report(write_run(tmp_path / "rungs", rows)) / "summary.md").read_text()
+    assert "## Evaluations: 24, 25 trainings (rungs 0 to 1)" in text
+    assert "- fitness: 0.15 eV/atom (id 9, rung 1)" in summary_section(text, "Best")  # not id 17's 0.0412 at rung 0
+    top = summary_section(text, "Top 10").strip().splitlines()
+    assert top[0].startswith("| rank | id | rung | fitness |") and top[2].startswith("| 1 | 9 | 1 | 0.15 |")
