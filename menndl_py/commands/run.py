@@ -123,7 +123,8 @@ def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: boo
 
 def make_master(cfg: Config, task: Task, n_groups: int, progress: bool = True, **options) -> Master:
     """The master of `cfg`'s search (`options`: Master's own, e.g. its clock)."""
-    search = make_search(cfg.search, space_of(cfg, task), task.higher_is_better, task.baseline_genomes())
+    search = make_search(cfg.search, space_of(cfg, task), task.higher_is_better, task.baseline_genomes(),
+                         promotion=cfg.training.rungs is not None)
     return Master(cfg, task, search, n_groups=n_groups, progress=progress, **options)
 
 

@@ -13,6 +13,8 @@ is left to `catch_up`, which the transports call after the reply is sent, when n
 """
 from __future__ import annotations
 
+import itertools
+import json
 import socket
 import time
 from collections import deque
@@ -34,6 +36,7 @@ JOURNAL_LINES = 1000  # the checkpoint is compacted when its journal is this lon
 OVERDUE = 4  # deferred work is done even under a backlog of results once it is this many times overdue
 SYNC_SECONDS = 2.0  # results and journal are forced to disk this often (OVERDUE times as seldom under a backlog)
 CRASH_LIMIT = 2  # a genome in flight at this many crashes of the job is stored as crashed, not sent again
+CHOICES = 8  # with rungs: the search picks among this many candidates due for promotion to the same rung
 RESERVE_FACTOR = 1.25  # with rungs in seconds: new genomes stop this many times the leader's way to the top early
 
 
@@ -86,7 +89,7 @@ class Master:
             fitness = row["fitness"] if row["status"] == Status.OK else None
             self.ladder.record(row["id"], row["rung"], fitness)
             self.first_rung_rows += row["rung"] == 0
-            self.search.tell(genome, fitness, row["rung"])
+            self.search.tell(genome, fitness, row["rung"], json.loads(row["curve"]) if row["curve"] else [])
         if self.store.rows:
             self.search.replayed()
         self.search.log = self.run.append_surrogate_row  # replays are not measurements: logged from here on
@@ -172,7 +175,7 @@ class Master:
         """The next genome for `group`, or None when the budget is spent or the search is stopping."""
         if not self.may_dispatch():
             return None
-        promotion = None if self.resend else self._promotion()
+        promotion = None if self.resend else self._promotion(choose=True)
         if self.resend:
             work = self.resend.popleft()
             genome = Genome.from_json(work.genome)
@@ -215,9 +218,10 @@ class Master:
             self.checkpoint()
         return work
 
-    def _promotion(self) -> Optional[tuple[int, int]]:
-        """(id, rung) of the candidate to train on next, if any: the Ladder's first promotion (in seconds, one that
-        fits in the time left), or once no new genome may be sent, the leader's next step to the top rung."""
+    def _promotion(self, choose: bool = False) -> Optional[tuple[int, int]]:
+        """(id, rung) of the candidate to train on next, if any: a promotion the Ladder offers (in seconds, one
+        that fits in the time left; with `choose`, the search's pick of the first `CHOICES` offered to the highest
+        rung), or once no new genome may be sent, the leader's next step to the top rung."""
         if self.rungs is None:
             return None
         budgets, left = self.rungs.budgets, self.seconds_left
@@ -225,7 +229,14 @@ class Master:
         def fits(rung: int) -> bool:
             return self.rungs.unit != "seconds" or budgets[rung] - budgets[rung - 1] <= left
 
-        promotion = next((p for p in self.ladder.promotions() if fits(p[1])), None)
+        offered = (p for p in self.ladder.promotions() if fits(p[1]))
+        promotion = next(offered, None)
+        if promotion is not None and choose:
+            options = [promotion, *itertools.islice(itertools.takewhile(lambda p: p[1] == promotion[1], offered),
+                                                    CHOICES - 1)]
+            if len(options) > 1:
+                genomes = [Genome.from_json(self.store.rows[self._latest[i]]["genome"]) for i, _ in options]
+                promotion = options[self.search.choose_promotion(genomes)]
         if promotion is None and not self.may_ask():
             promotion = self.ladder.finishing()
             if promotion is not None and not fits(promotion[1]):
@@ -261,7 +272,7 @@ class Master:
         self.ladder.record(row["id"], row["rung"], row["fitness"])
         self.first_rung_rows += row["rung"] == 0
         self._states_checked = False
-        self.search.tell(genome, row["fitness"], row["rung"])  # its costly updates wait for catch_up
+        self.search.tell(genome, row["fitness"], row["rung"], result.curve)  # costly updates wait for catch_up
         self.busy_seconds += max(0.0, row["end_time"] - row["start_time"])
         self.progress.update(row)  # the checkpoint is written by next_work or close (stored ids are never re-sent)
 

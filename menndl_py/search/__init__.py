@@ -10,14 +10,17 @@ from menndl_py.search.surrogate import Surrogate
 __all__ = ["AsyncGA", "Proposal", "RandomSearch", "Search", "SpaceExhausted", "Surrogate", "make_search"]
 
 
-def make_search(s: SearchConfig, space: SearchSpace, higher_is_better: bool, baselines: dict[str, Genome]) -> Search:
-    """The search the config names (`search.algorithm`), seeded with `search.seed_genomes`."""
+def make_search(s: SearchConfig, space: SearchSpace, higher_is_better: bool, baselines: dict[str, Genome],
+                promotion: bool = False) -> Search:
+    """The search the config names (`search.algorithm`), seeded with `search.seed_genomes`; `promotion`: the run
+    has rungs (the GA's surrogate then orders promotions too)."""
     seeds = seed_genomes(s.seed_genomes, baselines, space)
     if s.algorithm == "random":
         return RandomSearch(space, seed=s.seed, seeds=seeds)
-    surrogate = Surrogate(higher_is_better, min_results=s.surrogate_min_results, max_train=s.surrogate_max_train,
-                          refit_every=s.surrogate_refit_every) if s.surrogate else None
+    surrogate, promoting = (Surrogate(higher_is_better, min_results=s.surrogate_min_results,
+                                      max_train=s.surrogate_max_train, refit_every=s.surrogate_refit_every)
+                            if on else None for on in (s.surrogate, s.surrogate and promotion))
     return AsyncGA(space, population=s.population, higher_is_better=higher_is_better, seed=s.seed,
                    crossover_rate=s.crossover_rate, mutation_rate=s.mutation_rate,
                    tournament_size=s.tournament_size, surrogate=surrogate, screen_factor=s.screen_factor,
-                   explore_fraction=s.explore_fraction, seeds=seeds)
+                   explore_fraction=s.explore_fraction, seeds=seeds, promotion_surrogate=promoting)

@@ -60,11 +60,16 @@ class Search(ABC):
     def _ask(self) -> Proposal:
         """A new proposal (or `_seed()`), drawing from `self.rng`, seeded for this ask."""
 
-    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0) -> None:
+    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0, curve: Sequence[dict] = ()) -> None:
         """Fold in one result (fitness None: it failed) at `rung` (with multi-fidelity promotion: the same genome
-        is told again at each rung it reaches; its highest rung's fitness counts). Costly updates wait for
-        `idle_work`."""
+        is told again at each rung it reaches; its highest rung's fitness counts), with its training `curve`.
+        Costly updates wait for `idle_work`."""
         self.seen.add(genome.key)
+
+    def choose_promotion(self, genomes: Sequence[Genome]) -> int:
+        """Which of these candidates, due for promotion from one rung, to train on first (an index); by default
+        the first, the best at that rung."""
+        return 0
 
     def mark_in_flight(self, genome: Genome) -> None:
         """A genome sent out before a restart: never propose it again."""

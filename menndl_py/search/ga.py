@@ -10,7 +10,7 @@ from deap import base, tools
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.search.base import Proposal, Search, SpaceExhausted
-from menndl_py.search.surrogate import Surrogate
+from menndl_py.search.surrogate import Surrogate, curve_features
 
 
 class _Fitness(base.Fitness):
@@ -34,12 +34,14 @@ class AsyncGA(Search):
     unscreened. `seeds` (known networks, say the task's hand-designed ones) are the first members of the random
     initial population.
     The GA owns its surrogate: refits are its deferred work (`idle_work`), and each refit's log row goes to `log`.
+    With promotion, a second surrogate (`promotion_surrogate`) learns the second rung's fitness from the genome
+    and its first rung's result and curve (`curve_features`), and orders candidates due for promotion.
     """
 
     def __init__(self, space: SearchSpace, *, population: int, higher_is_better: bool, seed: int,
                  crossover_rate: float = 0.5, mutation_rate: float = 0.9, tournament_size: int = 3,
                  surrogate: Optional[Surrogate] = None, screen_factor: int = 8, explore_fraction: float = 0.25,
-                 seeds: Sequence[Genome] = ()):
+                 seeds: Sequence[Genome] = (), promotion_surrogate: Optional[Surrogate] = None):
         super().__init__(space, seed=seed, seeds=seeds)
         self.mu = population
         self.sign = 1.0 if higher_is_better else -1.0
@@ -52,6 +54,8 @@ class AsyncGA(Search):
         self.population: list[_Member] = []
         self.n_random = 0
         self._features: dict[str, np.ndarray] = {}  # of genomes in flight, computed when they were screened
+        self.promotion_surrogate = promotion_surrogate
+        self._first_rung: dict[str, np.ndarray] = {}  # genome and first-rung features, for the promotion surrogate
 
     # -- the protocol ---------------------------------------------------------------------------------
     def _ask(self) -> Proposal:
@@ -62,9 +66,10 @@ class AsyncGA(Search):
             return self._screened()
         return self._fresh(self._offspring)
 
-    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0) -> None:
+    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0, curve: Sequence[dict] = ()) -> None:
         """Fold in one result (fitness None = failed); a refit it makes due waits for `idle_work`."""
-        super().tell(genome, fitness, rung)
+        super().tell(genome, fitness, rung, curve)
+        self._tell_promotion(genome, fitness, rung, curve)
         if rung > 0:
             self.population = [m for m in self.population if m.genome.key != genome.key]
         elif self.surrogate is not None:
@@ -82,19 +87,43 @@ class AsyncGA(Search):
             if len(self.population) > self.mu:
                 self.population.remove(min(self.population, key=lambda m: m.fitness.values))
 
+    def _tell_promotion(self, genome: Genome, fitness: Optional[float], rung: int, curve: Sequence[dict]) -> None:
+        """The promotion surrogate learns from second-rung results, given the genome's first-rung features."""
+        if self.promotion_surrogate is None:
+            return
+        if rung == 0 and fitness is not None:
+            try:
+                self._first_rung[genome.key] = np.concatenate([self.space.features(genome),
+                                                               curve_features(self.sign * fitness, curve)])
+            except CandidateRefused:
+                pass
+        elif rung == 1 and genome.key in self._first_rung:
+            self.promotion_surrogate.observe(self._first_rung[genome.key], fitness, refit=False)
+
+    def choose_promotion(self, genomes: Sequence[Genome]) -> int:
+        """The candidate the promotion surrogate expects to do best at the next rung (the first, until it is
+        fitted or if a candidate's first-rung features are missing)."""
+        s = self.promotion_surrogate
+        if s is None or not s.ready or not all(g.key in self._first_rung for g in genomes):
+            return 0
+        return s.choose(np.stack([self._first_rung[g.key] for g in genomes]))[0]
+
     def replayed(self) -> None:
-        if self.surrogate is not None:
-            self.surrogate.restart()
+        for s in (self.surrogate, self.promotion_surrogate):
+            if s is not None:
+                s.restart()
 
     def idle_work(self, late: int = 1) -> bool:
-        """Refit the surrogate when it is due (under a backlog, only once `late` times its refit interval)."""
-        s = self.surrogate
-        if s is None or not s.due or (s.ready and s.since_refit < late * s.refit_every):
-            return False
-        closed = s.refit()
-        if closed is not None:
-            self.log(closed)
-        return True
+        """Refit a surrogate when it is due (under a backlog, only once `late` times its refit interval); only the
+        screening surrogate's refits are logged."""
+        for s in (self.surrogate, self.promotion_surrogate):
+            if s is None or not s.due or (s.ready and s.since_refit < late * s.refit_every):
+                continue
+            closed = s.refit()
+            if closed is not None and s is self.surrogate:
+                self.log(closed)
+            return True
+        return False
 
     def finish(self) -> None:
         if self.surrogate is not None and self.surrogate.log:

@@ -37,6 +37,15 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, flo
     return z, mean, scale, 1.0 / (z.shape[1] * var) if var > 0 else 1.0
 
 
+def curve_features(fitness: float, curve) -> np.ndarray:
+    """What a first-rung result says of how a candidate learns: its fitness, the log of its last training loss,
+    and how far the training loss fell along the rung (last over first)."""
+    losses = [point["train_loss"] for point in curve] or [float("nan")]
+    last = losses[-1] if np.isfinite(losses[-1]) else 1.0
+    fall = last / losses[0] if len(losses) > 1 and np.isfinite(losses[0]) and losses[0] > 0 else 1.0
+    return np.array([fitness, np.log(max(last, 1e-12)), fall], dtype=np.float64)
+
+
 class Surrogate:
     """Learns fitness from genome features. Its training set is capped, so its cost per result is bounded.
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from menndl_py.search import AsyncGA, Surrogate
 from menndl_py.tasks.elemnet.task import ElemNetTask
@@ -264,3 +265,38 @@ def test_ga_beats_random_search_on_a_synthetic_landscape(surrogate):
         rng = random.Random(seed)
         random_best.append(min(fitness(space.sample(rng)) for _ in range(120)))
     assert statistics.median(ga_best) < statistics.median(random_best) - 0.05, (ga_best, random_best)
+
+
+def test_with_rungs_members_compare_rung_first_and_a_promotion_replaces_its_lower_rung():
+    ga = make_ga(population=3)
+    rng = random.Random(5)
+    genomes = [SPACE.sample(rng) for _ in range(4)]
+    for g, f in zip(genomes, [0.5, 0.4, 0.3, 0.2]):
+        ga.tell(g, f)
+    ga.tell(genomes[0], 0.45, rung=1)  # the worst at rung 0, trained on: now above every rung-0 member
+    members = [(m.genome.key, m.fitness.values[0]) for m in ga.population]
+    assert (genomes[0].key, 1) in members and len(members) == 3
+    assert [k for k, _ in members].count(genomes[0].key) == 1  # its rung-0 entry is gone
+    assert top(ga) == (genomes[0], 0.45)
+
+
+def test_the_promotion_surrogate_learns_the_next_rung_from_the_first():
+    promotion = Surrogate(False, min_results=8, max_train=64, refit_every=4)
+    ga = make_ga(promotion_surrogate=promotion)
+    rng = random.Random(2)
+    genomes = [SPACE.sample(rng) for _ in range(60)]
+    truth = {g.key: landscape(SPACE, g) for g in genomes}
+    curve = [{"epoch": 0.5, "train_loss": 1.0, "seconds": 1.0}, {"epoch": 1.0, "train_loss": 0.8, "seconds": 2.0}]
+    for g in genomes:
+        ga.tell(g, truth[g.key] + 0.3, rung=0, curve=curve)  # the first rung: worse, but in the same order
+    assert ga.choose_promotion(genomes[:5]) == 0  # not fitted yet: the Ladder's order
+    for g in genomes[:40]:
+        ga.tell(g, truth[g.key], rung=1)
+        while ga.idle_work():
+            pass
+    assert promotion.ready and not ga.surrogate
+    held_out = genomes[40:]
+    predicted = promotion.predict(np.stack([ga._first_rung[g.key] for g in held_out]))[0]
+    assert spearmanr(predicted, [truth[g.key] for g in held_out]).statistic > 0.6
+    chosen = ga.choose_promotion(held_out)
+    assert chosen == int(np.argmin(predicted))
