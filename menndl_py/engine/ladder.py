@@ -63,6 +63,15 @@ class Ladder:
             return None
         return leader[0], leader[1] + 1
 
+    def runner_up(self) -> Optional[tuple[int, int]]:
+        """(id, next rung) of the best candidate not yet promoted from the highest rung that has one: work for a
+        group that would idle while the leader finishes its climb."""
+        for rung in range(self.top - 1, -1, -1):
+            for _, work_id in self.ranked[rung]:
+                if work_id not in self.promoted[rung]:
+                    return work_id, rung + 1
+        return None
+
     def hopeless(self, work_id: int) -> bool:
         """Whether a stored candidate will (almost surely) never be promoted again, so its training state can go:
         it reached the top, failed, or ranks below twice the share its rung promotes. (A hopeless candidate that is

@@ -221,7 +221,8 @@ class Master:
     def _promotion(self, choose: bool = False) -> Optional[tuple[int, int]]:
         """(id, rung) of the candidate to train on next, if any: a promotion the Ladder offers (in seconds, one
         that fits in the time left; with `choose`, the search's pick of the first `CHOICES` offered to the highest
-        rung), or once no new genome may be sent, the leader's next step to the top rung."""
+        rung), or once no new genome may be sent, the leader's next step to the top rung, or while the leader is
+        training, the best candidate not yet promoted (a runner-up)."""
         if self.rungs is None:
             return None
         budgets, left = self.rungs.budgets, self.seconds_left
@@ -239,6 +240,9 @@ class Master:
                 promotion = options[self.search.choose_promotion(genomes)]
         if promotion is None and not self.may_ask():
             promotion = self.ladder.finishing()
+            leader = self.ladder.leader()
+            if promotion is None and leader is not None and leader[0] in self.in_flight:
+                promotion = self.ladder.runner_up()  # rather than idle while the leader climbs
             if promotion is not None and not fits(promotion[1]):
                 promotion = None
         return promotion

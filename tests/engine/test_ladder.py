@@ -53,3 +53,15 @@ def test_failures_and_the_top_rung_are_hopeless_the_far_behind_too():
     ladder.record(1, 1, 0.05)
     assert ladder.hopeless(1)  # at the top
     assert not ladder.hopeless(99)  # not stored yet
+
+
+def test_the_runner_up_is_the_best_not_yet_promoted_of_the_highest_rung():
+    ladder = Ladder([1, 3, 9], eta=3, higher_is_better=False)
+    for i, f in enumerate([0.5, 0.4, 0.3]):
+        ladder.record(i, 0, f)
+    ladder.sent(2, 1)
+    assert ladder.runner_up() == (1, 1)
+    ladder.record(2, 1, 0.2)
+    assert ladder.runner_up() == (2, 2)  # the highest rung first
+    ladder.sent(2, 2)
+    assert ladder.runner_up() == (1, 1)
