@@ -75,10 +75,10 @@ def one_rank_fails(data_dir: str) -> None:
                       device=torch.device("cpu"))
     build = trainer._build
 
-    def faulty_build(genome):
+    def faulty_build(genome, stage=None):
         if fault.get("where") == "build":
             raise RuntimeError("injected: build")
-        return build(genome)
+        return build(genome, stage)
 
     trainer._build = faulty_build
     genome = Genome([{"width": 32, "activation": "relu", "dropout": 0.0, "batch_norm": False}],

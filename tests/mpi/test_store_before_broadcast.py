@@ -32,7 +32,7 @@ def stopped_run(elemnet_data_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("row", "has 2 fields, expected 25: a corrupt row"),
+    ("row", "has 2 fields, expected 27: a corrupt row"),
     ("columns", "results.csv: columns do not match this task's"),
 ])
 def test_a_corrupt_results_table_ends_every_rank_with_one_line(stopped_run, damage, message):
