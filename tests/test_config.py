@@ -22,6 +22,8 @@ from menndl_py.config import (
     load,
 )
 from menndl_py.errors import UserError
+from menndl_py.search.seeds import seed_genomes
+from menndl_py.tasks import make_task
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -90,10 +92,12 @@ debug:
         cfg.search.population = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("name", ["elemnet.yaml", "elemnet-tiny.yaml"])
-def test_shipped_configs_are_valid(name):
-    cfg = load(CONFIGS / name)
-    assert cfg.task.name == "elemnet"
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid_and_their_seeds_lie_in_their_space(path, tmp_path):
+    cfg = load(path)
+    task = make_task(cfg.task.name, cfg.task.options, tmp_path)
+    seeds = seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), task.space().restricted(cfg.search.space))
+    assert len(seeds) >= len(cfg.search.seed_genomes)
 
 
 def test_save_then_load_gives_the_same_config(tmp_path):
