@@ -4,7 +4,7 @@
 N networks of a config's search space (its seed genomes first, then random ones, seeded) are each trained through
 every rung of the config's `training.rungs` (or `--budgets`), each rung continuing from the state the one below left,
 exactly as a promoted candidate is, in this one process on the config's data with `cluster.threads_per_rank`
-threads. Printed: each network's fitness per rung; per rung, the Spearman rank correlation with the top rung, whether
+threads (or `--threads`). Printed: each network's fitness per rung; per rung, the Spearman rank correlation with the top rung, whether
 the rung's best is the top rung's best, the top-rung regret of picking by that rung, and how many of the rung's best
 1/eta stay in the top rung's best 1/eta (what ASHA's promotion relies on). JSON in `--out`. Reports; does not assert.
 
@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--genomes", type=int, default=12, help="networks to train through every rung")
     p.add_argument("--budgets", help="rung budgets in the rungs' unit, comma-separated (default: the config's)")
     p.add_argument("--seed", type=int, default=0, help="which random networks")
+    p.add_argument("--threads", type=int, help="torch threads (default: the config's cluster.threads_per_rank)")
     p.add_argument("--quick", action="store_true", help="4 ElemNet networks, 2,000 rows, 1-3-9 epochs")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     shares = list(rungs.data) if rungs.data and not args.budgets else [1.0] * len(budgets)
     task = task_of(cfg)
     ensure_data(task)
-    threads = set_threads(cfg.cluster.threads_per_rank, 1)
+    threads = set_threads(args.threads or cfg.cluster.threads_per_rank, 1)
     space = task.space().restricted(cfg.search.space)
     genomes = networks(space, seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), space),
                        args.genomes, args.seed)
