@@ -3,10 +3,11 @@
 
 N networks of a config's search space (its seed genomes first, then random ones, seeded) are each trained through
 every rung of the config's `training.rungs` (or `--budgets`), each rung continuing from the state the one below left,
-exactly as a promoted candidate is, in this one process on the config's data with `cluster.threads_per_rank`
-threads (or `--threads`). Printed: each network's fitness per rung; per rung, the Spearman rank correlation with the top rung, whether
-the rung's best is the top rung's best, the top-rung regret of picking by that rung, and how many of the rung's best
-1/eta stay in the top rung's best 1/eta (what ASHA's promotion relies on). JSON in `--out`. Reports; does not assert.
+exactly as a promoted candidate is, in this one process on the config's data with `cluster.threads_per_rank` threads
+(or `--threads`). Printed: each network's fitness per rung; per rung, the Spearman rank correlation with the top
+rung, whether the rung's best is the top rung's best, the top-rung regret of picking by that rung, and how many of
+the rung's best 1/eta stay in the top rung's best 1/eta (what ASHA's promotion relies on). JSON in `--out`. Reports;
+does not assert.
 
     python benchmarks/rung_ranking.py configs/elemnet.yaml --genomes 12 --budgets 5,15,45,135
     python benchmarks/rung_ranking.py configs/stem_defects.yaml --genomes 8
@@ -56,7 +57,7 @@ def ranking(fitness: list[list[float]], eta: float, higher_is_better: bool) -> l
         order = sorted(range(len(at)), key=lambda i: sign * at[i])
         rows.append({"rung": k, "spearman": float(spearmanr(at, top).statistic) if len(at) > 2 else float("nan"),
                      "picks_top_best": order[0] == min(range(len(top)), key=lambda i: sign * top[i]),
-                     "regret": sign * (top[order[0]] - min(top, key=lambda v: sign * v)),
+                     "regret": sign * (top[order[0]] - min(top, key=lambda v: sign * v)) + 0.0,  # not -0.0
                      "kept_share": len(best_top & set(order[:keep])) / keep})
     return rows
 
