@@ -57,7 +57,7 @@ class Choice:
 
 
 class Network(Protocol):
-    """How a genome's layer gene dicts (and its once-per-genome genes) become cost figures and a torch module."""
+    """How a genome's layer gene dicts become cost figures and a torch module."""
 
     def cost(self, layers: Sequence[Mapping[str, Any]], shape: tuple) -> tuple[int, int]:
         """(parameters, FLOPs per sample) for an input of `shape`; raises CandidateRefused with the reason."""
@@ -66,10 +66,23 @@ class Network(Protocol):
         """The torch module (call `cost` first: it refuses what cannot be built)."""
 
 
+class Inputs(Protocol):
+    """A stage before the network that one once-per-genome gene chooses (ElemNet's element descriptors)."""
+
+    gene: str  # among the training genes
+    default: Any  # for a genome written without the gene
+
+    def cost(self, value: Any, shape: tuple) -> tuple[int, int, tuple]:
+        """(parameters, FLOPs per sample, output shape)."""
+
+    def module(self, value: Any, shape: tuple):
+        """The torch module."""
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Layers (or levels), each a dict of `layer_genes`; `training_genes` once; depth within `depth`;
-    `network` turns the layer dicts into a module for inputs of `input_shape`."""
+    `network` turns the layer dicts into a module for inputs of `input_shape` (after the `inputs` stage, if any)."""
 
     layer_genes: Mapping[str, Choice]
     training_genes: Mapping[str, Choice]
@@ -77,6 +90,7 @@ class SearchSpace:
     network: Network
     input_shape: tuple
     max_params: int = 50_000_000
+    inputs: Optional[Inputs] = None
 
     # -- making and changing genomes -------------------------------------------------------------
     def sample_layer(self, rng: random.Random) -> dict:
@@ -157,7 +171,9 @@ class SearchSpace:
     # -- cost, features and modules -------------------------------------------------------------
     def cost(self, genome: Genome) -> tuple[int, int]:
         """(parameters, FLOPs per sample) from the genes alone; raises CandidateRefused, also over `max_params`."""
-        params, flops = self.network.cost(genome.layers, self.input_shape)
+        params, flops, shape = self._inputs_cost(genome)
+        p, f = self.network.cost(genome.layers, shape)
+        params, flops = params + p, flops + f
         if params > self.max_params:
             raise CandidateRefused(f"{params:,} parameters exceed the limit of {self.max_params:,}")
         return params, flops
@@ -165,7 +181,18 @@ class SearchSpace:
     def build(self, genome: Genome):
         """The torch module for a genome, or CandidateRefused with the reason."""
         self.cost(genome)
-        return self.network.module(genome.layers, self.input_shape)
+        net = self.network.module(genome.layers, self._inputs_cost(genome)[2])
+        if self.inputs is None:
+            return net
+        import torch.nn as nn  # (only here: the search itself needs no torch)
+
+        value = genome.training.get(self.inputs.gene, self.inputs.default)
+        return nn.Sequential(self.inputs.module(value, self.input_shape), net)
+
+    def _inputs_cost(self, genome: Genome) -> tuple[int, int, tuple]:
+        if self.inputs is None:
+            return 0, 0, self.input_shape
+        return self.inputs.cost(genome.training.get(self.inputs.gene, self.inputs.default), self.input_shape)
 
     def feature_names(self) -> list[str]:
         names = ["depth", "log10_params", "log10_flops"]

@@ -19,9 +19,9 @@ def layer(width=64, activation="relu", dropout=0.0, batch_norm=False):
     return {"width": width, "activation": activation, "dropout": dropout, "batch_norm": batch_norm}
 
 
-def training(learning_rate=1e-3, batch_size=64, optimizer="adam", weight_decay=0.0):
+def training(learning_rate=1e-3, batch_size=64, optimizer="adam", weight_decay=0.0, inputs="fractions"):
     return {"learning_rate": learning_rate, "batch_size": batch_size, "optimizer": optimizer,
-            "weight_decay": weight_decay}
+            "weight_decay": weight_decay, "inputs": inputs}
 
 
 # -------------------------------------------------------------------------------------------- identity
@@ -243,7 +243,7 @@ DEPTH = "search.space.depth: must be [min, max] with 1 <= min <= max <= 24 (the 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"widht": [16]}, "search.space.widht: unknown gene (expected depth or one of: width, activation, dropout, "
-                      "batch_norm, learning_rate, batch_size, optimizer, weight_decay)"),
+                      "batch_norm, learning_rate, batch_size, optimizer, weight_decay, inputs)"),
     ({"activation": ["relu", "swish"]}, "search.space.activation: values must be among ['relu', 'elu', 'selu', "
                                         "'gelu', 'silu', 'tanh'], got ['relu', 'swish']"),
     ({"optimizer": ["lbfgs"]}, "search.space.optimizer: values must be among ['adam', 'adamw', 'sgd', "

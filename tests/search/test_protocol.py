@@ -9,7 +9,7 @@ from menndl_py.tasks.elemnet.task import ElemNetTask
 SPACE = ElemNetTask().space().restricted({"depth": [1, 3], "width": [16, 32, 64]})
 TINY = ElemNetTask().space().restricted({"depth": [1, 1], "activation": ["relu"], "dropout": [0.0],
                                          "batch_norm": [False], "learning_rate": [1e-3], "batch_size": [32],
-                                         "optimizer": ["adam"], "weight_decay": [0.0]})
+                                         "optimizer": ["adam"], "weight_decay": [0.0], "inputs": ["fractions"]})
 SEED_GENOME = SPACE.sample(random.Random(99))
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from menndl_py.errors import CandidateRefused
 from menndl_py.search import Surrogate
 from menndl_py.tasks.elemnet.task import ElemNetTask
 
@@ -19,8 +20,14 @@ def landscape(x) -> float:
 
 
 def features(n, seed):
-    rng = random.Random(seed)
-    return [SPACE.features(SPACE.sample(rng)) for _ in range(n)]
+    """n genomes' features, sampled as the GA samples them (skipping those over the parameter limit)."""
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        try:
+            out.append(SPACE.features(SPACE.sample(rng)))
+        except CandidateRefused:
+            pass
+    return out
 
 
 @pytest.mark.parametrize("higher_is_better", [False, True])

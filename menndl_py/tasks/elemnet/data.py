@@ -165,18 +165,24 @@ def fractions(formula: str | Mapping[str, float]) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------- build
 
-def source_dir() -> Path:
-    """The directory holding CrabNet's OQMD_Formation_Enthalpy {train,val,test}.csv (found without importing)."""
+def crabnet_data(folder: str, names: tuple[str, ...]) -> Path:
+    """The directory `folder` of the installed crabnet package's data holding the files `names` (found without
+    importing crabnet)."""
     spec = importlib.util.find_spec("crabnet")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("the OQMD data comes with the 'crabnet' package, which is not installed "
+        raise UserError("the OQMD data and element tables come with the 'crabnet' package, which is not installed "
                         "(pip install crabnet==2.0.8)")
     for location in spec.submodule_search_locations:
-        d = Path(location) / "data" / "benchmark_data" / "OQMD_Formation_Enthalpy"
-        if all((d / f"{s}.csv").is_file() for s in SPLITS):
+        d = Path(location) / "data" / folder
+        if all((d / name).is_file() for name in names):
             return d
     raise UserError(f"crabnet is installed at {list(spec.submodule_search_locations)[0]} but has no "
-                    "data/benchmark_data/OQMD_Formation_Enthalpy/{train,val,test}.csv")
+                    f"data/{folder}/{{{','.join(names)}}}")
+
+
+def source_dir() -> Path:
+    """The directory holding CrabNet's OQMD_Formation_Enthalpy {train,val,test}.csv."""
+    return crabnet_data("benchmark_data/OQMD_Formation_Enthalpy", tuple(f"{s}.csv" for s in SPLITS))
 
 
 def _read_split(csv_path: Path, max_abs_enthalpy: float, limit: int | None, cache: dict) -> tuple:

@@ -1,4 +1,5 @@
-"""ElemNet: formation enthalpy (eV/atom) from the 86 element fractions of a composition (Jha et al., Sci. Rep. 2018).
+"""ElemNet: formation enthalpy (eV/atom) from the 86 element fractions of a composition (Jha et al., Sci. Rep. 2018);
+the gene `inputs` may add their average of an element descriptor table (mat2vec, magpie, oliynyk) inside the network.
 
 Data: OQMD formation enthalpies with CrabNet's train/val/test split (bundled in the crabnet 2.0.8 wheel).
 """
@@ -19,6 +20,7 @@ from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.layers import Dense, LinearHead, Stack
 from menndl_py.tasks.base import Task, error_sums
 from menndl_py.tasks.elemnet import data as elemnet_data
+from menndl_py.tasks.elemnet.descriptors import FRACTIONS, INPUTS, ElementDescriptors
 
 # ElemNet's published 17-layer network: (width, dropout after the layer) per layer.
 _ELEMNET_17 = ([(1024, 0.0)] * 3 + [(1024, 0.2)] + [(512, 0.0)] * 2 + [(512, 0.1)] + [(256, 0.0)] * 2
@@ -89,9 +91,10 @@ class ElemNetTask(Task):
                 "batch_size": Choice((32, 64, 128, 256, 512)),
                 "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
                 "weight_decay": Choice((0.0, 1e-6, 1e-5, 1e-4, 1e-3)),
+                "inputs": Choice(INPUTS),
             },
             depth=(1, 24), network=Stack(Dense(), LinearHead(1)), input_shape=(len(elemnet_data.ELEMENTS),),
-            max_params=8_000_000)
+            max_params=8_000_000, inputs=ElementDescriptors())
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.l1_loss(prediction.squeeze(-1), target)
@@ -105,11 +108,12 @@ class ElemNetTask(Task):
 
     def baseline_genomes(self) -> dict[str, Genome]:
         layers = [{"width": w, "activation": "relu", "dropout": d, "batch_norm": False} for w, d in _ELEMNET_17]
-        training = {"learning_rate": 1e-4, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0}
+        training = {"learning_rate": 1e-4, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0,
+                    "inputs": FRACTIONS}
         mlp = [{"width": w, "activation": "silu", "dropout": 0.0, "batch_norm": False} for w in (512, 512, 256, 128)]
         return {"ElemNet-17 (Jha et al. 2018)": Genome(layers, training),
                 HAND_MLP: Genome(mlp, {"learning_rate": 2e-3, "batch_size": 512, "optimizer": "adamw",
-                                       "weight_decay": 1e-4})}
+                                       "weight_decay": 1e-4, "inputs": FRACTIONS})}
 
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
         forest = elemnet_data.random_forest_baseline(*train, evals, n_estimators=self.options.forest_trees, n_jobs=-1)
