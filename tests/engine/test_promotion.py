@@ -103,3 +103,27 @@ def test_rungs_may_train_on_a_share_of_the_rows(setup):
     rows = evaluator.trainer.data["train"][0].shape[0]
     assert sum(seen) == pytest.approx(0.25 * rows, rel=0.2)  # an epoch of a quarter of the rows
 
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("minutes", [12, 20])
+def test_with_rungs_in_seconds_the_winner_reaches_the_top_rung_within_the_time(make_config, cpu, seed, minutes):
+    """The time kept back for the leader's climb is kept: the search ends within `search.max_minutes` with its
+    winner at the top rung (a clock the test moves by each training's budget; no training)."""
+    from menndl_py.engine.evaluator import Evaluator
+    from menndl_py.tasks.synthetic import SyntheticTask
+    from menndl_py.train.group import LocalGroup
+
+    cfg = make_config({"task": {"name": "synthetic"}, "search": {"max_minutes": minutes, "seed": seed, "population": 4},
+                       "training": {"rungs": {"unit": "seconds", "min_budget": 10, "max_budget": 270, "eta": 3}}})
+    cfg.run_dir.mkdir(parents=True)
+    task, now = SyntheticTask(), [0.0]
+    evaluator = Evaluator(cfg, task, LocalGroup(), cpu)
+    master = make_master(cfg, task, 1, progress=False, clock=lambda: now[0])
+    budgets = cfg.training.rungs.budgets
+    while (work := master.next_work(group=0)) is not None:
+        now[0] += work.budget - (budgets[work.rung - 1] if work.rung else 0.0)
+        master.on_result(evaluator.evaluate(work))
+    master.close()
+    assert now[0] <= minutes * 60
+    assert master.best[2] == len(budgets) - 1, "the winner stopped below the top rung"
