@@ -131,6 +131,7 @@ class Trainings:
 
 def make_method(spec: dict, space, seed: int, settings: dict, scratch: Path):
     import peers
+
     from menndl_py import config
     from menndl_py.search import make_search
 
@@ -153,9 +154,8 @@ def make_method(spec: dict, space, seed: int, settings: dict, scratch: Path):
 
 def run_one(job: dict) -> None:
     """Search with one method and seed until the compute budget is spent, recording every training."""
-    import torch
-
     import peers
+    import torch
 
     torch.set_num_threads(1)
     path, settings = Path(job["file"]), job["settings"]

@@ -6,6 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import peers  # noqa: E402
+
 from menndl_py import config  # noqa: E402
 from menndl_py.search import make_search  # noqa: E402
 from menndl_py.tasks.elemnet.task import ElemNetTask  # noqa: E402
