@@ -75,8 +75,8 @@ class Inputs(Protocol):
     def cost(self, value: Any, shape: tuple) -> tuple[int, int, tuple]:
         """(parameters, FLOPs per sample, output shape)."""
 
-    def module(self, value: Any, shape: tuple):
-        """The torch module."""
+    def module(self, value: Any, shape: tuple, network):
+        """The torch module: this stage, then `network` (the module of the layers)."""
 
 
 @dataclass(frozen=True)
@@ -184,10 +184,7 @@ class SearchSpace:
         net = self.network.module(genome.layers, self._inputs_cost(genome)[2])
         if self.inputs is None:
             return net
-        import torch.nn as nn  # (only here: the search itself needs no torch)
-
-        value = genome.training.get(self.inputs.gene, self.inputs.default)
-        return nn.Sequential(self.inputs.module(value, self.input_shape), net)
+        return self.inputs.module(genome.training.get(self.inputs.gene, self.inputs.default), self.input_shape, net)
 
     def _inputs_cost(self, genome: Genome) -> tuple[int, int, tuple]:
         if self.inputs is None:

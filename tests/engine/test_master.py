@@ -175,7 +175,8 @@ def test_random_search_runs_behind_the_same_master_and_resumes_the_same(setup):
 
 def test_a_space_with_fewer_genomes_than_the_budget_ends_the_run_cleanly(setup):
     one_genome = {"depth": [1, 1], "width": [16], "activation": ["relu"], "dropout": [0.0], "batch_norm": [False],
-                  "learning_rate": [1e-3], "batch_size": [32], "optimizer": ["adam"], "weight_decay": [0.0]}
+                  "learning_rate": [1e-3], "batch_size": [32], "optimizer": ["adam"], "weight_decay": [0.0],
+                  "inputs": ["fractions"]}
     cfg, task, evaluator = setup(space=one_genome, surrogate=False)
     master = run(cfg, task, evaluator)
     assert len(read_rows(cfg.run_dir)) == 1

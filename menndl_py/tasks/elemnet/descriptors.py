@@ -26,7 +26,7 @@ def table(name: str) -> np.ndarray:
     path = crabnet_data("element_properties", (f"{name}.csv",)) / f"{name}.csv"
     values = pd.read_csv(path, index_col=0).reindex(list(ELEMENTS)).astype(np.float64)
     values = (values - values.mean()) / values.std().replace(0.0, 1.0)
-    return values.fillna(0.0).to_numpy(np.float32)
+    return np.ascontiguousarray(values.fillna(0.0).to_numpy(np.float32))  # Horovod broadcasts it
 
 
 class WithDescriptors(nn.Module):
@@ -54,5 +54,5 @@ class ElementDescriptors:
         n = table(value).shape[1]
         return 0, 2 * shape[0] * n, (shape[0] + n,)
 
-    def module(self, value: Any, shape: tuple) -> nn.Module:
-        return nn.Identity() if value == FRACTIONS else WithDescriptors(table(value))
+    def module(self, value: Any, shape: tuple, network: nn.Module) -> nn.Module:
+        return network if value == FRACTIONS else nn.Sequential(WithDescriptors(table(value)), network)
