@@ -181,15 +181,19 @@ class SearchSpace:
     def build(self, genome: Genome):
         """The torch module for a genome, or CandidateRefused with the reason."""
         self.cost(genome)
-        net = self.network.module(genome.layers, self._inputs_cost(genome)[2])
         if self.inputs is None:
-            return net
-        return self.inputs.module(genome.training.get(self.inputs.gene, self.inputs.default), self.input_shape, net)
+            return self.network.module(genome.layers, self.input_shape)
+        value = self._inputs_value(genome)
+        net = self.network.module(genome.layers, self.inputs.cost(value, self.input_shape)[2])
+        return self.inputs.module(value, self.input_shape, net)
 
     def _inputs_cost(self, genome: Genome) -> tuple[int, int, tuple]:
         if self.inputs is None:
             return 0, 0, self.input_shape
-        return self.inputs.cost(genome.training.get(self.inputs.gene, self.inputs.default), self.input_shape)
+        return self.inputs.cost(self._inputs_value(genome), self.input_shape)
+
+    def _inputs_value(self, genome: Genome) -> Any:
+        return genome.training.get(self.inputs.gene, self.inputs.default)
 
     def feature_names(self) -> list[str]:
         names = ["depth", "log10_params", "log10_flops"]

@@ -2,8 +2,6 @@
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import peers  # noqa: E402
 
@@ -69,7 +67,6 @@ def test_without_promotion_every_genome_trains_to_the_top():
 
 
 def test_optuna_hyperband_prunes_and_finishes_some():
-    pytest.importorskip("optuna")
     bench = Bench(150)
     method = peers.OptunaHyperband(space(), 0, BUDGETS, 3)
     method.run(bench)
@@ -79,7 +76,6 @@ def test_optuna_hyperband_prunes_and_finishes_some():
 
 
 def test_deephyper_successive_halving_stops_some_and_finishes_some(tmp_path):
-    pytest.importorskip("deephyper")
     bench = Bench(120)
     method = peers.DeepHyperSH(space(), 0, str(tmp_path), BUDGETS, 3, n_initial_points=5, n_points=200)
     method.run(bench)
