@@ -61,6 +61,7 @@ class SearchConfig:
     seed: int = setting(0, min=0, max=2**63 - 1)
     space: dict = setting(factory=dict)
     seed_genomes: list = setting(factory=list)  # "baselines", genome JSON files or run directories, evaluated first
+    seed_sweep: list = setting(factory=list)  # training genes each seed is also tried with every value of
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: boo
     directory, open and check what it holds (the master, ready), make the data. Returns what to do ("new",
     "resume" or "finished"; a finished run's master is closed already). Raises UserError."""
     task = task_of(cfg)
-    seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), space_of(cfg, task))
+    seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), space_of(cfg, task), cfg.search.seed_sweep)
     new = not cfg.run_dir.exists()
     if new:  # missing or bad data leaves no run directory behind
         ensure_data(task)

@@ -14,7 +14,7 @@ def make_search(s: SearchConfig, space: SearchSpace, higher_is_better: bool, bas
                 promotion: bool = False) -> Search:
     """The search the config names (`search.algorithm`), seeded with `search.seed_genomes`; `promotion`: the run
     has rungs (the GA's surrogate then orders promotions too)."""
-    seeds = seed_genomes(s.seed_genomes, baselines, space)
+    seeds = seed_genomes(s.seed_genomes, baselines, space, s.seed_sweep)
     if s.algorithm == "random":
         return RandomSearch(space, seed=s.seed, seeds=seeds)
     surrogate, promoting = (Surrogate(higher_is_better, min_results=s.surrogate_min_results,

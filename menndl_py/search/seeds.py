@@ -10,9 +10,12 @@ from menndl_py.genome import Genome, SearchSpace
 from menndl_py.rundir.layout import genome_file
 
 
-def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpace) -> list[Genome]:
+def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpace,
+                 sweep: Sequence = ()) -> list[Genome]:
     """The genomes named by `items`: "baselines" (the task's hand-designed networks), one baseline's name, a
-    genome JSON file, or a run directory (its best network). Each must lie in the (restricted) search space."""
+    genome JSON file, or a run directory (its best network). Each must lie in the (restricted) search space.
+    Each is followed by its copies with every other value of each training gene named in `sweep`, one gene at a
+    time (say, the hand-made MLP on every input representation)."""
     if not isinstance(items, list):
         raise UserError(f"search.seed_genomes: must be a list, got {items!r}")
     genomes: list[Genome] = []
@@ -42,4 +45,26 @@ def seed_genomes(items: Sequence, baselines: dict[str, Genome], space: SearchSpa
             except CandidateRefused as exc:
                 raise UserError(f"{where}: the search space refuses it: {exc}") from None
             genomes.append(genome)
-    return genomes
+    return _swept(genomes, sweep, space)
+
+
+def _swept(genomes: list[Genome], sweep: Sequence, space: SearchSpace) -> list[Genome]:
+    if not isinstance(sweep, (list, tuple)):
+        raise UserError(f"search.seed_sweep: must be a list of training genes, got {sweep!r}")
+    for i, name in enumerate(sweep):
+        if name not in space.training_genes:
+            raise UserError(f"search.seed_sweep[{i}]: {name!r} is not a training gene of this space; expected one "
+                            f"of {sorted(space.training_genes)}")
+    out: list[Genome] = []
+    for genome in genomes:
+        out.append(genome)
+        for name in sweep:
+            for value in space.training_genes[name].values:
+                copy = Genome(genome.layers, {**genome.training, name: value})
+                try:
+                    space.cost(copy)
+                except CandidateRefused:
+                    continue
+                if copy not in out:
+                    out.append(copy)
+    return out

@@ -68,3 +68,24 @@ def test_a_seed_outside_the_restricted_space_says_which_gene(task):
                               "[8, 16]")
     with pytest.raises(UserError, match="depth 3, expected 1 to 2"):
         seed_genomes(["baselines"], task.baseline_genomes(), task.space().restricted({"depth": [1, 2]}))
+
+
+def test_a_sweep_plants_each_seed_on_every_value_of_the_named_genes(tmp_path):
+    elemnet = make_task("elemnet", {}, tmp_path)
+    baselines = elemnet.baseline_genomes()
+    space = elemnet.space().restricted({"depth": [1, 8], "inputs": ["fractions", "mat2vec", "magpie"]})
+    seeds = seed_genomes([HAND_MLP], baselines, space, ["inputs"])
+    hand = baselines[HAND_MLP]
+    assert seeds[0] == hand and len(seeds) == 3
+    assert [s.training["inputs"] for s in seeds] == ["fractions", "mat2vec", "magpie"]
+    assert all(s.layers == hand.layers and {**s.training, "inputs": "fractions"} == hand.training for s in seeds)
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("inputs", "search.seed_sweep: must be a list of training genes, got 'inputs'"),
+    (["colour"], "search.seed_sweep[0]: 'colour' is not a training gene of this space; expected one of"),
+])
+def test_a_bad_sweep_names_the_entry(task, sweep, message):
+    with pytest.raises(UserError) as err:
+        seed_genomes(["baselines"], task.baseline_genomes(), task.space(), sweep)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
