@@ -144,6 +144,13 @@ def cmd_predict(args) -> int:
                    overwrite=args.overwrite, progress=not args.no_progress)
 
 
+def cmd_export(args) -> int:
+    from menndl_py.commands.export import export
+
+    export(args.run_dir, args.format, args.output, network=args.network, overwrite=args.overwrite)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="menndl", description="Evolutionary neural architecture search for "
                                 "deep materials informatics, on one process or many MPI ranks.")
@@ -206,6 +213,18 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--no-progress", action="store_true")
     predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="a run's network for use elsewhere (with a JSON beside it: input, "
+                                           "normalisation, classes, task, genome, metric), or its evaluations as an "
+                                           "Optuna journal")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, metavar="FORMAT",
+                        help="onnx, torchscript, state-dict (the network) or optuna-journal (the evaluations)")
+    export.add_argument("--output", required=True, help="the file to write (a network's JSON goes to FILE.json)")
+    export.add_argument("--network", metavar="{best,final}",
+                        help="which network (default: final/ after 'menndl retrain', else best/)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    export.set_defaults(func=cmd_export)
     return p
 
 

@@ -1,7 +1,12 @@
-"""What several commands share: messages, the task's data made on first use, one-line descriptions."""
+"""What several commands share: messages, the task's data made on first use, output files checked, one-line
+descriptions."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from menndl_py.config import Config
+from menndl_py.errors import UserError
+from menndl_py.rundir.layout import RunDir
 from menndl_py.tasks import make_task
 from menndl_py.tasks.base import Task
 from menndl_py.tasks.making import make_unless_made
@@ -21,6 +26,27 @@ def ensure_data(task: Task) -> None:
         say(f"making the {task.name} data set (first use): {task.data_path}")
         say(make_unless_made(task, say=say) or f"{task.data_path}: made by another process meanwhile; using it")
     task.check_data()
+
+
+def check_output(files: list[tuple[Path, str]], run_dir: Path, overwrite: bool, writes: str) -> None:
+    """UserError unless every file of `files` ((path, how the message names it beside the path), --output first)
+    may be written: neither a symbolic link (dangling or not) nor a directory, neither there unless `overwrite`,
+    and --output not inside `run_dir` nor any other run directory, which hold only what a search wrote (`writes`
+    names what the command writes, for the message)."""
+    for target, what in files:
+        if target.is_symlink():
+            raise UserError(f"{target}{what}: is a symbolic link; outputs are written as new files, not through "
+                            f"links: choose another --output")
+        if target.is_dir():
+            raise UserError(f"{target}{what}: is a directory; choose another --output")
+        if target.exists() and not overwrite:
+            raise UserError(f"{target}{what}: exists; choose another --output or pass --overwrite")
+    path, source = files[0][0], Path(run_dir).resolve()
+    for directory in path.resolve().parents:
+        run = RunDir(directory)
+        if directory == source or (run.config.is_file() and (run.results.is_file() or run.checkpoint.is_file())):
+            raise UserError(f"--output {path}: inside the run directory {directory}, which holds only what a "
+                            f"search wrote; write {writes} elsewhere")
 
 
 def describe(genome: dict) -> str:

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from menndl_py import config as config_module
-from menndl_py.commands.common import task_of
+from menndl_py.commands.common import check_output, task_of
 from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
@@ -60,20 +60,8 @@ class Output:
         (dangling or not) nor a directory, neither there unless `overwrite`, and not inside a run directory."""
         if path.suffix.lower() not in (".h5", ".hdf5"):
             raise UserError(f"--output: must name an .h5 file, got {str(path)!r}")
-        for target, what in ((path, ""), (path.with_suffix(".csv"), " (the CSV written beside --output)")):
-            if target.is_symlink():
-                raise UserError(f"{target}{what}: is a symbolic link; outputs are written as new files, not through "
-                                f"links: choose another --output")
-            if target.is_dir():
-                raise UserError(f"{target}{what}: is a directory; choose another --output")
-            if target.exists() and not overwrite:
-                raise UserError(f"{target}{what}: exists; choose another --output or pass --overwrite")
-        source = Path(run_dir).resolve()
-        for directory in Path(path).resolve().parents:
-            run = RunDir(directory)
-            if directory == source or (run.config.is_file() and (run.results.is_file() or run.checkpoint.is_file())):
-                raise UserError(f"--output {path}: inside the run directory {directory}, which holds only what a "
-                                f"search wrote; write predictions elsewhere")
+        check_output([(path, ""), (path.with_suffix(".csv"), " (the CSV written beside --output)")], run_dir,
+                     overwrite, "predictions")
 
     def write(self, results: list[tuple]) -> None:
         for index, source, class_map, defects, reason in results:

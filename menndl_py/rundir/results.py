@@ -56,6 +56,29 @@ def _parse(name: str, text: str) -> Any:
     return int(text) if name in INT_COLUMNS else float(text)
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results.csv as stored, read without changing the file (a run may be writing it): a last line
+    still being written is left out, and a table from before multi-fidelity reads as rung 0. UserError naming the
+    file, and the line, when it is missing or not a results table."""
+    if not path.is_file():
+        raise UserError(f"{path}: missing; the run has stored no evaluations yet")
+    try:
+        lines = list(csv.reader(io.StringIO(complete_lines(path.read_bytes()).decode())))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path}: not a results table ({exc})") from None
+    if not lines or "id" not in lines[0]:
+        raise UserError(f"{path}: not a results table (no header with an id column)")
+    rows = []
+    for n, line in enumerate(lines[1:], 2):
+        if len(line) != len(lines[0]):
+            raise UserError(f"{path}: line {n} has {len(line)} fields, expected {len(lines[0])}")
+        try:
+            rows.append({"rung": 0, **{name: _parse(name, text) for name, text in zip(lines[0], line)}})
+        except ValueError as exc:
+            raise UserError(f"{path}: line {n}: {exc}") from None
+    return rows
+
+
 class ResultStore:
     """Append-only evaluation records for one run directory. Each row is one write to the CSV, which is undone if
     it fails (a full disk, an interrupt), so the file holds whole rows only; `fsync` forces it to disk."""

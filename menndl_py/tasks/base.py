@@ -94,8 +94,16 @@ class Task(ABC):
         and a fallback is used, else ''. Default: nothing to calibrate."""
         return ""
 
+    # -- use outside menndl_py (`menndl export`) ------------------------------------------------------
+    class_names: ClassVar[tuple[str, ...]] = ()  # classification and segmentation tasks: class i's name
+
+    def network_io(self, genome: Genome) -> dict:
+        """How to use the trained network of `genome` elsewhere: `input` (its `shape`, None where any size goes, and
+        the `normalisation` of raw data before the network, in words, or None) and `output` (what its values are,
+        in words). Default: any batch of the space's input shape, nothing to normalise, nothing said of outputs."""
+        return {"input": {"shape": [None, *self.space().input_shape], "normalisation": None}, "output": {}}
+
     # -- batch inference (`menndl predict`), for tasks on images --------------------------------------
-    class_names: ClassVar[tuple[str, ...]] = ()
 
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
         """One raw image as a network input (C, H, W), or SkipImage with the reason."""

@@ -96,6 +96,11 @@ class ElemNetTask(Task):
             depth=(1, 24), network=Stack(Dense(), LinearHead(1)), input_shape=(len(elemnet_data.ELEMENTS),),
             max_params=8_000_000, inputs=ElementDescriptors())
 
+    def network_io(self, genome: Genome) -> dict:
+        return {"input": {"shape": [None, len(elemnet_data.ELEMENTS)], "columns": list(elemnet_data.ELEMENTS),
+                          "normalisation": "atomic fractions of the elements in columns, summing to 1 (float32)"},
+                "output": {"values": "formation enthalpy, eV/atom"}}
+
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.l1_loss(prediction.squeeze(-1), target)
 

@@ -39,6 +39,9 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), index)))
 
 
+PHASES_AS_INPUT = "phase 0 as -1, phase 1 as +1 (float32)"
+
+
 def as_input(volumes: np.ndarray) -> np.ndarray:
     """Phases 0/1 as network inputs −1/+1 (float32)."""
     return volumes.astype(np.float32) * 2 - 1

@@ -70,6 +70,10 @@ class HomogenizationTask(data.MicrostructureTask):
             },
             depth=(1, 6), network=ConvNet(dims=3), input_shape=(1, n, n, n), max_params=4_000_000)
 
+    def network_io(self, genome: Genome) -> dict:
+        return {"input": {"shape": [None, *self.space().input_shape], "normalisation": data.PHASES_AS_INPUT},
+                "output": {"values": f"log(C11 / {self.c_ref:.6g} GPa), C11 under macroscopic ε11"}}
+
     def _c11(self, prediction: torch.Tensor) -> torch.Tensor:
         return self.c_ref * torch.exp(prediction.squeeze(-1).double().clamp(-30.0, 30.0))
 

@@ -108,6 +108,12 @@ class LocalizationTask(data.MicrostructureTask):
             },
             depth=(1, 5), network=WindowNet(), input_shape=(w, w, w), max_params=4_000_000)
 
+    def network_io(self, genome: Genome) -> dict:
+        return {"input": {"shape": [None, *self.space().input_shape],
+                          "normalisation": f"a voxel's periodic window³ neighbourhood, {data.PHASES_AS_INPUT}; "
+                                           f"channel i is the slice at offset i - {self.options.window // 2} along x1"},
+                "output": {"values": "ε11 of the voxel / the applied macroscopic ε11"}}
+
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.l1_loss(prediction, target)
 

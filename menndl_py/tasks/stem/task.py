@@ -286,6 +286,17 @@ class StemDefectsTask(Task):
             row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
         return {"Fourier filtering (Bragg-peak reconstruction)": row}
 
+    # -- use outside menndl_py -----------------------------------------------------------------------
+    def network_io(self, genome: Genome) -> dict:
+        side = 2 ** (genome.depth - 1)
+        return {"input": {"shape": [None, 1, None, None], "size_multiple": side,
+                          "normalisation": f"each image to zero mean and unit standard deviation over its pixels "
+                                           f"(float32), then padded (reflect) to a height and width that are "
+                                           f"multiples of {side}"},
+                "output": {"values": "a logit per class and pixel (softmax over axis 1: probabilities), cropped to "
+                                     "the image's size; defects by the result's threshold_<class> and "
+                                     "min_pixels_<class>"}}
+
     # -- batch inference -----------------------------------------------------------------------------
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
         if image.dtype.kind not in "uif":
