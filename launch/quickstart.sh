@@ -11,6 +11,6 @@ name="elemnet-$(date +%Y%m%d-%H%M%S)"
 ranks="${MENNDL_RANKS:-2}"
 menndl data make elemnet --config configs/elemnet.yaml
 menndl baseline configs/elemnet.yaml --name "$name" --budget 600
-mpirun --oversubscribe -np "$ranks" menndl run configs/elemnet.yaml --name "$name"
+mpirun --oversubscribe --bind-to none -np "$ranks" menndl run configs/elemnet.yaml --name "$name"
 menndl report "runs/$name" > /dev/null
 echo "[quickstart] report: runs/$name/report/summary.md and its PNG plots"
