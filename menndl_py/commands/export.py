@@ -37,14 +37,13 @@ from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Status
 from menndl_py.rundir import RunDir
-from menndl_py.rundir.layout import WEIGHTS
+from menndl_py.rundir.layout import NETWORK_NAMES
 from menndl_py.rundir.networks import load_network
 from menndl_py.rundir.results import read_rows
 from menndl_py.tasks.base import Task
 
 NETWORK_FORMATS = ("onnx", "torchscript", "state-dict")
 FORMATS = (*NETWORK_FORMATS, "optuna-journal")
-NETWORKS = ("best", "final")
 TOLERANCE = 1e-5  # largest difference from the run's network's outputs, relative to their largest magnitude (or 1)
 
 
@@ -55,7 +54,7 @@ def export(run_dir: str, fmt: str, output: str, network: Optional[str] = None, o
         raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if network is not None and fmt not in NETWORK_FORMATS:
         raise UserError(f"--network: chooses the network of the formats {', '.join(NETWORK_FORMATS)}, not of {fmt}")
-    if network not in (None, *NETWORKS):
+    if network not in (None, *NETWORK_NAMES):
         raise UserError(f"--network: must be best or final, got {network!r}")
     run = RunDir(run_dir)
     if not run.config.is_file():
@@ -102,11 +101,7 @@ def sidecar(path: Path) -> Path:
 
 def network_dir(run: RunDir, network: Optional[str]) -> Path:
     """Where the network to export is: `network`'s directory, or by default the one `menndl predict` uses."""
-    if network is None:
-        return run.network_to_use()
-    if network == "final" and not (run.final / WEIGHTS).is_file():
-        raise UserError(f"{run.final}: no retrained network; 'menndl retrain {run.path}' makes it")
-    return run.final if network == "final" else run.best
+    return run.network_to_use() if network is None else run.network_named(network)
 
 
 @contextmanager

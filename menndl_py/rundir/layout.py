@@ -11,6 +11,7 @@ from typing import Any
 from menndl_py.errors import UserError
 
 GENOME, WEIGHTS, RECORD = "genome.json", "model.pt", "result.json"  # a saved network's three files
+NETWORK_NAMES = ("best", "final")  # the trained networks a run directory keeps
 SURROGATE_COLUMNS = ["refit", "n_results", "n_train", "fit_seconds", "spearman", "n_scored"]
 
 
@@ -57,6 +58,14 @@ class RunDir:
     def network_to_use(self) -> Path:
         """Where the network to use is: final/ after `menndl retrain`, else best/."""
         return self.final if (self.final / WEIGHTS).is_file() else self.best
+
+    def network_named(self, name: str) -> Path:
+        """The trained network `name` (one of NETWORK_NAMES); UserError if it is not there."""
+        where = {"best": self.best, "final": self.final}[name]
+        if not (where / WEIGHTS).is_file():
+            raise UserError(f"{where}: no retrained network; 'menndl retrain {self.path}' makes it" if name == "final"
+                            else f"{where}: no trained network yet; the search stores its best there")
+        return where
 
     def has_trained_network(self) -> bool:
         return (self.best / WEIGHTS).is_file()
