@@ -23,7 +23,7 @@ def set_threads(threads_per_rank: Optional[int], ranks_on_node: int) -> int:
     rank to one core when it starts two or fewer): the threads would then share those CPUs."""
     cpus = os.sched_getaffinity(0)
     threads = threads_per_rank or max(1, len(cpus) // max(ranks_on_node, 1))
-    if threads > len(cpus) and threads <= (os.cpu_count() or 1):
+    if threads > len(cpus):
         print(f"[menndl] cluster.threads_per_rank is {threads}, but the launcher bound this process to "
               f"{len(cpus)} CPU{'s' * (len(cpus) > 1)} ({','.join(map(str, sorted(cpus)))}), which its threads "
               f"will share: launch with 'mpirun --bind-to none' or 'srun --cpus-per-task={threads}'",
