@@ -133,7 +133,7 @@ def cmd_retrain(args) -> int:
         raise UserError(f"--budget: must be a finite number of seconds <= {SECONDS_PER_WEEK}, got {args.budget!r}")
     if args.epochs > 1_000_000:
         raise UserError(f"--epochs: must be <= 1000000, got {args.epochs}")
-    retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule)
+    retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule, args.network)
     return 0
 
 
@@ -141,7 +141,7 @@ def cmd_predict(args) -> int:
     from menndl_py.commands.predict import predict
 
     return predict(args.run_dir, args.inputs, args.output, batch_size=args.batch_size, dataset=args.dataset,
-                   overwrite=args.overwrite, progress=not args.no_progress)
+                   network=args.network, overwrite=args.overwrite, progress=not args.no_progress)
 
 
 def cmd_export(args) -> int:
@@ -200,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("--epochs", type=int, default=10_000, help="at most this many epochs")
     retrain.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                          help="the learning rate falls to 0 along the budget (cosine, default) or stays (constant)")
+    retrain.add_argument("--network", metavar="ID", help="a Pareto front member's id (default: the best network)")
     retrain.set_defaults(func=cmd_retrain)
 
     predict = sub.add_parser("predict", help="run a run's best network over image files (shards over MPI ranks)",
@@ -210,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="the HDF5 file to write (a CSV of defects goes beside it)")
     predict.add_argument("--dataset", help="the HDF5 dataset to read (default: every 2-D or 3-D dataset)")
     predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--network", metavar="NAME", help="best, final or a Pareto front member's id (default: "
+                                                            "final/ after 'menndl retrain', else best/)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--no-progress", action="store_true")
     predict.set_defaults(func=cmd_predict)
@@ -221,8 +224,9 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, metavar="FORMAT",
                         help="onnx, torchscript, state-dict (the network) or optuna-journal (the evaluations)")
     export.add_argument("--output", required=True, help="the file to write (a network's JSON goes to FILE.json)")
-    export.add_argument("--network", metavar="{best,final}",
-                        help="which network (default: final/ after 'menndl retrain', else best/)")
+    export.add_argument("--network", metavar="NAME",
+                        help="best, final or a Pareto front member's id (default: final/ after 'menndl retrain', "
+                             "else best/)")
     export.add_argument("--overwrite", action="store_true", help="replace existing output files")
     export.set_defaults(func=cmd_export)
     return p

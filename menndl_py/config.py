@@ -62,6 +62,8 @@ class SearchConfig:
     space: dict = setting(factory=dict)
     seed_genomes: list = setting(factory=list)  # "baselines", genome JSON files or run directories, evaluated first
     seed_sweep: list = setting(factory=list)  # training genes each seed is also tried with every value of
+    objectives: list = setting(factory=lambda: ["metric"])  # "metric" and optionally "latency", "parameters"
+    max_latency: Optional[float] = setting(None, min=0.0, max=3600.0)  # seconds per sample: the default network's
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ class Config:
             d["search"].pop("algorithm")
         if d["training"]["rungs"] is None:  # the same
             d["training"].pop("rungs")
+        if d["search"]["objectives"] == ["metric"] and d["search"]["max_latency"] is None:  # the same
+            d["search"].pop("objectives")
+            d["search"].pop("max_latency")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -168,6 +173,16 @@ def directory_name_problem(name: str) -> Optional[str]:
     return None
 
 
+def _decimal(text: str) -> str:
+    """`text` as YAML reads a number in exponent notation (2e-6 → 2.0e-6), or '' if it is no such number."""
+    mantissa, e, exponent = text.lower().partition("e")
+    try:
+        float(text)
+    except ValueError:
+        return ""
+    return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else ""
+
+
 def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
     origin = typing.get_origin(typ)
     if origin is typing.Union:  # Optional[X]
@@ -189,7 +204,9 @@ def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
         bounds += f" and <= {rules['max']}" if bounds else f" <= {rules['max']}"
     if not ok or ("min" in rules and value < rules["min"]) or ("max" in rules and value > rules["max"]):
         kind = _KIND[typ] if finite else "a finite number"
-        raise UserError(f"{key}: must be {kind}{bounds}, got {shown(value)}")
+        hint = f" (YAML reads {value} as text: write it with a decimal point, {_decimal(value)})" \
+            if typ is float and isinstance(value, str) and _decimal(value) else ""
+        raise UserError(f"{key}: must be {kind}{bounds}, got {shown(value)}{hint}")
     if "choices" in rules and value not in rules["choices"]:
         raise UserError(f"{key}: must be one of {', '.join(map(repr, rules['choices']))}, got {shown(value)}")
     if typ is str and "\0" in value:
@@ -226,6 +243,7 @@ def from_dict(data: Any) -> Config:
     # (the default 3 over a population of 2 is left alone: DEAP draws the tournament with replacement, and the
     # runs made so, whose config.yaml holds it, must go on resuming)
     _check_rungs(cfg.training)
+    _check_objectives(cfg.search)
     tournament = cfg.search.tournament_size
     if tournament > cfg.search.population and tournament != SearchConfig.tournament_size:
         raise UserError(f"search.tournament_size: must be at most search.population ({cfg.search.population}), "
@@ -251,6 +269,19 @@ def _check_rungs(training: TrainingConfig) -> None:
                         f"1; got {shown(rungs.data)}")
     if training.time_budget is not None:
         raise UserError("training.time_budget: leave it unset with training.rungs (the rungs set the budget)")
+
+
+OBJECTIVES = ("metric", "latency", "parameters")
+
+
+def _check_objectives(search: SearchConfig) -> None:
+    names = search.objectives
+    if not names or "metric" not in names or len(set(map(str, names))) != len(names) or \
+            not all(isinstance(n, str) and n in OBJECTIVES for n in names):
+        raise UserError(f"search.objectives: must be distinct names of {', '.join(map(repr, OBJECTIVES))}, "
+                        f"'metric' among them, got {shown(names)}")
+    if search.max_latency is not None and "latency" not in names:
+        raise UserError("search.max_latency: set only with 'latency' in search.objectives")
 
 
 def parse_yaml(text: str, where: str) -> Any:

@@ -433,3 +433,30 @@ def test_a_run_made_before_rungs_keeps_its_fingerprint():
     for key in ("max_evaluations", "max_minutes", "algorithm"):
         data["search"].pop(key)
     assert cfg.fingerprint() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- objectives
+
+@pytest.mark.parametrize("objectives", [[], ["latency"], ["metric", "metric"], ["metric", "speed"], "metric",
+                                        ["metric", {"latency": 1}]])
+def test_objectives_must_be_distinct_known_names_with_the_metric(objectives):
+    message = error_of({"search": {"objectives": objectives}})
+    assert message.startswith("search.objectives: must") and ("'metric' among them" in message or
+                                                              message.endswith("must be a list, got 'metric'"))
+
+
+def test_a_latency_limit_needs_latency_among_the_objectives():
+    assert error_of({"search": {"max_latency": 1.0}}) == \
+        "search.max_latency: set only with 'latency' in search.objectives"
+    assert config.from_dict({"search": {"objectives": ["metric", "latency"], "max_latency": 1}}).search.max_latency == 1
+
+
+def test_a_number_yaml_reads_as_text_is_explained():
+    message = error_of({"search": {"objectives": ["metric", "latency"], "max_latency": "2e-6"}})
+    assert message.endswith("(YAML reads 2e-6 as text: write it with a decimal point, 2.0e-6)")
+
+
+def test_the_default_objectives_leave_the_fingerprint_as_it_was():
+    assert config.from_dict({}).fingerprint() == config.from_dict({"search": {"objectives": ["metric"]}}).fingerprint()
+    assert config.from_dict({}).fingerprint() != \
+        config.from_dict({"search": {"objectives": ["metric", "latency"]}}).fingerprint()

@@ -54,8 +54,8 @@ def export(run_dir: str, fmt: str, output: str, network: Optional[str] = None, o
         raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if network is not None and fmt not in NETWORK_FORMATS:
         raise UserError(f"--network: chooses the network of the formats {', '.join(NETWORK_FORMATS)}, not of {fmt}")
-    if network not in (None, *NETWORK_NAMES):
-        raise UserError(f"--network: must be best or final, got {network!r}")
+    if network not in (None, *NETWORK_NAMES) and not network.isdigit():
+        raise UserError(f"--network: must be best, final or the id of a Pareto front member, got {network!r}")
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")

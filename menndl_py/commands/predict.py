@@ -91,16 +91,16 @@ class Output:
         self.csv_file.close()
 
 
-def load_best(run_dir: Path, quiet: bool = False):
-    """(task, genome, model in eval mode on CPU) of a run's network to use (final/ after `menndl retrain`, else
-    best/), the task calibrated for that network; unless `quiet`, a note on stderr when the network has no
-    calibration and a fallback is used."""
+def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None):
+    """(task, genome, model in eval mode on CPU) of a run's network to use (`network`: best, final or a Pareto
+    front member's id; by default final/ after `menndl retrain`, else best/), the task calibrated for that network;
+    unless `quiet`, a note on stderr when the network has no calibration and a fallback is used."""
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")
     cfg = config_module.load(run.config)
     task = task_of(cfg)
-    where = run.network_to_use()
+    where = run.network_to_use() if network is None else run.network_named(network)
     genome, model, record = load_network(where, task.space().restricted(cfg.search.space))
     calibrated(task, where, record, lambda note: None if quiet else print(f"menndl: note: {note}", file=sys.stderr,
                                                                           flush=True))
@@ -134,12 +134,13 @@ def infer(model, task, genome, ready: list, device) -> list[tuple]:
 
 
 def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: int = 8, dataset: Optional[str] = None,
+            network: Optional[str] = None,
             overwrite: bool = False, progress: bool = True) -> int:
     """Run the best network of `run_dir` over `inputs`; 0 if every image was used, EXIT_SKIPPED otherwise."""
     if batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
     share = mpi.share()
-    task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0)
+    task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
     device = pick_device(share.local_rank)
     model.to(device)
     items = list(enumerate(list_items(inputs, dataset)))

@@ -5,12 +5,13 @@ A search ranks candidates on short training budgets; its winner then earns a ful
 (all its threads unless `cluster.threads_per_rank` says otherwise), calibrates it as a search candidate is (the
 STEM task's detection thresholds), scores it on the validation and test splits with that calibration, and saves it
 as the run's retrained network (with its metrics and calibration), which `menndl predict` then prefers to the
-search's best.
+search's best. With several objectives, `--network ID` retrains a member of the Pareto front (pareto/ID/) instead.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Optional
 
 from menndl_py.commands.common import describe, ensure_data, say, task_of
 from menndl_py.config import Config
@@ -25,12 +26,16 @@ from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import score_split
 
 
-def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine") -> dict:
-    """Train `cfg.run_dir`'s best genome for `budget` seconds or `epochs` epochs, the learning rate on
-    `lr_schedule`; returns the record written beside the network."""
+def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine", network: Optional[str] = None) \
+        -> dict:
+    """Train `cfg.run_dir`'s best genome (or the Pareto front member `network`'s) for `budget` seconds or `epochs`
+    epochs, the learning rate on `lr_schedule`; returns the record written beside the network."""
     run = RunDir(cfg.run_dir)
-    if not (run.best / GENOME).is_file():
-        raise UserError(f"{run.best / GENOME}: missing; the run has no best network yet")
+    if network is not None and not network.isdigit():
+        raise UserError(f"--network: must be the id of a Pareto front member, got {network!r}")
+    source = run.best if network is None else run.network_named(network)
+    if not (source / GENOME).is_file():
+        raise UserError(f"{source / GENOME}: missing; the run has no best network yet")
     if not budget > 0:
         raise UserError(f"--budget: must be > 0 seconds, got {budget!r}")
     if epochs < 1:
@@ -40,7 +45,7 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
         cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout, 2 * budget)))
     task = task_of(cfg)
     ensure_data(task)
-    genome = read_genome(run.best)
+    genome = read_genome(source)
     threads = set_threads(cfg.cluster.threads_per_rank, 1)
     say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
         f"rate ({threads} threads)")
@@ -50,7 +55,7 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
         raise UserError(f"{cfg.run_dir}: retraining the best network ended with status {outcome.status}: "
                         f"{outcome.message}")
     test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size)
-    result = {"genome_hash": genome.key, "budget_seconds": budget, "lr_schedule": lr_schedule,
+    result = {"genome_hash": genome.key, "source": source.name, "budget_seconds": budget, "lr_schedule": lr_schedule,
               "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "threads": threads, "started": started,
               "params": sum(p.numel() for p in outcome.model.parameters()),
               **outcome.metrics, **{f"test_{k}": v for k, v in test.items()}, "curve": outcome.curve}

@@ -88,7 +88,9 @@ def scheduler_facts() -> dict:
 
 def write_run_json(cfg: Config, task: Task, **extra) -> None:
     RunDir(cfg.run_dir).update_run_json(task=task.name, metric=f"val_{task.metric}", unit=task.unit,
-                                        higher_is_better=task.higher_is_better, fingerprint=cfg.fingerprint(), **extra)
+                                        higher_is_better=task.higher_is_better, fingerprint=cfg.fingerprint(),
+                                        objectives=list(cfg.search.objectives), latency_per=list(task.latency_per),
+                                        **extra)
 
 
 def space_of(cfg: Config, task: Task):

@@ -14,7 +14,8 @@ from menndl_py.errors import UserError, os_error_line
 from menndl_py.genome import Genome
 from menndl_py.records import Outcome, Result, Status, Work, better
 from menndl_py.tasks.base import Task
-from menndl_py.train.trainer import Budget, GroupFailure, Stage, Trainer
+from menndl_py.train.latency import seconds_per_sample
+from menndl_py.train.trainer import Budget, GroupFailure, Stage, Trainer, failure_of
 
 
 def make_trainer(cfg: Config, task: Task, group, device: torch.device,
@@ -55,6 +56,7 @@ class Evaluator:
                  interrupted: Callable[[], bool] = StopRequest.requested):
         self.task, self.group, self.rungs = task, group, cfg.training.rungs
         self.trainer = make_trainer(cfg, task, group, device, interrupted)
+        self.timed = "latency" in cfg.search.objectives  # the group's leader times inference at the first rung
         self.host = socket.gethostname()
 
     def evaluate(self, work: Work) -> Result:
@@ -64,6 +66,8 @@ class Evaluator:
             outcome = self.task.evaluate(Genome.from_json(work.genome), self.trainer, str(work.id), self._stage(work))
         except GroupFailure as exc:  # in the task's own phases (a calibration), raised on every rank alike
             outcome = Outcome(exc.status, message=str(exc))
+        if self.timed and self.group.rank == 0 and outcome.status == Status.OK and work.rung == 0:
+            self._time(Genome.from_json(work.genome), outcome)
         weights = state = None
         if self.group.rank == 0 and outcome.model is not None and \
                 better(outcome.fitness, work.best, self.task.higher_is_better):
@@ -73,6 +77,17 @@ class Evaluator:
         return Result(work.id, outcome.status, outcome.fitness, outcome.metrics, outcome.message, outcome.epochs,
                       outcome.train_seconds, outcome.curve, start, time.time(), self.host, self.group.size, weights,
                       state)
+
+    def _time(self, genome: Genome, outcome: Outcome) -> None:
+        """Add the trained network's inference latency (seconds per sample) to its metrics; a network that cannot
+        run the latency batch (out of memory) fails."""
+        try:
+            batch = self.task.latency_batch(genome).to(self.trainer.device)
+            outcome.metrics["latency"] = seconds_per_sample(outcome.model, batch)
+        except Exception as exc:  # noqa: BLE001 - a candidate's failure is a result, never a crash
+            failure = failure_of(exc)
+            outcome.status, outcome.message, outcome.fitness = failure.status, f"timing inference: {failure}", None
+            outcome.model = outcome.state = None
 
     def _stage(self, work: Work) -> Optional[Stage]:
         """How far this training goes, with `training.rungs`: to the work's rung, on from the state it carries."""

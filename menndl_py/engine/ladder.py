@@ -3,22 +3,29 @@
 Every candidate is first trained to the lowest rung's budget. Whenever a group is free, a candidate in the best
 1/eta of its rung that has not gone on yet is trained on, from where it stopped, to the next rung; otherwise the
 search proposes a new genome. No rung waits to fill: a candidate is promoted as soon as it ranks high enough
-among the results its rung has so far. The ladder only decides; the master sends, stores and keeps the states.
+among the results its rung has so far. With several objectives a rung's results rank by Pareto front, then crowding
+distance (NSGA-II's order), and the leader is the network to use by default (`Objectives.preference`). The ladder
+only decides; the master sends, stores and keeps the states.
 """
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, Optional
+import itertools
+from typing import Iterator, Mapping, Optional
+
+from menndl_py.search.pareto import Objectives, fronts
 
 
 class Ladder:
     """The results of every rung, ranked, and which candidates went on from each."""
 
-    def __init__(self, budgets: list[float], eta: int, higher_is_better: bool):
+    def __init__(self, budgets: list[float], eta: int, higher_is_better: bool, objectives: Optional[Objectives] = None):
         self.budgets, self.eta = list(budgets), eta
-        self.sign = 1.0 if higher_is_better else -1.0
-        self.ranked: list[list[tuple[float, int]]] = [[] for _ in budgets]  # (−score, id), best first
-        self.score: list[dict[int, float]] = [{} for _ in budgets]  # id → score (higher is better)
+        self.objectives = objectives or Objectives(["metric"], higher_is_better)
+        self.ranked: list[list[tuple[float, int]]] = [[] for _ in budgets]  # (−score, id), best first (one objective)
+        self.score: list[dict] = [{} for _ in budgets]  # id → score, or vector of scores (higher is better)
+        self.preference: list[dict[int, tuple]] = [{} for _ in budgets]  # id → Objectives.preference
+        self._order: list[Optional[dict[int, int]]] = [None for _ in budgets]  # id → place, best first (cached)
         self.promoted: list[set[int]] = [set() for _ in budgets]  # ids sent on from each rung
         self.reached: dict[int, int] = {}  # id → the highest rung with a stored result
 
@@ -26,15 +33,29 @@ class Ladder:
     def top(self) -> int:
         return len(self.budgets) - 1
 
-    def record(self, work_id: int, rung: int, fitness: Optional[float]) -> None:
-        """A stored result (fitness None: it failed, and goes no further)."""
+    def record(self, work_id: int, rung: int, fitness: Optional[float], costs: Mapping = {}) -> None:
+        """A stored result (fitness None: it failed, and goes no further; `costs`: its latency and parameters)."""
         self.reached[work_id] = max(rung, self.reached.get(work_id, rung))
         if rung > 0:
             self.promoted[rung - 1].add(work_id)
-        if fitness is not None and work_id not in self.score[rung]:
-            score = self.sign * fitness
-            self.score[rung][work_id] = score
-            bisect.insort(self.ranked[rung], (-score, work_id))
+        vector = self.objectives.vector(fitness, costs)
+        if vector is None or work_id in self.score[rung]:
+            return
+        self.preference[rung][work_id] = self.objectives.preference(fitness, costs)
+        self._order[rung] = None
+        if self.objectives.many:
+            self.score[rung][work_id] = vector
+        else:
+            self.score[rung][work_id] = vector[0]
+            bisect.insort(self.ranked[rung], (-vector[0], work_id))
+
+    def order(self, rung: int) -> dict[int, int]:
+        """id → place (0 best) of every result of `rung` with a fitness."""
+        if self._order[rung] is None:
+            ids = [i for front in fronts(self.score[rung]) for i in front] if self.objectives.many \
+                else [i for _, i in self.ranked[rung]]
+            self._order[rung] = {work_id: place for place, work_id in enumerate(ids)}
+        return self._order[rung]
 
     def sent(self, work_id: int, rung: int) -> None:
         """Training to `rung` was sent (or is in flight from before a restart)."""
@@ -44,15 +65,16 @@ class Ladder:
     def promotions(self) -> Iterator[tuple[int, int]]:
         """(id, next rung) of each candidate due for promotion, the highest rungs first, best first within one."""
         for rung in range(self.top - 1, -1, -1):
-            for _, work_id in self.ranked[rung][: len(self.ranked[rung]) // self.eta]:
+            order = self.order(rung)
+            for work_id in itertools.islice(order, len(order) // self.eta):
                 if work_id not in self.promoted[rung]:
                     yield work_id, rung + 1
 
     def leader(self) -> Optional[tuple[int, int]]:
-        """(id, rung) of the best candidate of the highest rung that has a result, if any."""
+        """(id, rung) of the network to use by default among the results of the highest rung that has any."""
         for rung in range(self.top, -1, -1):
-            if self.ranked[rung]:
-                return self.ranked[rung][0][1], rung
+            if self.preference[rung]:
+                return max(self.preference[rung].items(), key=lambda item: (item[1], -item[0]))[0], rung
         return None
 
     def finishing(self) -> Optional[tuple[int, int]]:
@@ -67,7 +89,7 @@ class Ladder:
         """(id, next rung) of the best candidate not yet promoted from the highest rung that has one: work for a
         group that would idle while the leader finishes its climb."""
         for rung in range(self.top - 1, -1, -1):
-            for _, work_id in self.ranked[rung]:
+            for work_id in self.order(rung):
                 if work_id not in self.promoted[rung]:
                     return work_id, rung + 1
         return None
@@ -81,6 +103,5 @@ class Ladder:
             return False
         if rung == self.top or work_id not in self.score[rung]:
             return True
-        ranked = self.ranked[rung]
-        rank = bisect.bisect_left(ranked, (-self.score[rung][work_id], work_id))
-        return rank >= 2 * (len(ranked) // self.eta) + 2
+        order = self.order(rung)
+        return order[work_id] >= 2 * (len(order) // self.eta) + 2

@@ -24,11 +24,19 @@ from menndl_py.config import Config
 from menndl_py.engine.ladder import Ladder
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
-from menndl_py.records import Result, Status, Work, better, stored_row
+from menndl_py.records import Result, Status, Work, stored_row
 from menndl_py.rundir import Checkpoint, ResultStore, RunDir, read_checkpoint
-from menndl_py.rundir.networks import discard_staged, install_network, settle_networks, stage_network
+from menndl_py.rundir.networks import (
+    discard_staged,
+    install_network,
+    remove_network,
+    settle_front,
+    settle_networks,
+    stage_network,
+)
 from menndl_py.rundir.states import States
-from menndl_py.search import Search, SpaceExhausted
+from menndl_py.search import Search, SpaceExhausted, objectives_of
+from menndl_py.search.pareto import pareto_front
 from menndl_py.tasks.base import Task
 
 H5_BATCH, H5_SECONDS = 256, 30.0  # the HDF5 results are brought level every this many rows or seconds, when idle
@@ -47,7 +55,9 @@ class Master:
                  clock=time.time):
         self.cfg, self.task, self.search, self.n_groups, self.clock = cfg, task, search, n_groups, clock
         self.run = RunDir(cfg.run_dir)
-        self.store = ResultStore(self.run.path, ["train_loss", *(f"val_{m}" for m in task.metric_names)])
+        self.objectives = objectives_of(cfg.search, task.higher_is_better)
+        self.store = ResultStore(self.run.path, ["train_loss", *(f"val_{m}" for m in task.metric_names),
+                                                 *(["latency"] if "latency" in self.objectives.names else [])])
         self.ids: dict[str, int] = {}  # genome key → evaluation id
         self.in_flight: dict[int, Work] = {}
         self._genomes: dict[int, Genome] = {}  # of the work in flight, by id
@@ -58,9 +68,10 @@ class Master:
         self.fingerprint = cfg.fingerprint()
         self.checkpoints = Checkpoint(self.run.checkpoint)
         self.best: Optional[tuple[float, int, int]] = None  # (fitness, id, rung) of the best row
+        self._best_key: Optional[tuple] = None  # (rung, Objectives.preference) of the best row
         self.rungs = cfg.training.rungs
         self.ladder = Ladder(self.rungs.budgets if self.rungs else [0.0], self.rungs.eta if self.rungs else 2,
-                             task.higher_is_better)
+                             task.higher_is_better, self.objectives)
         self.states = States(self.run.states)
         self.first_rung_rows = 0  # rows at rung 0: the new genomes evaluated (`search.max_evaluations` counts them)
         self._latest: dict[int, int] = {}  # id → the index of its last row in the store
@@ -87,9 +98,10 @@ class Master:
             self.ids[genome.key] = row["id"]
             self._track_best(row)
             fitness = row["fitness"] if row["status"] == Status.OK else None
-            self.ladder.record(row["id"], row["rung"], fitness)
+            self.ladder.record(row["id"], row["rung"], fitness, costs(row))
             self.first_rung_rows += row["rung"] == 0
-            self.search.tell(genome, fitness, row["rung"], json.loads(row["curve"]) if row["curve"] else [])
+            self.search.tell(genome, fitness, row["rung"], json.loads(row["curve"]) if row["curve"] else [],
+                             costs(row))
         if self.store.rows:
             self.search.replayed()
         self.search.log = self.run.append_surrogate_row  # replays are not measurements: logged from here on
@@ -116,6 +128,8 @@ class Master:
                     self.search.mark_in_flight(genome)
         self.next_id = max([self.next_id, *(r["id"] + 1 for r in self.store.rows)])
         settle_networks(self.run.best, self.best and self.best[1])
+        if self.objectives.many:
+            settle_front(self.run, self._front())
 
     def _store_crashed(self, work: Work, genome: Genome, crashes: int) -> None:
         now = self.clock()
@@ -205,8 +219,9 @@ class Master:
             self.ids[genome.key] = self.next_id
             self.next_id += 1
         work.group, work.submit_time = group, self.clock()
-        # a group sends the weights when its result beats this (at a higher rung than the best's, any result does)
-        work.best = self.best[0] if self.best and self.best[2] >= work.rung else None
+        # a group sends the weights when its result beats this (at a higher rung than the best's, any result does;
+        # with several objectives, every result: any may join the front, and its latency is measured there)
+        work.best = self.best[0] if self.best and self.best[2] >= work.rung and not self.objectives.many else None
         self.in_flight[work.id] = work
         self._genomes[work.id] = genome
         self.attempts[work.id] = self.attempts.get(work.id, 0) + 1  # a journal line counts it on reading
@@ -255,28 +270,36 @@ class Master:
         if result.status == Status.INTERRUPTED or result.id not in self.in_flight:
             return
         work, genome = self.in_flight[result.id], self._genomes[result.id]
+        if work.rung > 0 and "latency" in self.objectives.names and result.status == Status.OK:
+            result.metrics["latency"] = self.store.rows[self._latest[work.id]]["m:latency"]  # timed at rung 0
         row = stored_row(work, result, genome)
         beats = self._beats_best(row)
         staged = stage_network(self.run.best, genome, result.weights, _record(row)) \
             if beats and result.weights is not None else None
+        member = self.run.pareto_member(row["id"])
+        staged_member = stage_network(member, genome, result.weights, _record(row)) \
+            if self._may_join_front(row) and result.weights is not None else None
         try:
             if result.state is not None:  # before the row: a stored row at a lower rung always has its state
                 self.states.save(result.id, result.state)
             self.store.append(row)
         except BaseException:
-            if staged is not None:
-                discard_staged(staged)
+            for leftover in (staged, staged_member):
+                if leftover is not None:
+                    discard_staged(leftover)
             raise
         del self.in_flight[result.id], self._genomes[result.id], self.attempts[result.id]
         self._latest[row["id"]] = len(self.store.rows) - 1
         if beats:
-            self.best = (row["fitness"], row["id"], row["rung"])
+            self._track_best(row)
         if staged is not None:  # a crash before this is mended by settle_networks on resume
             install_network(staged, self.run.best)
-        self.ladder.record(row["id"], row["rung"], row["fitness"])
+        self.ladder.record(row["id"], row["rung"], row["fitness"], costs(row))
+        if staged_member is not None:  # the same, by settle_front
+            self._update_front(row["id"], staged_member)
         self.first_rung_rows += row["rung"] == 0
         self._states_checked = False
-        self.search.tell(genome, row["fitness"], row["rung"], result.curve)  # costly updates wait for catch_up
+        self.search.tell(genome, row["fitness"], row["rung"], result.curve, costs(row))  # costly work waits
         self.busy_seconds += max(0.0, row["end_time"] - row["start_time"])
         self.progress.update(row)  # the checkpoint is written by next_work or close (stored ids are never re-sent)
 
@@ -328,17 +351,36 @@ class Master:
         return False
 
     # -- records ---------------------------------------------------------------------------------------
+    def _preference(self, row: dict) -> tuple:
+        return row["rung"], self.objectives.preference(row["fitness"], costs(row))
+
     def _beats_best(self, row: dict) -> bool:
-        """Whether a row beats the best so far: at a higher rung, or at the same rung with a better fitness."""
-        if row["status"] != Status.OK:
-            return False
-        if self.best is None or row["rung"] != self.best[2]:
-            return self.best is None or row["rung"] > self.best[2]
-        return better(row["fitness"], self.best[0], self.task.higher_is_better)
+        """Whether a row beats the best so far: at a higher rung, or at the same rung with a better fitness (with
+        `search.max_latency`: better within the latency, or faster where neither is within it)."""
+        return row["status"] == Status.OK and (self._best_key is None or self._preference(row) > self._best_key)
 
     def _track_best(self, row: dict) -> None:
         if self._beats_best(row):
-            self.best = (row["fitness"], row["id"], row["rung"])
+            self.best, self._best_key = (row["fitness"], row["id"], row["rung"]), self._preference(row)
+
+    # -- the Pareto front (several objectives) --------------------------------------------------------------
+    def _front(self) -> list[int]:
+        """The ids of the non-dominated results at the top rung."""
+        return pareto_front(self.ladder.score[self.ladder.top]) if self.objectives.many else []
+
+    def _may_join_front(self, row: dict) -> bool:
+        return self.objectives.many and row["status"] == Status.OK and row["rung"] == self.ladder.top
+
+    def _update_front(self, work_id: int, staged) -> None:
+        """Keep the network staged for `work_id` if it is on the front now; remove those it pushed off."""
+        front = set(self._front())
+        if work_id in front:
+            install_network(staged, self.run.pareto_member(work_id))
+        else:
+            discard_staged(staged)
+        for kept in self.run.pareto_ids():
+            if kept not in front:
+                remove_network(self.run.pareto_member(kept))
 
     def checkpoint(self, finished: bool = False) -> None:
         """Write the whole state (a snapshot; the journal starts afresh)."""
@@ -367,6 +409,11 @@ class Master:
         self.checkpoints.close()
         self.store.close()
         self.progress.close()
+
+
+def costs(row: dict) -> dict:
+    """A stored row's objectives besides the metric: its latency (if timed) and parameters."""
+    return {"latency": row.get("m:latency"), "parameters": row["params"]}
 
 
 def _record(row: dict) -> dict:

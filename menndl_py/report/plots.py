@@ -21,13 +21,15 @@ from menndl_py.errors import UserError  # noqa: E402
 from menndl_py.records import STORED_STATUSES, Status  # noqa: E402
 from menndl_py.rundir.layout import RunDir  # noqa: E402
 from menndl_py.rundir.results import complete_lines  # noqa: E402
+from menndl_py.search.pareto import Objectives, pareto_front  # noqa: E402
 
 STATUS_COLORS = dict(zip(map(str, STORED_STATUSES), ("#2ca02c", "#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#8c564b",
                                                       "#e377c2", "#17becf"), strict=True))
 BEST_PLACE = 0  # matplotlib: the legend where it hides the least
 OTHER_COLOR = "#17becf"
 NUMERIC_COLUMNS = ("id", "rung", "budget", "fitness", "predicted", "params", "depth", "group", "submit_time",
-                   "start_time", "end_time", "train_seconds")
+                   "start_time", "end_time", "train_seconds", "m:latency")
+GROWTH = (0.25, 0.5, 0.75, 1.0)  # the Pareto front is drawn as it stood at these shares of the run's time
 TOP_COLUMNS = ("id", "fitness", "params", "depth", "train_seconds", "status")
 
 
@@ -46,6 +48,8 @@ def make_report(run_dir: str | Path) -> Path:
     plot_worker_utilization(df, out / "worker_utilization.png")
     plot_fitness_vs_params(df, hib, label, out / "fitness_vs_params.png")
     plot_surrogate(df, sur, label, out / "surrogate_predicted_vs_actual.png")
+    if len(meta.get("objectives", ["metric"])) > 1:
+        plot_pareto(df, meta, label, out / "pareto_front.png")
     (out / "summary.md").write_text(format_summary(df, sur, meta, run.path.name))
     return out
 
@@ -96,6 +100,27 @@ def read_surrogate(path: Path) -> pd.DataFrame:
 
 
 # -------------------------------------------------------------------------------------------------- computing
+
+def cost_axis(meta: dict) -> tuple[str, float, str]:
+    """(column, scale, label) of the cost a Pareto front is drawn against: the latency per the task's unit
+    (run.json's `latency_per`) if it is an objective, else the parameter count."""
+    if "latency" in meta.get("objectives", ()):
+        per, what = meta.get("latency_per", (1.0, "sample"))
+        return "m:latency", float(per), f"inference seconds per {what}"
+    return "params", 1.0, "trainable parameters"
+
+
+def front_rows(df: pd.DataFrame, meta: dict, until: float = math.inf) -> pd.DataFrame:
+    """The Pareto front (over the run's objectives) of the ok rows at the highest rung reached, among those ended
+    by `until`; sorted by cost."""
+    objectives = Objectives(meta.get("objectives", ["metric"]), bool(meta.get("higher_is_better", False)))
+    ok = df[df["fitness"].notna() & (df["rung"] == df["rung"].max()) & (df["end_time"] <= until)]
+    vectors = {i: objectives.vector(r["fitness"], {"latency": r.get("m:latency"), "parameters": r["params"]})
+               for i, r in ok.iterrows()}
+    vectors = {i: v for i, v in vectors.items() if v is not None and all(map(math.isfinite, v))}
+    column = cost_axis(meta)[0]
+    return ok.loc[pareto_front(vectors)].sort_values([column, "id"])
+
 
 def best_so_far(df: pd.DataFrame, higher_is_better: bool) -> pd.Series:
     """Best fitness after each row (in row order); NaN until the first ok result, failures keep the best."""
@@ -263,6 +288,43 @@ def plot_fitness_vs_params(df: pd.DataFrame, hib: bool, label: str, path: Path) 
     plt.close(fig)
 
 
+def plot_pareto(df: pd.DataFrame, meta: dict, label: str, path: Path) -> None:
+    """The metric against the cost (latency, else parameters; log x) of every ok result, the Pareto front at the
+    highest rung, and how that front grew (as it stood at GROWTH shares of the run's time)."""
+    hib = bool(meta.get("higher_is_better", False))
+    column, scale, cost_label = cost_axis(meta)
+    ok = df[df["fitness"].notna() & df[column].notna()]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if ok.empty:
+        _note(ax, "no successful evaluations with the objectives measured")
+    else:
+        top = ok[ok["rung"] == ok["rung"].max()]
+        if len(top) < len(ok):
+            lower = ok[ok["rung"] < ok["rung"].max()]
+            ax.scatter(lower[column] * scale, lower["fitness"], s=10, alpha=0.35, color="0.6",
+                       label=f"lower rungs ({len(lower)})")
+        ax.scatter(top[column] * scale, top["fitness"], s=18, alpha=0.7, color="C0",
+                   label=f"{'top rung' if len(top) < len(ok) else 'results'} ({len(top)})")
+        t0, t1 = _start_clock(df), float(df["end_time"].max())
+        for share in GROWTH:
+            front = front_rows(df, meta, t0 + share * (t1 - t0))
+            if front.empty:
+                continue
+            last = share == GROWTH[-1]
+            ax.step(front[column] * scale, front["fitness"], where="post", color="C3" if last else "C1",
+                    alpha=1.0 if last else 0.25 + 0.5 * share, lw=2.0 if last else 1.0, marker="o" if last else None,
+                    label=f"front ({len(front)} networks)" if last else f"front at {share:.0%} of the time")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8, loc=BEST_PLACE)
+    ax.set_xlabel(f"{cost_label} (log scale)")
+    ax.set_ylabel(f"{label}\n({_direction(hib)})")
+    ax.set_title("Pareto front: accuracy against cost")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_surrogate(df: pd.DataFrame, sur: pd.DataFrame, label: str, path: Path) -> None:
     """Surrogate prediction against actual fitness (y = x line), plus Spearman per refit if refits exist."""
     pair = df[df["fitness"].notna() & df["predicted"].notna()]
@@ -369,6 +431,17 @@ def format_summary(df: pd.DataFrame, sur: pd.DataFrame, meta: dict, name: str = 
 
     out += ["", "## Top 10", "", format_summary_table(df, hib, 10)]
 
+    plots = ["best_so_far_evaluations", "best_so_far_time", "worker_utilization", "fitness_vs_params",
+             "surrogate_predicted_vs_actual"]
+    if len(meta.get("objectives", ["metric"])) > 1:
+        column, scale, cost_label = cost_axis(meta)
+        front = front_rows(df, meta)
+        out += ["", f"## Pareto front: {len(front)} networks ({', '.join(meta['objectives'])})", "",
+                f"| id | {meta.get('metric') or 'fitness'} | {cost_label} | params |", "|---:|---:|---:|---:|"]
+        out += [f"| {int(r['id'])} | {r['fitness']:.4g} | {r[column] * scale:.4g} | {int(r['params']):,} |"
+                for _, r in front.iterrows()]
+        plots.append("pareto_front")
+
     overall, per_group = utilization(df)
     out += ["", "## Utilization", ""]
     if math.isnan(overall):
@@ -396,6 +469,5 @@ def format_summary(df: pd.DataFrame, sur: pd.DataFrame, meta: dict, name: str = 
         out.append("n/a (no time span).")
 
     out += ["", "## Plots", ""]
-    out += [f"![{p}]({p}.png)" for p in ("best_so_far_evaluations", "best_so_far_time", "worker_utilization",
-                                          "fitness_vs_params", "surrogate_predicted_vs_actual")]
+    out += [f"![{p}]({p}.png)" for p in plots]
     return "\n".join(out) + "\n"

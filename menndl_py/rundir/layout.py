@@ -38,7 +38,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 class RunDir:
     """`runs/<name>/`: config.yaml, run.json, results.csv/.h5, surrogate.csv, the checkpoint, the lock,
-    baselines.json, the best network of the search (best/), the retrained one (final/), states/, report/."""
+    baselines.json, the best network of the search (best/; with several objectives, the network to use by default),
+    the retrained one (final/), the Pareto front's networks (pareto/<id>/), states/, report/."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -54,13 +55,30 @@ class RunDir:
         self.best = self.path / "best"  # the search's best network, as it was trained in the search
         self.final = self.path / "final"  # that network trained again by `menndl retrain`
         self.states = self.path / "states"  # training states of candidates that may be promoted (rundir.states)
+        self.pareto = self.path / "pareto"  # with several objectives: a network per front member at the top rung
+
+    def pareto_member(self, work_id: int) -> Path:
+        """Where the front member `work_id`'s network is kept."""
+        return self.pareto / str(work_id)
+
+    def pareto_ids(self) -> list[int]:
+        """The ids of the front members whose networks are kept, in order."""
+        if not self.pareto.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.pareto.iterdir() if p.name.isdigit())
 
     def network_to_use(self) -> Path:
         """Where the network to use is: final/ after `menndl retrain`, else best/."""
         return self.final if (self.final / WEIGHTS).is_file() else self.best
 
     def network_named(self, name: str) -> Path:
-        """The trained network `name` (one of NETWORK_NAMES); UserError if it is not there."""
+        """The trained network `name`: one of NETWORK_NAMES, or a front member's id; UserError if it is not there."""
+        if name.isdigit():
+            where = self.pareto_member(int(name))
+            if not (where / WEIGHTS).is_file():
+                kept = ", ".join(map(str, self.pareto_ids())) or "none"
+                raise UserError(f"{where}: no front member {name}; the run keeps the networks of ids: {kept}")
+            return where
         where = {"best": self.best, "final": self.final}[name]
         if not (where / WEIGHTS).is_file():
             raise UserError(f"{where}: no retrained network; 'menndl retrain {self.path}' makes it" if name == "final"

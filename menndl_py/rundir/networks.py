@@ -1,4 +1,5 @@
-"""Trained networks in a run directory (best/, final/): saved whole, loaded, and scored on the test split.
+"""Trained networks in a run directory (best/, final/, pareto/<id>/): saved whole, loaded, and scored on the test
+split.
 
 A network is three files: genome.json, result.json (its metrics and calibration) and model.pt (a state dict, for
 `torch.load(..., weights_only=True)`). They are written whole, forced to disk, into a new hidden directory beside
@@ -94,6 +95,28 @@ def settle_networks(where: Path, best_id: Optional[int]) -> None:
             current = best_id
         else:
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def remove_network(where: Path) -> None:
+    """Remove a network: its link, the directory it points to, any leftover of a save."""
+    doomed = [where.resolve()] if where.is_symlink() else []
+    for path in (where, *doomed, *_leftovers(where)):
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    fsync_dir(where.parent)
+
+
+def settle_front(run, front: list[int]) -> None:
+    """After a crash: pareto/ keeps the networks of the `front` ids (one staged but not installed is installed,
+    as `settle_networks` does for best/), and nothing else."""
+    for work_id in front:
+        settle_networks(run.pareto_member(work_id), work_id)
+    for path in sorted(run.pareto.iterdir()) if run.pareto.is_dir() else ():
+        name = path.name.lstrip(".").split("-")[0]  # a member's link "12", or a save's leftover ".12-staged-..."
+        if not (name.isdigit() and int(name) in front):
+            remove_network(path)
 
 
 def _record_id(where: Path) -> Optional[int]:

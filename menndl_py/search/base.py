@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Genome, SearchSpace
@@ -60,9 +60,11 @@ class Search(ABC):
     def _ask(self) -> Proposal:
         """A new proposal (or `_seed()`), drawing from `self.rng`, seeded for this ask."""
 
-    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0, curve: Sequence[dict] = ()) -> None:
+    def tell(self, genome: Genome, fitness: Optional[float], rung: int = 0, curve: Sequence[dict] = (),
+             costs: Mapping[str, Optional[float]] = {}) -> None:
         """Fold in one result (fitness None: it failed) at `rung` (with multi-fidelity promotion: the same genome
-        is told again at each rung it reaches; its highest rung's fitness counts), with its training `curve`.
+        is told again at each rung it reaches; its highest rung's fitness counts), with its training `curve` and
+        its `costs` (the other objectives: "latency" in seconds per sample, "parameters").
         Costly updates wait for `idle_work`."""
         self.seen.add(genome.key)
 

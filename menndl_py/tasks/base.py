@@ -15,6 +15,7 @@ from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Outcome
 
 SPLITS = ("train", "val", "test")
+LATENCY_BATCH = 256  # rows of a latency batch (image tasks set their own)
 
 
 def error_sums(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -93,6 +94,14 @@ class Task(ABC):
         prefixes) holds, before scoring it or predicting with it; returns a one-line note when the record has none
         and a fallback is used, else ''. Default: nothing to calibrate."""
         return ""
+
+    # -- inference latency (`search.objectives: [metric, latency]`) ---------------------------------
+    latency_per: ClassVar[tuple[float, str]] = (1.0, "sample")  # how a report states latency: per this many samples
+
+    def latency_batch(self, genome: Genome) -> torch.Tensor:
+        """The batch a network's latency is timed on (seconds per sample = its time / the batch's length); any
+        values will do. Default: `LATENCY_BATCH` rows of the space's input shape."""
+        return torch.randn(LATENCY_BATCH, *self.space().input_shape, generator=torch.Generator().manual_seed(0))
 
     # -- use outside menndl_py (`menndl export`) ------------------------------------------------------
     class_names: ClassVar[tuple[str, ...]] = ()  # classification and segmentation tasks: class i's name

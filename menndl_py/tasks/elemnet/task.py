@@ -45,6 +45,7 @@ class ElemNetTask(Task):
     metric = "mae"
     metric_names = ("mae", "rmse")
     unit = "eV/atom"
+    latency_per = (10_000.0, "10,000 compositions")
     higher_is_better = False
     Options = ElemNetOptions
 

@@ -30,6 +30,7 @@ from menndl_py.tasks.base import SPLITS, SkipImage, Task
 from menndl_py.tasks.stem import data as stem_data
 from menndl_py.train.trainer import agreed, score
 
+LATENCY_SIDE = 256  # latency is timed on whole images of this many pixels a side
 CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection thresholds are tuned
 
 
@@ -312,6 +313,13 @@ class StemDefectsTask(Task):
         if float(image.std()) == 0.0:
             raise SkipImage("a blank image (every pixel the same)")
         return standardize(image[None].astype(np.float32))
+
+    latency_per = (1.0, f"{LATENCY_SIDE}×{LATENCY_SIDE} image")
+
+    def latency_batch(self, genome: Genome) -> torch.Tensor:
+        """A batch of whole images as `menndl predict` sees them: 4 of 256×256 pixels, padded for the network."""
+        x = torch.randn(4, 1, LATENCY_SIDE, LATENCY_SIDE, generator=torch.Generator().manual_seed(0))
+        return self.pad_for(genome, x)
 
     def pad_for(self, genome: Genome, x: torch.Tensor) -> torch.Tensor:
         side = 2 ** (genome.depth - 1)

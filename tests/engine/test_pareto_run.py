@@ -1,0 +1,105 @@
+"""A search on several objectives, end to end in one process: every result timed once, the front's networks kept
+(and mended after a crash), the default network, the report's front, and a front member chosen by id."""
+import csv
+import json
+
+import pytest
+import torch
+
+from menndl_py import cli, config
+from menndl_py.commands.run import search
+from menndl_py.genome import Genome
+from menndl_py.rundir import RunDir
+from menndl_py.rundir.networks import save_network, settle_front, stage_network
+
+
+def dominated(a, b) -> bool:
+    return all(y >= x for x, y in zip(a, b)) and any(y > x for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, elemnet_data_dir):
+    """ElemNet on 600 compounds, 12 networks over 3 rungs of epochs, on MAE, latency and parameters; a latency
+    limit no network meets, so the default network is the fastest at the top rung."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pareto")
+    cfg = config.from_dict({
+        "run": {"name": "pareto", "directory": str(root / "runs")},
+        "task": {"name": "elemnet", "data_dir": str(elemnet_data_dir),
+                 "options": {"train_size": 600, "val_size": 300, "test_size": 300}},
+        "search": {"population": 4, "max_evaluations": 12, "seed": 1, "surrogate_min_results": 4,
+                   "space": {"depth": [1, 3], "width": [16, 32, 64, 128], "batch_size": [64]},
+                   "objectives": ["metric", "latency", "parameters"], "max_latency": 1e-12},
+        "training": {"epochs": 4, "rungs": {"unit": "epochs", "min_budget": 1, "max_budget": 4, "eta": 2}}})
+    assert search(cfg, progress=False) == 0
+    return cfg
+
+
+def rows(cfg):
+    with open(cfg.run_dir / "results.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_each_network_is_timed_once_and_keeps_its_latency_at_every_rung(run):
+    latency = {}
+    for row in rows(run):
+        assert row["status"] == "ok"
+        assert float(row["m:latency"]) > 0
+        assert latency.setdefault(row["id"], row["m:latency"]) == row["m:latency"]
+    assert len(latency) == 12
+
+
+def test_the_run_keeps_a_network_per_member_of_the_front_at_the_top_rung(run):
+    top = [r for r in rows(run) if r["rung"] == "2"]
+    scores = {int(r["id"]): (-float(r["fitness"]), -float(r["m:latency"]), -float(r["params"])) for r in top}
+    front = sorted(i for i, v in scores.items() if not any(dominated(v, w) for w in scores.values()))
+    assert front and RunDir(run.run_dir).pareto_ids() == front
+    for work_id in front:
+        record = json.loads((RunDir(run.run_dir).pareto_member(work_id) / "result.json").read_text())
+        assert record["id"] == work_id and record["rung"] == 2
+
+
+def test_the_default_network_is_the_fastest_when_none_meets_the_latency_limit(run):
+    top = [r for r in rows(run) if r["rung"] == "2"]
+    fastest = min(top, key=lambda r: (float(r["m:latency"]), int(r["id"])))
+    record = json.loads((RunDir(run.run_dir).best / "result.json").read_text())
+    assert record["id"] == int(fastest["id"])
+    assert min(top, key=lambda r: float(r["fitness"]))["id"] != fastest["id"] or len(top) == 1
+
+
+def test_the_report_draws_the_front(run):
+    assert cli.main(["report", str(run.run_dir)]) == 0
+    report = RunDir(run.run_dir).report
+    assert (report / "pareto_front.png").stat().st_size > 10_000
+    summary = (report / "summary.md").read_text()
+    assert f"## Pareto front: {len(RunDir(run.run_dir).pareto_ids())} networks" in summary
+    assert "seconds per 10,000 compositions" in summary
+
+
+def test_a_front_member_is_exported_by_id_and_a_missing_one_is_one_line(run, tmp_path, capsys):
+    member = RunDir(run.run_dir).pareto_ids()[0]
+    out = tmp_path / "member.pt"
+    assert cli.main(["export", str(run.run_dir), "--format", "state-dict", "--output", str(out),
+                     "--network", str(member)]) == 0
+    assert json.loads(out.with_name("member.pt.json").read_text())["genome"] == json.loads(
+        (RunDir(run.run_dir).pareto_member(member) / "genome.json").read_text())
+    capsys.readouterr()
+    assert cli.main(["export", str(run.run_dir), "--format", "state-dict", "--output", str(tmp_path / "x.pt"),
+                     "--network", "99999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no front member 99999" in err
+
+
+def test_after_a_crash_only_the_front_is_kept_and_a_staged_member_is_installed(tmp_path):
+    run = RunDir(tmp_path)
+    genome = Genome([{"width": 8}], {})
+    weights = {"w": torch.zeros(2)}
+    for work_id in (1, 2, 3):
+        save_network(run.pareto_member(work_id), genome, weights, {"id": work_id})
+    stage_network(run.pareto_member(4), genome, weights, {"id": 4})  # stored, then the job died
+    stage_network(run.pareto_member(5), genome, weights, {"id": 5})  # died before its row was stored
+    settle_front(run, [1, 4])
+    assert run.pareto_ids() == [1, 4]
+    assert json.loads((run.pareto_member(4) / "result.json").read_text())["id"] == 4
+    assert sorted(p.name for p in run.pareto.iterdir() if p.is_dir() and not p.is_symlink()) == sorted(
+        p.resolve().name for p in (run.pareto_member(1), run.pareto_member(4)))
