@@ -430,7 +430,7 @@ def test_a_run_made_before_rungs_keeps_its_fingerprint():
     data = cfg.to_dict()
     data.pop("run")
     data["training"].pop("rungs")
-    for key in ("max_evaluations", "max_minutes", "algorithm"):
+    for key in ("max_evaluations", "max_minutes", "algorithm", "objectives", "max_latency"):
         data["search"].pop(key)
     assert cfg.fingerprint() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
