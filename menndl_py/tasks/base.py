@@ -20,7 +20,8 @@ SPLITS = ("train", "val", "test")
 def error_sums(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Σ|error|, Σerror² and the count of a batch of scalar predictions: additive terms of MAE and RMSE."""
     err = prediction.squeeze(-1).double() - target.double()
-    return torch.stack([err.abs().sum(), (err * err).sum(), torch.tensor(float(len(err)), dtype=torch.float64)])
+    count = torch.tensor(float(len(err)), dtype=torch.float64, device=err.device)
+    return torch.stack([err.abs().sum(), (err * err).sum(), count])
 
 
 class SkipImage(Exception):
