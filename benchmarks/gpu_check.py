@@ -48,7 +48,7 @@ SIZES = {  # training rows, epochs, batch, pairs of trainings; images, pairs of 
 }
 
 ALLREDUCE = """
-import json
+import json, sys
 import torch
 from mpi4py import MPI
 from menndl_py.train.device import pick_device
@@ -58,8 +58,9 @@ comm = MPI.COMM_WORLD
 device = pick_device(comm.Split_type(MPI.COMM_TYPE_SHARED).rank)
 group = HorovodGroup(comm)
 total = group.sum(torch.full((1 << 20,), float(group.rank + 1), device=device))
-print(json.dumps({"rank": group.rank, "device": str(total.device), "right": bool((total == 3).all()),
-                  "nccl": group.hvd.nccl_built(), "mpi": bool(group.hvd.mpi_built())}), flush=True)
+with open(f"{sys.argv[1]}.{group.rank}", "w") as f:  # a file each: the ranks' stdout lines may interleave
+    json.dump({"device": str(total.device), "right": bool((total == 3).all()), "nccl": group.hvd.nccl_built(),
+               "mpi": bool(group.hvd.mpi_built())}, f)
 """
 
 
@@ -243,8 +244,9 @@ def check_allreduce(device: str, scratch: Path) -> tuple[bool, str]:
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     done = subprocess.run([shutil.which("mpirun") or "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "2",
-                           sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
-    ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+                           sys.executable, str(script), str(scratch / "rank")], env=env, capture_output=True,
+                          text=True, timeout=180)
+    ranks = [json.loads(p.read_text()) for p in sorted(scratch.glob("rank.*"))]
     if done.returncode != 0 or len(ranks) != 2:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return False, f"mpirun exited {done.returncode}: {last}"
