@@ -65,7 +65,7 @@ def make_genome(width: int, depth: int, batch: int):
 
 
 def plain_pytorch(space, genome, data: dict, epochs: int, seed: int) -> dict:
-    """The reference: the textbook loop, nothing else."""
+    """The reference: the textbook loop, nothing else (on the data's device)."""
     import torch
     import torch.nn.functional as F
 
@@ -74,7 +74,7 @@ def plain_pytorch(space, genome, data: dict, epochs: int, seed: int) -> dict:
     x, y = data["train"]
     genes = genome.training
     torch.manual_seed(candidate_seed(seed, genome.key))
-    model = space.build(genome)
+    model = space.build(genome).to(x.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=genes["learning_rate"], weight_decay=genes["weight_decay"])
     batch = genes["batch_size"]
     steps = len(x) // batch
@@ -89,6 +89,8 @@ def plain_pytorch(space, genome, data: dict, epochs: int, seed: int) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)  # the queued steps are part of the training
     seconds = time.perf_counter() - start
     model.eval()
     xv, yv = data["val"]
@@ -105,7 +107,7 @@ def menndl_trainer(trainer, genome, epochs: int) -> dict:
     batch = genome.training["batch_size"]
     steps = len(trainer.data["train"][0]) // batch
     return {"seconds": outcome.train_seconds, "samples": epochs * steps * batch, "val_mae": outcome.fitness,
-            "epochs": outcome.epochs}
+            "epochs": outcome.epochs, "model": outcome.model}
 
 
 def main(argv=None) -> int:

@@ -93,7 +93,8 @@ class Evaluator:
         """How far this training goes, with `training.rungs`: to the work's rung, on from the state it carries."""
         if self.rungs is None:
             return None
-        state = torch.load(io.BytesIO(work.state), weights_only=True) if work.state is not None else None
+        state = None if work.state is None else \
+            torch.load(io.BytesIO(work.state), map_location="cpu", weights_only=True)  # saved on any GPU: read to CPU
         return Stage(self.rungs.unit, work.budget, work.data, state, keep=work.rung < len(self.rungs.budgets) - 1)
 
 

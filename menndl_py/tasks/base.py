@@ -21,7 +21,8 @@ LATENCY_BATCH = 256  # rows of a latency batch (image tasks set their own)
 def error_sums(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Σ|error|, Σerror² and the count of a batch of scalar predictions: additive terms of MAE and RMSE."""
     err = prediction.squeeze(-1).double() - target.double()
-    return torch.stack([err.abs().sum(), (err * err).sum(), torch.tensor(float(len(err)), dtype=torch.float64)])
+    count = torch.tensor(float(len(err)), dtype=torch.float64, device=err.device)
+    return torch.stack([err.abs().sum(), (err * err).sum(), count])
 
 
 class SkipImage(Exception):

@@ -232,7 +232,7 @@ class Trainer:
             epoch += 1
             model.train()
             order = torch.randperm(len(x), generator=shuffle).to(x.device)
-            loss_sum = torch.zeros((), dtype=torch.float64)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed where the loss is
             for i in range(steps):
                 step += 1
                 stepped = False  # this rank has entered the step's gradient allreduce
@@ -247,7 +247,7 @@ class Trainer:
                         loss.backward()
                         stepped = True
                         optimizer.step()
-                        loss_sum += loss.detach().double().cpu()
+                        loss_sum += loss.detach().double()
                     except Exception as exc:  # noqa: BLE001 - agreed on below, with the group
                         failure = failure_of(exc)
                 if failure is not None and not stepped:

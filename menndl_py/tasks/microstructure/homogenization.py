@@ -84,7 +84,7 @@ class HomogenizationTask(data.MicrostructureTask):
         true = target.double()
         err = self._c11(prediction) - true
         return torch.stack([(err.abs() / true).sum(), err.abs().sum(), (err * err).sum(),
-                            torch.tensor(float(len(err)), dtype=torch.float64)])
+                            torch.tensor(float(len(err)), dtype=torch.float64, device=err.device)])
 
     def metrics(self, sums: torch.Tensor) -> dict[str, float]:
         n = max(float(sums[3]), 1.0)
@@ -94,10 +94,10 @@ class HomogenizationTask(data.MicrostructureTask):
     def predict_c11(self, model: torch.nn.Module, volumes) -> np.ndarray:
         """C11 (GPa) of volumes (N, n, n, n) of 0s and 1s by a trained network of this task."""
         volumes = check_volumes(volumes, "volumes", (self.options.size,) * 3)
-        x = torch.as_tensor(as_input(volumes[:, None]))
+        x = torch.as_tensor(as_input(volumes[:, None])).to(next(model.parameters()).device)
         model.eval()
         with torch.no_grad():
-            return self._c11(model(x)).numpy()
+            return self._c11(model(x)).cpu().numpy()
 
     def baseline_genomes(self) -> dict[str, Genome]:
         """A hand-designed 3-D CNN in the manner of Yang et al. 2018 (convolution + pooling blocks of growing

@@ -76,11 +76,12 @@ class LocalizationTask(data.MicrostructureTask):
     def predict_fields(self, model: torch.nn.Module, volumes, batch: int = 4) -> np.ndarray:
         """Predicted ε11 / applied ε11 fields of volumes (N, n, n, n) of 0s and 1s, every voxel."""
         volumes = check_volumes(volumes, "volumes", (self.options.size,) * 3)
+        device = next(model.parameters()).device
         model.eval()
         with torch.no_grad():
             return np.concatenate([
-                model(slabs(torch.as_tensor(as_input(volumes[i:i + batch])), self.options.window)).numpy()
-                for i in range(0, len(volumes), batch)]).reshape(volumes.shape)
+                model(slabs(torch.as_tensor(as_input(volumes[i:i + batch])).to(device), self.options.window)).cpu()
+                .numpy() for i in range(0, len(volumes), batch)]).reshape(volumes.shape)
 
     def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
         """Slabs and their planes' fields under the same random symmetries (see `symmetric_images`)."""
