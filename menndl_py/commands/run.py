@@ -201,6 +201,19 @@ def _search_mpi(comm, cfg: Config, resume: bool, progress: bool, lock: RunLock) 
     return 0
 
 
+def say_front(task: Task, master: Master) -> list[int]:
+    """Print the Pareto front at the top rung, a network each; returns its ids."""
+    front = master.run.pareto_ids()
+    per, what = task.latency_per
+    rows = {row["id"]: row for row in master.store.rows if row["rung"] == master.ladder.top}
+    parts = [f"id {i}: {task.metric} {rows[i]['fitness']:.4g}" +
+             (f", {rows[i]['m:latency'] * per:.3g} s per {what}" if rows[i].get("m:latency") is not None else "") +
+             f", {rows[i]['params']:,} parameters" for i in front if i in rows]
+    say(f"Pareto front at the top rung ({', '.join(master.objectives.names)}): {len(front)} networks in "
+        f"{master.run.pareto}" + "".join(f"\n  {p}" for p in parts))
+    return front
+
+
 def finish(cfg: Config, task: Task, master: Master) -> int:
     """Score the best network on the test split and print it; record how the run ended. Returns the exit status."""
     run = RunDir(cfg.run_dir)
@@ -217,6 +230,8 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
         summary.update(trainings=len(master.store.rows), best_rung=rung)
     if master.exhausted:
         say(f"stopped early: {master.exhausted}")
+    if master.objectives.many:
+        summary["front"] = say_front(task, master)
     if master.handling_seconds:
         summary["master_ms_per_result"] = {
             "median": 1e3 * statistics.median(master.handling_seconds),

@@ -66,7 +66,8 @@ class Evaluator:
             outcome = self.task.evaluate(Genome.from_json(work.genome), self.trainer, str(work.id), self._stage(work))
         except GroupFailure as exc:  # in the task's own phases (a calibration), raised on every rank alike
             outcome = Outcome(exc.status, message=str(exc))
-        if self.timed and self.group.rank == 0 and outcome.status == Status.OK and work.rung == 0:
+        if self.timed and self.group.rank == 0 and outcome.status == Status.OK and outcome.model is not None \
+                and work.rung == 0:
             self._time(Genome.from_json(work.genome), outcome)
         weights = state = None
         if self.group.rank == 0 and outcome.model is not None and \

@@ -103,3 +103,16 @@ def test_after_a_crash_only_the_front_is_kept_and_a_staged_member_is_installed(t
     assert json.loads((run.pareto_member(4) / "result.json").read_text())["id"] == 4
     assert sorted(p.name for p in run.pareto.iterdir() if p.is_dir() and not p.is_symlink()) == sorted(
         p.resolve().name for p in (run.pareto_member(1), run.pareto_member(4)))
+
+
+def test_a_front_member_is_retrained_by_id(run, capsys):
+    member = RunDir(run.run_dir).pareto_ids()[-1]
+    assert cli.main(["retrain", str(run.run_dir), "--budget", "2", "--epochs", "1", "--network", str(member)]) == 0
+    final = RunDir(run.run_dir).final
+    assert json.loads((final / "result.json").read_text())["source"] == str(member)
+    kept = RunDir(run.run_dir).pareto_member(member) / "genome.json"
+    assert (final / "genome.json").read_text() == kept.read_text()
+    capsys.readouterr()
+    assert cli.main(["retrain", str(run.run_dir), "--network", "best"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "menndl: error: --network: must be the id of a Pareto front member, got 'best'"
