@@ -44,7 +44,8 @@ def make_trainer(cfg: Config, task: Task, group, device: torch.device,
     t = cfg.training
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimizer imports torch._dynamo (~3 s)
     return Trainer(task, task.space().restricted(cfg.search.space), group, data,
-                   Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size, t.lr_schedule),
+                   Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size, t.lr_schedule,
+                          t.precision),
                    device=device, seed=cfg.search.seed, faults=cfg.debug.inject_faults, interrupted=interrupted)
 
 
