@@ -16,8 +16,13 @@ this process (whole evaluation), which other users' load does not enter. Both al
 the two validation MAEs are printed: equal MAEs show that the two loops did the same arithmetic. The script reports; it
 does not assert.
 
-    python benchmarks/trainer_overhead.py            # 20,000 rows, 5 epochs, 9 pairs: about 1.5 min
-    python benchmarks/trainer_overhead.py --quick    # 5,000 rows, 3 epochs, 3 pairs: about 15 s
+Then the Trainer in fp32 against the Trainer in bf16 (`training.precision`; `--precision fp16` for fp16 with its
+gradient scaler): the same genome, data and seed, in interleaved pairs (ABBA) too; the paired median of the
+throughput ratio bf16/fp32, wall clock and CPU time, and both validation MAEs (bf16 computes differently, so they
+differ a little).
+
+    python benchmarks/trainer_overhead.py            # 20,000 rows, 5 epochs, 9 + 9 pairs: about 2.5 min
+    python benchmarks/trainer_overhead.py --quick    # 5,000 rows, 3 epochs, 3 + 3 pairs: about 25 s
 """
 from __future__ import annotations
 
@@ -110,18 +115,66 @@ def menndl_trainer(trainer, genome, epochs: int) -> dict:
             "epochs": outcome.epochs, "model": outcome.model}
 
 
+def precision_pairs(fp32, low, genome, epochs: int, repeats: int, title: str) -> None:
+    """Interleaved pairs of the same training by Trainer `fp32` and Trainer `low` (bf16 or fp16): throughput,
+    the paired ratio low/fp32, and the validation MAEs."""
+    import torch
+
+    names = ("fp32", low.budget.precision)
+    trainers = dict(zip(names, (fp32, low)))
+    samples = {n: [] for n in names}
+    cpu_samples = {n: [] for n in names}
+    maes = {n: [] for n in names}
+    ratios, cpu_ratios = [], []
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        pair, cpu_pair = {}, {}
+        for who in order:
+            cpu0 = time.process_time()
+            out = menndl_trainer(trainers[who], genome, epochs)
+            cpu = time.process_time() - cpu0
+            pair[who], cpu_pair[who] = out["samples"] / out["seconds"], out["samples"] / cpu
+            samples[who].append(pair[who])
+            cpu_samples[who].append(cpu_pair[who])
+            maes[who].append(out["val_mae"])
+        ratios.append(pair[names[1]] / pair["fp32"])
+        cpu_ratios.append(cpu_pair[names[1]] / cpu_pair["fp32"])
+        print(f"  pair {r + 1} ({' then '.join(order)}): fp32 {pair['fp32']:,.0f} samples/s, {names[1]} "
+              f"{pair[names[1]]:,.0f} samples/s, ratio {ratios[-1]:.3f} (CPU time: {cpu_ratios[-1]:.3f})",
+              flush=True)
+    print()
+    print(table(["Trainer precision", "median samples/s", "min", "max", "samples per CPU second",
+                 "val MAE (eV/atom)"],
+                [[who, f"{statistics.median(samples[who]):,.0f}", f"{min(samples[who]):,.0f}",
+                  f"{max(samples[who]):,.0f}", f"{statistics.median(cpu_samples[who]):,.0f}", f"{maes[who][-1]:.6f}"]
+                 for who in names],
+                f"== Trainer in fp32 against {names[1]}: {title}, {torch.get_num_threads()} torch thread(s), "
+                f"{repeats} interleaved pairs =="))
+    print()
+    print(table([f"{names[1]} / fp32", "median", "min", "max"],
+                [["samples/s, training loop, wall clock", f"{statistics.median(ratios):.3f}", f"{min(ratios):.3f}",
+                  f"{max(ratios):.3f}"],
+                 ["samples per CPU second, whole evaluation", f"{statistics.median(cpu_ratios):.3f}",
+                  f"{min(cpu_ratios):.3f}", f"{max(cpu_ratios):.3f}"]]))
+    print(f"validation MAE: fp32 {maes['fp32'][-1]:.6f}, {names[1]} {maes[names[1]][-1]:.6f} eV/atom "
+          f"({names[1]} - fp32: {maes[names[1]][-1] - maes['fp32'][-1]:+.6f})")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="5,000 rows, 3 epochs, 3 pairs")
     p.add_argument("--rows", type=int, default=None, help="training rows (default 20000)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per training (default 5)")
-    p.add_argument("--repeats", type=int, default=None, help="pairs of (menndl, plain) trainings (default 9)")
+    p.add_argument("--repeats", type=int, default=None, help="pairs of (menndl, plain) trainings, and of (fp32, "
+                                                                   "bf16) ones (default 9)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: the machine is "
                                                           "shared, one thread is the steadiest measurement)")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("bf16", "fp16"), default="bf16",
+                   help="the training.precision set against fp32 (default bf16)")
     p.add_argument("--data-dir", help="directory with elemnet.h5 (default: ./data or the repository's data/, else "
                                       "/tmp/elemnet_full.h5, else it is made)")
     args = p.parse_args(argv)
@@ -214,6 +267,15 @@ def main(argv=None) -> int:
           f"{1e6 * args.batch / statistics.median(samples['plain']):.0f} us per plain step); validation MAEs "
           f"{'identical' if same else 'DIFFERENT'} (the two loops {'did' if same else 'did not do'} the same "
           f"arithmetic)")
+
+    print()
+    low = Trainer(task, space, LocalGroup(), data, Budget(epochs, None, 1e9, 4096, precision=args.precision),
+                  device=torch.device("cpu"), seed=args.seed)
+    warm = Trainer(task, space, LocalGroup(), data, Budget(1, None, 1e9, 4096, precision=args.precision),
+                   device=torch.device("cpu"), seed=args.seed)
+    menndl_trainer(warm, genome, 1)  # warm-up of the autocast kernels, not counted
+    precision_pairs(trainer, low, genome, epochs, repeats,
+                    f"{args.depth} x dense {args.width}, batch {args.batch}, {epochs} epochs")
     return 0
 
 

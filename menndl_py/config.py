@@ -103,6 +103,7 @@ class TrainingConfig:
     eval_batch_size: int = setting(4096, min=1, max=2**20)
     lr_schedule: str = setting("constant", choices=("constant", "cosine"))  # cosine: to 0 over the budget (rung)
     rungs: Optional[RungsConfig] = setting(None)  # multi-fidelity promotion; off: each candidate trains once
+    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))  # bf16, fp16: autocast (fp16 with a scaler)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ class Config:
         if d["search"]["objectives"] == ["metric"] and d["search"]["max_latency"] is None:  # the same
             d["search"].pop("objectives")
             d["search"].pop("max_latency")
+        if d["training"]["precision"] == "fp32":  # the same
+            d["training"].pop("precision")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

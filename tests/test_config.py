@@ -384,7 +384,8 @@ def test_fingerprint_follows_the_search(change):
     assert from_dict({"search": {"population": 6, "seed": 3}}).fingerprint() != from_dict(change).fingerprint()
 
 
-@pytest.mark.parametrize("key, value", [("training.lr_schedule", "linear"), ("search.algorithm", "bayes")])
+@pytest.mark.parametrize("key, value", [("training.lr_schedule", "linear"), ("search.algorithm", "bayes"),
+                                        ("training.precision", "fp8")])
 def test_a_value_outside_its_choices_is_refused(key, value):
     section, name = key.split(".")
     with pytest.raises(UserError, match=rf"^{key}: must be one of .*got '{value}'$"):
@@ -424,12 +425,13 @@ def test_rungs_set_the_budget_instead_of_time_budget():
         "training.time_budget: leave it unset with training.rungs (the rungs set the budget)"
 
 
-def test_a_run_made_before_rungs_keeps_its_fingerprint():
+def test_a_run_made_before_rungs_and_precision_keeps_its_fingerprint():
     cfg = from_dict({})
     assert cfg.fingerprint() != from_dict({"training": {"rungs": {}}}).fingerprint()
     data = cfg.to_dict()
     data.pop("run")
     data["training"].pop("rungs")
+    data["training"].pop("precision")
     for key in ("max_evaluations", "max_minutes", "algorithm", "objectives", "max_latency"):
         data["search"].pop(key)
     assert cfg.fingerprint() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -460,3 +462,11 @@ def test_the_default_objectives_leave_the_fingerprint_as_it_was():
     assert config.from_dict({}).fingerprint() == config.from_dict({"search": {"objectives": ["metric"]}}).fingerprint()
     assert config.from_dict({}).fingerprint() != \
         config.from_dict({"search": {"objectives": ["metric", "latency"]}}).fingerprint()
+def test_precision_is_fp32_unless_set_and_enters_the_fingerprint_only_when_set():
+    assert from_dict({}).training.precision == "fp32"
+    assert error_of({"training": {"precision": "half"}}) == \
+        "training.precision: must be one of 'fp32', 'bf16', 'fp16', got 'half'"
+    default = from_dict({}).fingerprint()
+    assert from_dict({"training": {"precision": "fp32"}}).fingerprint() == default
+    fingerprints = {from_dict({"training": {"precision": p}}).fingerprint() for p in ("bf16", "fp16")}
+    assert len(fingerprints) == 2 and default not in fingerprints

@@ -40,7 +40,7 @@ def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dic
                "train_seconds": round(outcome.train_seconds, 2), "budget": f"{budget}, {threads} threads",
                **outcome.metrics}
         if outcome.model is not None:
-            test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size)
+            test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size, cfg.training.precision)
             row.update({f"test_{k}": v for k, v in test.items()})
             row["params"] = sum(p.numel() for p in outcome.model.parameters())
         results[name] = row

@@ -54,7 +54,7 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
     if outcome.status != Status.OK:
         raise UserError(f"{cfg.run_dir}: retraining the best network ended with status {outcome.status}: "
                         f"{outcome.message}")
-    test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size)
+    test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size, cfg.training.precision)
     result = {"genome_hash": genome.key, "source": source.name, "budget_seconds": budget, "lr_schedule": lr_schedule,
               "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "threads": threads, "started": started,
               "params": sum(p.numel() for p in outcome.model.parameters()),

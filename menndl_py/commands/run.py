@@ -243,7 +243,8 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
         say(f"best of {n} evaluations: id {master.best[1]}, {task.metric} {master.best[0]:.4g} {task.unit}")
         summary.update(best_id=master.best[1], best_val=master.best[0])
     elif master.best is not None:
-        test = score_on_test(task, run.best, space_of(cfg, task), cfg.training.eval_batch_size, say)
+        test = score_on_test(task, run.best, space_of(cfg, task), cfg.training.eval_batch_size, say,
+                             cfg.training.precision)
         summary.update(best_id=master.best[1], best_val=master.best[0], best_test=test)
         say(f"best of {n} evaluations: id {master.best[1]}, {read_record(run.best)['params']:,} parameters")
         say(f"  architecture: {describe(read_genome(run.best).to_json())}")

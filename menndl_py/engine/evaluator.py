@@ -14,6 +14,7 @@ from menndl_py.errors import UserError, os_error_line
 from menndl_py.genome import Genome
 from menndl_py.records import Outcome, Result, Status, Work, better
 from menndl_py.tasks.base import Task
+from menndl_py.train.device import autocast
 from menndl_py.train.latency import seconds_per_sample
 from menndl_py.train.trainer import Budget, GroupFailure, Stage, Trainer, failure_of
 
@@ -45,7 +46,8 @@ def make_trainer(cfg: Config, task: Task, group, device: torch.device,
     t = cfg.training
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the first optimizer imports torch._dynamo (~3 s)
     return Trainer(task, task.space().restricted(cfg.search.space), group, data,
-                   Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size, t.lr_schedule),
+                   Budget(t.epochs, t.time_budget, cfg.cluster.candidate_timeout, t.eval_batch_size, t.lr_schedule,
+                          t.precision),
                    device=device, seed=cfg.search.seed, faults=cfg.debug.inject_faults, interrupted=interrupted)
 
 
@@ -80,11 +82,12 @@ class Evaluator:
                       state)
 
     def _time(self, genome: Genome, outcome: Outcome) -> None:
-        """Add the trained network's inference latency (seconds per sample) to its metrics; a network that cannot
-        run the latency batch (out of memory) fails."""
+        """Add the trained network's inference latency (seconds per sample, in `training.precision`) to its metrics;
+        a network that cannot run the latency batch (out of memory) fails."""
         try:
             batch = self.task.latency_batch(genome).to(self.trainer.device)
-            outcome.metrics["latency"] = seconds_per_sample(outcome.model, batch)
+            with autocast(self.trainer.device, self.trainer.dtype):  # in the precision it trained in
+                outcome.metrics["latency"] = seconds_per_sample(outcome.model, batch)
         except Exception as exc:  # noqa: BLE001 - a candidate's failure is a result, never a crash
             failure = failure_of(exc)
             outcome.status, outcome.message, outcome.fitness = failure.status, f"timing inference: {failure}", None

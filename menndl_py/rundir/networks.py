@@ -171,8 +171,9 @@ def calibrated(task, where: Path, record: dict, warn) -> None:
         warn(f"{where / RECORD}: {note}")
 
 
-def score_on_test(task: Objective, where: Path, space: SearchSpace, batch: int, warn) -> dict:
-    """Test-split metrics of the network in `where`, read with its own calibration (see `Task.load_calibration`)."""
+def score_on_test(task: Objective, where: Path, space: SearchSpace, batch: int, warn, precision: str = "fp32") -> dict:
+    """Test-split metrics of the network in `where`, read with its own calibration (see `Task.load_calibration`),
+    its forward pass in `precision` (training.precision)."""
     _, model, record = load_network(where, space)
     calibrated(task, where, record, warn)
-    return score_split(model, task, "test", batch)
+    return score_split(model, task, "test", batch, precision)

@@ -1,11 +1,18 @@
-"""Where a rank computes: its GPU (by node-local rank) or the CPU, and how many CPU threads it takes."""
+"""Where a rank computes: its GPU (by node-local rank) or the CPU, how many CPU threads it takes, and in what
+floating-point precision (`training.precision`)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
 from typing import Optional
 
 import torch
+
+from menndl_py.errors import UserError
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(local_rank: int) -> torch.device:
@@ -30,3 +37,27 @@ def set_threads(threads_per_rank: Optional[int], ranks_on_node: int) -> int:
               file=sys.stderr, flush=True)
     torch.set_num_threads(threads)
     return threads
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The dtype that `precision` (training.precision) autocasts to on `device`: None for fp32 (no autocast);
+    UserError when this torch cannot autocast to it there."""
+    if precision == "fp32":
+        return None
+    dtype = AUTOCAST_DTYPES[precision]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # where a dtype is not supported, autocast warns and stays off
+        try:
+            with torch.autocast(device.type, dtype=dtype):
+                able = torch.is_autocast_enabled(device.type)
+        except RuntimeError:  # no autocast on this device type, or (CUDA) no bf16 on this GPU
+            able = False
+    if not able:
+        raise UserError(f"training.precision: {precision} is not supported on {device} by torch {torch.__version__}; "
+                        f"use fp32")
+    return dtype
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """The context a forward pass runs in: torch.autocast to `dtype` (from `autocast_dtype`), or none."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -1,7 +1,7 @@
 """The ranks that train one candidate together: one process alone, or a Horovod group on an MPI sub-communicator."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -16,6 +16,13 @@ class LocalGroup:
 
     def distributed_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
         return optimizer
+
+    def step(self, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+        if scaler is None:
+            optimizer.step()
+            return
+        scaler.step(optimizer)
+        scaler.update()
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
@@ -45,6 +52,20 @@ class HorovodGroup:
 
     def distributed_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
         return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+
+    def step(self, optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+        """One step of the distributed `optimizer` on the group's mean gradients. With fp16's `scaler`, the
+        gradients are allreduced before it unscales them and looks for inf or NaN, so that every rank skips the
+        same steps and keeps the same scale (Horovod's recipe: synchronize, unscale_, step without a second
+        allreduce, update)."""
+        if scaler is None:
+            optimizer.step()  # allreduces the gradients first
+            return
+        optimizer.synchronize()
+        scaler.unscale_(optimizer)
+        with optimizer.skip_synchronize():
+            scaler.step(optimizer)
+        scaler.update()
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         # synchronous calls: one name each is safe

@@ -10,6 +10,11 @@ group's gradient allreduce, with no gradient of its own, until the next agreemen
 With multi-fidelity promotion a training is a `Stage`: it goes on from a saved state (weights, optimizer, how far
 it went) to a budget counted from scratch, on a share of the training rows, and hands back its own state when a
 higher rung may follow. A cosine schedule then falls to 0 along each stage (warm restarts at each rung).
+
+In bf16 or fp16 (`training.precision`) the forward pass and loss run under torch.autocast, the weights and
+optimizer stay in float32, and fp16's gradients are scaled (a GradScaler, whose state goes along with a stage's):
+a step whose scaled gradients overflow is skipped, as the scaler does, but a non-finite loss still fails the
+candidate.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from menndl_py.config import FaultConfig
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Outcome, Status
+from menndl_py.train.device import autocast, autocast_dtype
 
 SYNC_EVERY = 8  # steps between the group's agreements on stopping
 T = TypeVar("T")
@@ -54,6 +60,7 @@ class Budget:
     timeout: float  # seconds for the whole evaluation; past it the candidate fails (hard)
     eval_batch_size: int = 4096
     lr_schedule: str = "constant"  # or "cosine": the learning rate falls to 0 along the budget (time or epochs)
+    precision: str = "fp32"  # or "bf16", "fp16": autocast (training.precision)
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class Stage:
     unit: str
     budget: float
     data: float = 1.0
-    state: Optional[dict] = None  # {"model", "optimizer": state dicts; "epochs", "seconds": trained so far}
+    state: Optional[dict] = None  # {"model", "optimizer" (and "scaler", fp16): state dicts; "epochs", "seconds"}
     keep: bool = False
 
 
@@ -138,29 +145,34 @@ def candidate_seed(seed: int, key: str) -> int:
 
 
 @torch.no_grad()
-def metric_sums(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
-                batch: int) -> torch.Tensor:
-    """The objective's metric sums of `model` over (x, y), in float64 (x must hold at least one row)."""
+def metric_sums(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, batch: int,
+                dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """The objective's metric sums of `model` over (x, y), in float64 (x must hold at least one row); the forward
+    pass autocast to `dtype` (None: float32), the sums taken on its predictions in float32."""
     model.eval()
     sums = None
     for start in range(0, len(x), batch):
-        part = objective.metric_sums(model(x[start:start + batch]), y[start:start + batch])
+        with autocast(x.device, dtype):
+            prediction = model(x[start:start + batch])
+        part = objective.metric_sums(prediction.float(), y[start:start + batch])
         sums = part if sums is None else sums + part
     return sums.double()
 
 
-def score(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, group, batch: int) -> dict:
+def score(model: torch.nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, group, batch: int,
+          dtype: Optional[torch.dtype] = None) -> dict:
     """The objective's metrics of `model` over this rank's (x, y), summed over the group (GroupFailure on every
     rank if scoring failed on any)."""
-    sums = agreed(group, lambda: metric_sums(model, objective, x, y, batch))
+    sums = agreed(group, lambda: metric_sums(model, objective, x, y, batch, dtype))
     return objective.metrics(group.sum(sums))
 
 
-def score_split(model: torch.nn.Module, objective: Objective, split: str, batch: int) -> dict:
-    """The objective's metrics of `model` over a whole split, in this process (on the model's device)."""
+def score_split(model: torch.nn.Module, objective: Objective, split: str, batch: int, precision: str = "fp32") -> dict:
+    """The objective's metrics of `model` over a whole split, in this process (on the model's device), the forward
+    pass in `precision` (training.precision)."""
     device = next(model.parameters()).device
     x, y = (torch.as_tensor(a).to(device) for a in objective.load(split))
-    return objective.metrics(metric_sums(model, objective, x, y, batch))
+    return objective.metrics(metric_sums(model, objective, x, y, batch, autocast_dtype(precision, device)))
 
 
 class Trainer:
@@ -172,6 +184,12 @@ class Trainer:
         self.objective, self.space, self.group, self.data = objective, space, group, data
         self.budget, self.device, self.seed, self.faults = budget, device, seed, faults
         self.interrupted = interrupted
+        autocast_dtype(budget.precision, device)  # a precision the device cannot compute in is a UserError now
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        """The dtype the forward pass autocasts to (None: float32)."""
+        return autocast_dtype(self.budget.precision, self.device)
 
     def evaluate(self, genome: Genome, fault_key: Optional[str] = None, stage: Optional[Stage] = None) -> Outcome:
         """Train and score one genome (one `stage` of its training, with promotion). `fault_key` (the evaluation
@@ -201,6 +219,15 @@ class Trainer:
                 g["lr"] = genes["learning_rate"]
         return optimizer
 
+    def _scaler(self, stage: Optional[Stage]) -> Optional[torch.amp.GradScaler]:
+        """fp16's gradient scaler, on from a stage's state when it holds one (None in fp32 and bf16)."""
+        if self.budget.precision != "fp16":
+            return None
+        scaler = torch.amp.GradScaler(self.device.type)
+        if stage is not None and stage.state is not None and "scaler" in stage.state:
+            scaler.load_state_dict(stage.state["scaler"])
+        return scaler
+
     def _rows(self, stage: Optional[Stage]) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's training rows, or a stage's share of them: the same rows for every candidate, and a lower
         rung's rows among a higher rung's."""
@@ -213,9 +240,10 @@ class Trainer:
 
     def _train(self, model: torch.nn.Module, genome: Genome, start: float, fault: Optional[str],
                stage: Optional[Stage]) -> Outcome:
-        genes, group, budget = genome.training, self.group, self.budget
+        genes, group, budget, dtype = genome.training, self.group, self.budget, self.dtype
         group.broadcast_parameters(model)
-        optimizer = group.distributed_optimizer(agreed(group, lambda: self._optimizer(genome, model, stage)), model)
+        optimizer, scaler = agreed(group, lambda: (self._optimizer(genome, model, stage), self._scaler(stage)))
+        optimizer = group.distributed_optimizer(optimizer, model)
         x, y = self._rows(stage)
         batch = min(max(1, genes["batch_size"] // group.size), len(x))
         steps = len(x) // batch
@@ -240,13 +268,14 @@ class Trainer:
                     try:
                         idx = order[i * batch:(i + 1) * batch]
                         inputs, targets = self.objective.augment(x[idx], y[idx], shuffle)
-                        loss = self.objective.loss(model(inputs), targets)
+                        with autocast(self.device, dtype):  # (a task's own loss arithmetic gets float32)
+                            loss = self.objective.loss(model(inputs).float(), targets)
                         if fault and step == 2:
                             loss = self._inject(fault, loss, start)
                         optimizer.zero_grad()
-                        loss.backward()
+                        (loss if scaler is None else scaler.scale(loss)).backward()
                         stepped = True
-                        optimizer.step()
+                        group.step(optimizer, scaler)
                         loss_sum += loss.detach().double()
                     except Exception as exc:  # noqa: BLE001 - agreed on below, with the group
                         failure = failure_of(exc)
@@ -254,7 +283,8 @@ class Trainer:
                     optimizer.step()  # the partners' allreduce of this step: gradients missing here count as 0
                 epochs = before["epochs"] + epoch - 1 + (i + 1) / steps  # the same on every rank of the group
                 if step % SYNC_EVERY == 0 or i == steps - 1 or epochs >= limits["epochs"][1] - 1e-9:
-                    nonfinite = failure is None and not torch.isfinite(loss).item()
+                    # any step's loss since the last agreement (fp16's scaler would skip a NaN step and go on)
+                    nonfinite = failure is None and not torch.isfinite(loss_sum).item()
                     spent, progress = self._agree_to_stop(failure, nonfinite, limits, epochs,
                                                           before["seconds"] + time.monotonic() - train_start, start)
                     if spent:
@@ -269,7 +299,7 @@ class Trainer:
                 curve.append({"epoch": round(before["epochs"] + epoch - 1 + (i + 1) / steps, 6),
                               "train_loss": mean_loss, "seconds": before["seconds"] + time.monotonic() - train_start})
         train_seconds = time.monotonic() - train_start
-        val = score(model, self.objective, *self.data["val"], group, budget.eval_batch_size)
+        val = score(model, self.objective, *self.data["val"], group, budget.eval_batch_size, dtype)
         metrics = {f"val_{k}": v for k, v in val.items()}
         fitness = metrics[f"val_{self.objective.metric}"]
         if not all(map(_finite, metrics.values())):
@@ -281,6 +311,8 @@ class Trainer:
             state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                      "optimizer": optimizer.state_dict(), "epochs": epochs,
                      "seconds": before["seconds"] + train_seconds}
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
         return Outcome(Status.OK, fitness, metrics, epochs=complete, train_seconds=train_seconds, curve=curve,
                        model=model, state=state)
 

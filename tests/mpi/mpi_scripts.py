@@ -98,6 +98,60 @@ def one_rank_fails(data_dir: str) -> None:
             print("RESULT " + json.dumps({"case": case, "outcomes": both}), flush=True)
 
 
+def precision_group(data_dir: str) -> None:
+    """A group of 2 trains one genome in bf16 and in fp16 (with its gradient scaler), then in fp16 on from a state
+    whose scale overflows the gradients, then in fp16 with step 3 failing on rank 1; rank 0 prints, for each case,
+    every rank's outcome, final scale, and how far the ranks' parameters differ (batch-norm statistics are each
+    rank's own)."""
+    from mpi4py import MPI
+
+    from menndl_py.genome import Genome
+    from menndl_py.tasks.elemnet.task import ElemNetTask
+    from menndl_py.train.group import HorovodGroup
+    from menndl_py.train.trainer import Budget, Stage, Trainer
+
+    comm = MPI.COMM_WORLD
+    torch.set_num_threads(1)
+    group = HorovodGroup(comm)
+    failing: dict = {}
+
+    class Faulty(ElemNetTask):
+        def augment(self, x, y, generator):
+            failing["steps"] = failing.get("steps", 0) + 1
+            if failing.get("rank") == comm.rank and failing["steps"] == 3:
+                raise RuntimeError("injected: step")
+            return x, y
+
+    task = Faulty({"train_size": 1000, "val_size": 200, "test_size": 200}, data_dir)
+    data = {s: tuple(torch.as_tensor(a) for a in task.load(s, (group.rank, group.size))) for s in ("train", "val")}
+    genome = Genome([{"width": 64, "activation": "relu", "dropout": 0.0, "batch_norm": True}] * 2,
+                    {"learning_rate": 5e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0})
+
+    def run(case: str, precision: str, stage=None) -> object:
+        failing["steps"] = 0
+        trainer = Trainer(task, task.space(), group, data, Budget(epochs=4, time_budget=None, timeout=120,
+                                                                  precision=precision), device=torch.device("cpu"))
+        torch.manual_seed(1000 + comm.rank)  # if broadcast_parameters failed, ranks would start apart
+        outcome = trainer.evaluate(genome, stage=stage)
+        flat = None if outcome.model is None else \
+            torch.cat([p.detach().flatten() for p in outcome.model.parameters()]).numpy()
+        scale = outcome.state["scaler"]["scale"] if outcome.state and "scaler" in outcome.state else None
+        everyone = comm.gather((str(outcome.status), outcome.message, outcome.fitness, scale, flat), root=0)
+        if comm.rank == 0:
+            weights = [w for *_, w in everyone]
+            diff = float(abs(weights[0] - weights[1]).max()) if weights[0] is not None else None
+            print("RESULT " + json.dumps({"case": case, "outcomes": [r[:4] for r in everyone],
+                                          "max_abs_diff": diff}), flush=True)
+        return outcome
+
+    run("bf16", "bf16")
+    first = run("fp16", "fp16", Stage("epochs", 2.0, keep=True))
+    state = {**first.state, "scaler": {**first.state["scaler"], "scale": 2.0 ** 40}}
+    run("fp16 overflowing", "fp16", Stage("epochs", 4.0, state=state, keep=True))
+    failing["rank"] = 1
+    run("fp16 step 3 on rank 1", "fp16")
+
+
 def predict_many(root: str) -> None:
     """`menndl predict` of the run in ROOT/runs/r 20 times in one job, over stacks of uneven image counts (and a
     file that is skipped every third time), with several batch sizes; rank 0 prints what each output holds."""

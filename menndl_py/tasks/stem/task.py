@@ -202,7 +202,7 @@ class StemDefectsTask(Task):
             return outcome
         batch = trainer.budget.eval_batch_size
         self.rule = self.calibrate(outcome.model, trainer.group, trainer.device, batch)
-        val = score(outcome.model, self, *trainer.data["val"], trainer.group, batch)
+        val = score(outcome.model, self, *trainer.data["val"], trainer.group, batch, trainer.dtype)
         metrics = {**outcome.metrics, **{f"val_{k}": v for k, v in val.items()}, **self.rule_record()}
         return replace(outcome, fitness=metrics[f"val_{self.metric}"], metrics=metrics)
 
