@@ -29,6 +29,7 @@ does not assert.
 
     python benchmarks/master_overhead.py                 # 10,000 evaluations: about 10-15 min on 2 shared cores
     python benchmarks/master_overhead.py --quick         # 500 evaluations: about 1-2 min (MPI start-up dominates)
+    python benchmarks/master_overhead.py --rungs --pareto  # promotion by Pareto front, NSGA-II (two objectives)
 """
 from __future__ import annotations
 
@@ -76,10 +77,12 @@ def windows(n: int, size: int) -> list[tuple[int, int]]:
 RUNGS = {"unit": "epochs", "min_budget": 1, "max_budget": 9, "eta": 3}  # --rungs: promotion on (1, 3, 9 units)
 
 
-def config_dict(directory: Path, name: str, evaluations: int, seed: int, rungs: bool = False) -> dict:
+def config_dict(directory: Path, name: str, evaluations: int, seed: int, rungs: bool = False,
+                pareto: bool = False) -> dict:
     return {"run": {"name": name, "directory": str(directory)},
             "task": {"name": "synthetic", "data_dir": str(directory / "data"), "options": {"seconds": 0}},
-            "search": {"max_evaluations": evaluations, "surrogate": True, "seed": seed},
+            "search": {"max_evaluations": evaluations, "surrogate": True, "seed": seed,
+                       **({"objectives": ["metric", "parameters"]} if pareto else {})},
             "cluster": {"ranks_per_candidate": 1, "threads_per_rank": 1},
             **({"training": {"rungs": RUNGS}} if rungs else {})}
 
@@ -96,7 +99,7 @@ def menndl_command() -> list[str]:
 def run_mpi(args, workdir: Path) -> dict:
     cfg_path = workdir / "mpi.yaml"
     cfg_path.write_text(yaml.safe_dump(config_dict(workdir / "runs", "mpi", args.evaluations, args.seed,
-                                                   args.rungs)))
+                                                   args.rungs, args.pareto)))
     command = ["mpirun", "--oversubscribe", "-np", str(args.ranks), "-x", "PYTHONPATH", *menndl_command(), "run",
                str(cfg_path), "--no-progress"]
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
@@ -244,7 +247,8 @@ def run_in_process(args, workdir: Path) -> dict:
     from menndl_py.train.group import LocalGroup
 
     torch.set_num_threads(1)
-    cfg = config.from_dict(config_dict(workdir / "runs", "inprocess", args.evaluations, args.seed, args.rungs))
+    cfg = config.from_dict(config_dict(workdir / "runs", "inprocess", args.evaluations, args.seed, args.rungs,
+                                       args.pareto))
     prepare_run_dir(cfg, resume=False)
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
     n_groups = args.ranks - 1
@@ -286,7 +290,7 @@ def run_in_process(args, workdir: Path) -> dict:
         drivers = {}
         for done, path in sorted(snapshots.items()):
             snap_cfg = config.from_dict(config_dict(path.parent, path.name, args.evaluations, args.seed,
-                                                    args.rungs))
+                                                    args.rungs, args.pareto))
             resumed = make_master(snap_cfg, task, n_groups, progress=False)
             snap_timer = PartTimer()
             instrument(resumed, snap_timer)
@@ -473,6 +477,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rungs", action="store_true", help="multi-fidelity promotion on (training.rungs 1, 3, 9; "
                                                           "evaluations count new genomes, results every rung)")
+    p.add_argument("--pareto", action="store_true", help="two objectives (search.objectives: [metric, "
+                                                          "parameters]): NSGA-II, promotion by Pareto front")
     p.add_argument("--skip-mpi", action="store_true", help="only the in-process measurement")
     p.add_argument("--skip-inprocess", action="store_true", help="only the MPI measurement")
     p.add_argument("--mpi-timeout", type=float, default=4 * 3600.0, help="seconds before mpirun is given up")
