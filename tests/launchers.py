@@ -1,5 +1,6 @@
 """How the tests launch jobs: `menndl` and mpirun in a subprocess with a time-out, and the environment for Slurm
 jobs."""
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,12 @@ def mpirun(n: int, *args: str, timeout: float, cwd: Path) -> subprocess.Complete
     """Run `mpirun -np n ARGS` to completion; a hang past `timeout` fails the test (and kills the job)."""
     return subprocess.run([MPIRUN, "--oversubscribe", "-np", str(n), *args], cwd=cwd, env=mpi_env(),
                           capture_output=True, text=True, timeout=timeout)
+def results_of(out: subprocess.CompletedProcess) -> list[dict]:
+    """The JSON of each `RESULT {...}` line a job printed (tests/mpi/mpi_scripts.py), after checking it ended well."""
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [json.loads(line[len("RESULT "):]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+
+
 VENV_BIN = str(Path(sys.executable).parent)
 
 

@@ -279,13 +279,8 @@ def plot_fitness_vs_params(df: pd.DataFrame, hib: bool, label: str, path: Path) 
                                    f"{int(best['params']):,} params")
         ax.set_xscale("log")
         ax.legend(fontsize=8, loc=BEST_PLACE)
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel(f"{label}\n({_direction(hib)})")
-    ax.set_title("Fitness against model size")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_against_cost(fig, ax, "trainable parameters", f"{label}\n({_direction(hib)})",
+                       "Fitness against model size", path)
 
 
 def plot_pareto(df: pd.DataFrame, meta: dict, label: str, path: Path) -> None:
@@ -316,9 +311,15 @@ def plot_pareto(df: pd.DataFrame, meta: dict, label: str, path: Path) -> None:
                     label=f"front ({len(front)} networks)" if last else f"front at {share:.0%} of the time")
         ax.set_xscale("log")
         ax.legend(fontsize=8, loc=BEST_PLACE)
-    ax.set_xlabel(f"{cost_label} (log scale)")
-    ax.set_ylabel(f"{label}\n({_direction(hib)})")
-    ax.set_title("Pareto front: accuracy against cost")
+    _save_against_cost(fig, ax, cost_label, f"{label}\n({_direction(hib)})", "Pareto front: accuracy against cost",
+                       path)
+
+
+def _save_against_cost(fig, ax, cost: str, ylabel: str, title: str, path: Path) -> None:
+    """Label a plot of the metric against a cost on a log scale, save it and close it."""
+    ax.set_xlabel(f"{cost} (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -1,7 +1,6 @@
 """Failures under real MPI end the job, never hang it: an error on one rank after the ranks part, one rank of a
 group failing where its partner does not, a shard with no rows, a group gone silent (the watchdog), a worker rank
 killed. Each job runs in a subprocess with a time-out, so a hang fails the test."""
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launchers import MENNDL, MPIRUN, PYTHON, mpi_env, mpirun
+from launchers import MENNDL, MPIRUN, PYTHON, mpi_env, mpirun, results_of
 from search_jobs import rows, write_config
 
 HERE = Path(__file__).parent
@@ -71,12 +70,7 @@ def test_one_rank_failing_in_any_phase_fails_its_whole_group_together(elemnet_da
     ranks report the same failure, and the group goes on to train the next candidate."""
     out = mpirun(2, PYTHON, str(HERE / "mpi_scripts.py"), "one_rank_fails", str(elemnet_data_dir),
                  timeout=240, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            r = json.loads(line[7:])
-            seen[r["case"]] = [tuple(outcome) for outcome in r["outcomes"]]
+    seen = {r["case"]: [tuple(outcome) for outcome in r["outcomes"]] for r in results_of(out)}
     assert set(seen) == {"build on rank 1", "step 3 on rank 1", "step 5 on rank 0", "scoring on rank 1", "none"}
     for case, by_rank in seen.items():
         assert by_rank[0] == by_rank[1], case  # the same outcome on both ranks

@@ -1,11 +1,10 @@
 """training.precision under real MPI: a Horovod group of 2 trains in bf16 and in fp16, its gradient scaler
 stepping after the group's allreduce, so that both ranks skip the same steps and keep the same weights. The job
 runs in a subprocess with a timeout, so a hang fails the test."""
-import json
 import math
 from pathlib import Path
 
-from launchers import PYTHON, mpirun
+from launchers import PYTHON, mpirun, results_of
 
 HERE = Path(__file__).parent
 
@@ -13,12 +12,7 @@ HERE = Path(__file__).parent
 def test_a_group_of_two_trains_in_bf16_and_fp16(elemnet_data_dir, tmp_path):
     out = mpirun(2, PYTHON, str(HERE / "mpi_scripts.py"), "precision_group", str(elemnet_data_dir),
                  timeout=300, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            r = json.loads(line[7:])
-            seen[r["case"]] = r
+    seen = {r["case"]: r for r in results_of(out)}
     assert set(seen) == {"bf16", "fp16", "fp16 overflowing", "fp16 step 3 on rank 1"}
     for case in ("bf16", "fp16", "fp16 overflowing"):
         (status, message, fitness, scale), partner = seen[case]["outcomes"]

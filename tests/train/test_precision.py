@@ -10,7 +10,6 @@ import torch
 from menndl_py.config import FaultConfig
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
-from menndl_py.tasks.elemnet.task import ElemNetTask
 from menndl_py.train.device import autocast
 from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import Budget, Stage, Trainer
@@ -21,16 +20,6 @@ STEPS = 1500 // 64  # per epoch: 1500 training rows, batch 64
 def genome(width=64, depth=2, batch_norm=False):
     layers = [{"width": width, "activation": "relu", "dropout": 0.0, "batch_norm": batch_norm}] * depth
     return Genome(layers, {"learning_rate": 5e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0})
-
-
-@pytest.fixture(scope="module")
-def task(elemnet_data_dir):
-    return ElemNetTask({"train_size": 1500, "val_size": 500}, elemnet_data_dir)
-
-
-@pytest.fixture(scope="module")
-def data(task, cpu):
-    return {split: tuple(torch.as_tensor(a) for a in task.load(split)) for split in ("train", "val")}
 
 
 @pytest.fixture

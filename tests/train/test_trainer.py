@@ -7,7 +7,6 @@ import torch
 
 from menndl_py.config import FaultConfig
 from menndl_py.genome import Genome
-from menndl_py.tasks.elemnet.task import ElemNetTask
 from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import Budget, Stage, Trainer, fault_plan
 
@@ -19,16 +18,6 @@ def layer(width=32, activation="relu", dropout=0.0, batch_norm=False):
 def genome(depth=2, *, learning_rate=1e-3, optimizer="adam", batch_size=64, **layer_genes):
     return Genome([layer(**layer_genes)] * depth, {"learning_rate": learning_rate, "batch_size": batch_size,
                                                    "optimizer": optimizer, "weight_decay": 0.0})
-
-
-@pytest.fixture(scope="module")
-def task(elemnet_data_dir):
-    return ElemNetTask({"train_size": 1500, "val_size": 500}, elemnet_data_dir)
-
-
-@pytest.fixture(scope="module")
-def data(task, cpu):
-    return {split: tuple(torch.as_tensor(a) for a in task.load(split)) for split in ("train", "val")}
 
 
 @pytest.fixture
