@@ -4,8 +4,9 @@ Every candidate is first trained to the lowest rung's budget. Whenever a group i
 1/eta of its rung that has not gone on yet is trained on, from where it stopped, to the next rung; otherwise the
 search proposes a new genome. No rung waits to fill: a candidate is promoted as soon as it ranks high enough
 among the results its rung has so far. With several objectives a rung's results rank by Pareto front, then crowding
-distance (NSGA-II's order), and the leader is the network to use by default (`Objectives.preference`). The ladder
-only decides; the master sends, stores and keeps the states.
+distance (NSGA-II's order), and the leader is the network to use by default (`Objectives.preference`); that order
+is sorted again once a 1/RESORT share of the rung's results is new, so its cost per result stays bounded (a result
+waits for the next sort to be promoted). The ladder only decides; the master sends, stores and keeps the states.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import itertools
 from typing import Iterator, Mapping, Optional
 
 from menndl_py.search.pareto import Objectives, fronts
+
+RESORT = 32  # with several objectives, a rung is sorted again once this share (1/RESORT) of its results is new
 
 
 class Ladder:
@@ -26,6 +29,7 @@ class Ladder:
         self.score: list[dict] = [{} for _ in budgets]  # id → score, or vector of scores (higher is better)
         self.preference: list[dict[int, tuple]] = [{} for _ in budgets]  # id → Objectives.preference
         self._order: list[Optional[dict[int, int]]] = [None for _ in budgets]  # id → place, best first (cached)
+        self._new = [0 for _ in budgets]  # results recorded since each rung's order was made
         self.promoted: list[set[int]] = [set() for _ in budgets]  # ids sent on from each rung
         self.reached: dict[int, int] = {}  # id → the highest rung with a stored result
 
@@ -42,7 +46,7 @@ class Ladder:
         if vector is None or work_id in self.score[rung]:
             return
         self.preference[rung][work_id] = self.objectives.preference(fitness, costs)
-        self._order[rung] = None
+        self._new[rung] += 1
         if self.objectives.many:
             self.score[rung][work_id] = vector
         else:
@@ -50,11 +54,13 @@ class Ladder:
             bisect.insort(self.ranked[rung], (-vector[0], work_id))
 
     def order(self, rung: int) -> dict[int, int]:
-        """id → place (0 best) of every result of `rung` with a fitness."""
-        if self._order[rung] is None:
+        """id → place (0 best) of the results of `rung` with a fitness (with several objectives, those recorded up
+        to its last sort)."""
+        new = self._new[rung]
+        if self._order[rung] is None or (new and (not self.objectives.many or RESORT * new >= len(self.score[rung]))):
             ids = [i for front in fronts(self.score[rung]) for i in front] if self.objectives.many \
                 else [i for _, i in self.ranked[rung]]
-            self._order[rung] = {work_id: place for place, work_id in enumerate(ids)}
+            self._order[rung], self._new[rung] = {work_id: place for place, work_id in enumerate(ids)}, 0
         return self._order[rung]
 
     def sent(self, work_id: int, rung: int) -> None:
@@ -104,4 +110,4 @@ class Ladder:
         if rung == self.top or work_id not in self.score[rung]:
             return True
         order = self.order(rung)
-        return order[work_id] >= 2 * (len(order) // self.eta) + 2
+        return work_id in order and order[work_id] >= 2 * (len(order) // self.eta) + 2

@@ -124,3 +124,17 @@ def test_the_front_search_never_proposes_a_genome_twice(names):
         ga.tell(proposal.genome, (i * 7919 % 13) / 13, costs={"latency": (i % 5) * 1e-6 + 1e-7,
                                                               "parameters": proposal.params})
         ga.idle_work()
+
+
+def test_a_large_rung_is_sorted_again_once_a_share_of_its_results_is_new():
+    ladder = Ladder([1, 3], eta=3, higher_is_better=True, objectives=Objectives(["metric", "latency"], True))
+    rng = random.Random(0)
+    for work_id in range(64):
+        ladder.record(work_id, 0, rng.random(), {"latency": rng.random()})
+    assert len(ladder.order(0)) == 64
+    ladder.record(100, 0, 2.0, {"latency": 0.0})  # dominates every other result
+    assert 100 not in ladder.order(0) and not ladder.hopeless(100)  # waits for the next sort, its state kept
+    for work_id in (101, 102):
+        ladder.record(work_id, 0, 0.0, {"latency": 1.0})
+    assert ladder.order(0)[100] == 0 and len(ladder.order(0)) == 67  # 3 new of 67: past 1/32
+    assert next(ladder.promotions()) == (100, 1)
