@@ -63,8 +63,9 @@ def test_the_default_network_is_the_fastest_when_none_meets_the_latency_limit(ru
     top = [r for r in rows(run) if r["rung"] == "2"]
     fastest = min(top, key=lambda r: (float(r["m:latency"]), int(r["id"])))
     record = json.loads((RunDir(run.run_dir).best / "result.json").read_text())
-    assert record["id"] == int(fastest["id"])
-    assert min(top, key=lambda r: float(r["fitness"]))["id"] != fastest["id"] or len(top) == 1
+    assert len(top) >= 2 and record["id"] == int(fastest["id"])
+    # (whether the fastest is also the most accurate here depends on timings; test_pareto.py's unit test of
+    # Objectives.preference and of the ladder's leader holds cases where they differ)
 
 
 def test_the_report_draws_the_front(run):
