@@ -322,11 +322,22 @@ def read(path: str | Path) -> dict:
 
 def from_file_data(data: dict, path: str | Path) -> Config:
     """Validate the mapping read from config file `path` (after any overrides): a file must name its task."""
-    cfg = from_dict(data)
     task = data.get("task")
+    if isinstance(task, dict) and isinstance(task.get("options"), dict):
+        task["options"] = {key: _beside(value, path) if key == "path" or key.endswith("_path") else value
+                           for key, value in task["options"].items()}
+    cfg = from_dict(data)
     if not isinstance(task, dict) or "name" not in task:
         raise UserError(f"{path}: task.name missing; a config must name its task (e.g. 'task: {{name: elemnet}}')")
     return cfg
+
+
+def _beside(value: Any, config_path: str | Path) -> Any:
+    """A task option naming a file (`path`, `*_path`), made absolute: relative paths are read from the config
+    file's folder, so a run's saved config names the same files wherever it is used."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        return value  # the option's own check reports it
+    return str((Path(config_path).resolve().parent / Path(value).expanduser()).resolve())
 
 
 def load(path: str | Path) -> Config:

@@ -20,12 +20,14 @@ def task_of(cfg: Config) -> Task:
     return make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
 
 
-def ensure_data(task: Task) -> None:
-    """Make the task's data set in this process if it is missing (or wait for the job making it); check it."""
+def ensure_data(task: Task, ranks: int = 1) -> None:
+    """Make the task's data set in this process if it is missing (or wait for the job making it); check it, and
+    that each split leaves every rank of a group of `ranks` enough rows."""
     if not task.data_path.exists():
         say(f"making the {task.name} data set (first use): {task.data_path}")
         say(make_unless_made(task, say=say) or f"{task.data_path}: made by another process meanwhile; using it")
     task.check_data()
+    task.check_shards(ranks)
 
 
 def check_output(files: list[tuple[Path, str]], run_dir: Path, overwrite: bool, writes: str) -> None:

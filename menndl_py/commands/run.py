@@ -105,7 +105,7 @@ def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: boo
     seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), space_of(cfg, task), cfg.search.seed_sweep)
     new = not cfg.run_dir.exists()
     if new:  # missing or bad data leaves no run directory behind
-        ensure_data(task)
+        ensure_data(task, cfg.cluster.ranks_per_candidate)
     lock.acquire()
     state = prepare_run_dir(cfg, resume)
     master = make_master(cfg, task, n_groups, progress)
@@ -119,7 +119,7 @@ def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: boo
     if os.environ.get(LAUNCH_FILE):
         Path(os.environ[LAUNCH_FILE]).write_text(f"{cfg.run_dir.resolve()}\n{len(master.store.rows)}\n")
     if not new:
-        ensure_data(task)
+        ensure_data(task, cfg.cluster.ranks_per_candidate)
     return state, task, master
 
 

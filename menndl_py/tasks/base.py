@@ -113,19 +113,40 @@ class Task(ABC):
         in words). Default: any batch of the space's input shape, nothing to normalise, nothing said of outputs."""
         return {"input": {"shape": [None, *self.space().input_shape], "normalisation": None}, "output": {}}
 
-    # -- batch inference (`menndl predict`), for tasks on images --------------------------------------
+    def check_shards(self, ranks: int) -> None:
+        """Raise UserError (naming the file) when a split has too few rows for groups of `ranks` ranks, before any
+        rank starts work. Default: nothing (the trainer refuses an empty shard when it loads)."""
+
+    # -- batch inference (`menndl predict`) ----------------------------------------------------------
+    # What `predict` reads and writes: "table" (a table in, the same table with prediction columns out), "images"
+    # (images in, one row of prediction columns per image), "maps" (images in, a class map and objects per image)
+    # or "" (none).
+    predicts: ClassVar[str] = ""
+
+    def table_inputs(self, frame) -> tuple[np.ndarray, list[str]]:
+        """Network inputs of a table's rows (a pandas DataFrame) and, per row, '' or the one-line reason it cannot
+        be used (its input row is then any finite values; its prediction is not written)."""
+        raise UserError(f"task {self.name}: 'menndl predict' does not read tables")
+
+    def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        """Prediction columns (name → one value per row) from a batch of the network's outputs ("table" and "images"
+        tasks): a value, or a class name and its probability."""
+        raise UserError(f"task {self.name}: 'menndl predict' gives no prediction columns")
+
 
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
-        """One raw image as a network input (C, H, W), or SkipImage with the reason."""
-        raise UserError(f"task {self.name}: 'menndl predict' works on image tasks only")
+        """One raw image as a network input (channels first, 2-D or 3-D: "images" and "maps" tasks), or SkipImage
+        with the reason."""
+        raise UserError(f"task {self.name}: 'menndl predict' does not read images")
 
     def pad_for(self, genome: Genome, x: torch.Tensor) -> torch.Tensor:
         """A batch padded to a size the network accepts."""
         return x
 
     def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per image of a batch of outputs, cropped to `size`: (class map, defects as rows y, x, class, confidence)."""
-        raise UserError(f"task {self.name}: 'menndl predict' works on image tasks only")
+        """Per image of a batch of outputs, cropped to `size` ("maps" tasks): (class map, objects found as rows
+        y, x, class, confidence)."""
+        raise UserError(f"task {self.name}: 'menndl predict' writes no maps")
 
     def baseline_genomes(self) -> dict[str, Genome]:
         """Published hand-made networks expressed in this task's space, trained like any candidate."""

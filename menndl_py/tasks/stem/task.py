@@ -59,6 +59,7 @@ class StemDefectsTask(Task):
     parallel_data = True
     Options = StemDefectsOptions
     class_names = stem_sim.CLASSES
+    predicts = "maps"
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
