@@ -203,14 +203,20 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("--network", metavar="ID", help="a Pareto front member's id (default: the best network)")
     retrain.set_defaults(func=cmd_retrain)
 
-    predict = sub.add_parser("predict", help="run a run's best network over image files (shards over MPI ranks)",
-                             description="Exit status: 0 when every image was used, 1 when some were skipped "
-                                         "(each named with its reason on stderr and in the output), 2 on bad usage.")
+    predict = sub.add_parser("predict", help="run a run's best network over a table or images (shards over MPI "
+                                            "ranks)",
+                             description="Table tasks (tabular, composition, elemnet) read one CSV or Parquet table "
+                                         "and write it with prediction columns; image tasks read images and write "
+                                         "one row per image (images) or maps (segmentation, stem_defects). Exit "
+                                         "status: 0 when every row or image was used, 1 when some were skipped "
+                                         "(each with its reason in the output), 2 on bad usage.")
     predict.add_argument("run_dir")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="HDF5, TIFF or PNG files, or folders of them")
-    predict.add_argument("--output", required=True, help="the HDF5 file to write (a CSV of defects goes beside it)")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="a CSV or Parquet table, or HDF5, TIFF, PNG, NPY or NPZ files or folders of them")
+    predict.add_argument("--output", required=True,
+                         help="the file to write: .csv or .parquet for rows; .h5 for maps (a CSV of objects beside)")
     predict.add_argument("--dataset", help="the HDF5 dataset to read (default: every 2-D or 3-D dataset)")
-    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--batch-size", type=int, help="rows or images per batch (default: 4096 rows, 8 images)")
     predict.add_argument("--network", metavar="NAME", help="best, final or a Pareto front member's id (default: "
                                                             "final/ after 'menndl retrain', else best/)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -1,9 +1,10 @@
-"""Batch inference: the best network of a run over image files (HDF5, TIFF, PNG), sharded over MPI ranks.
+"""Batch inference: the best network of a run over a table or images, sharded over MPI ranks. Tasks whose
+predictions are rows (tables, one value per image) go to `predict_rows`; this module writes maps.
 
-Each rank takes every size-th image; rank 0 writes what all ranks find, as it arrives, to one HDF5 file (a class
-map per image, the defect table, the skipped images and why) and a CSV of defects beside it. An image that cannot
-be used is skipped with a one-line reason; the others go on. The task reads the network's outputs with the
-calibration recorded beside its weights (for STEM defects, the detection thresholds in result.json).
+For maps, each rank takes every size-th image; rank 0 writes what all ranks find, as it arrives, to one HDF5 file
+(a class map per image, the defect table, the skipped images and why) and a CSV of defects beside it. An image
+that cannot be used is skipped with a one-line reason; the others go on. The task reads the network's outputs with
+the calibration recorded beside its weights (for STEM defects, the detection thresholds in result.json).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -21,13 +22,13 @@ from tqdm import tqdm
 
 from menndl_py import config as config_module
 from menndl_py.commands.common import check_output, task_of
+from menndl_py.commands.predict_rows import predict_rows, prepared
 from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
-from menndl_py.images import Item, Reader, list_items
+from menndl_py.images import Reader, list_items
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.networks import calibrated, load_network
-from menndl_py.tasks.base import SkipImage
 from menndl_py.train.device import pick_device
 
 EXIT_SKIPPED = 1
@@ -107,23 +108,6 @@ def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None)
     return task, genome, model
 
 
-def batches(items: list[tuple[int, Item]], reader: Reader, prepare, size: int) -> Iterator[tuple[list, list]]:
-    """(ready, skipped): up to `size` prepared images of one shape, and the items that could not be used."""
-    ready, skipped = [], []
-    for index, item in items:
-        try:
-            array = prepare(reader.read(item))
-        except SkipImage as exc:
-            skipped.append((index, item.source, None, None, str(exc)))
-            continue
-        if ready and (array.shape != ready[0][2].shape or len(ready) == size):
-            yield ready, skipped
-            ready, skipped = [], []
-        ready.append((index, item.source, array))
-    if ready or skipped:
-        yield ready, skipped
-
-
 @torch.no_grad()
 def infer(model, task, genome, ready: list, device) -> list[tuple]:
     """Run one batch through the network; class maps and defect tables per image."""
@@ -133,16 +117,24 @@ def infer(model, task, genome, ready: list, device) -> list[tuple]:
             in zip(ready, found)]
 
 
-def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: int = 8, dataset: Optional[str] = None,
-            network: Optional[str] = None,
-            overwrite: bool = False, progress: bool = True) -> int:
-    """Run the best network of `run_dir` over `inputs`; 0 if every image was used, EXIT_SKIPPED otherwise."""
-    if batch_size < 1:
+def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optional[int] = None,
+            dataset: Optional[str] = None, network: Optional[str] = None, overwrite: bool = False,
+            progress: bool = True) -> int:
+    """Run the best network of `run_dir` over `inputs`; 0 if every row or image was used, EXIT_SKIPPED
+    otherwise."""
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
     share = mpi.share()
     task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
     device = pick_device(share.local_rank)
     model.to(device)
+    if task.predicts in ("table", "images"):
+        skipped = predict_rows(share, task, genome, model, device, inputs, output, run_dir=run_dir,
+                               batch_size=batch_size, dataset=dataset, overwrite=overwrite, progress=progress)
+        return EXIT_SKIPPED if skipped else 0
+    if task.predicts != "maps":
+        raise UserError(f"task {task.name}: 'menndl predict' does not run its networks (use 'menndl export')")
+    batch_size = batch_size or 8
     items = list(enumerate(list_items(inputs, dataset)))
     if not items:
         raise UserError("INPUT: no images given")
@@ -160,8 +152,9 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: int = 8
     mine = share.mine(items)
 
     def results():
-        for ready, skipped in batches(mine, reader, lambda a: task.prepare_image(a, genome), batch_size):
-            yield skipped + (infer(model, task, genome, ready, device) if ready else [])
+        for ready, skipped in prepared(mine, reader, lambda a: task.prepare_image(a, genome), batch_size):
+            yield [(index, source, None, None, reason) for index, source, reason in skipped] + \
+                (infer(model, task, genome, ready, device) if ready else [])
 
     for chunk in share.to_root(results(), len(items) - len(mine)):
         out.write(chunk)
