@@ -149,7 +149,8 @@ class ImagesTask(Task):
             values = pd.to_numeric(pd.Series(labels), errors="coerce").to_numpy(np.float64)
             bad = np.flatnonzero(~np.isfinite(values))
             if len(bad):
-                raise UserError(f"{where}: label {labels[bad[0]]!r} of image {self.stack.name(int(bad[0]))} is not a "
+                first = int(bad[0])
+                raise UserError(f"{where}: label {labels.tolist()[first]!r} of image {self.stack.name(first)} is not a "
                                 f"finite number ({len(bad)} such labels)")
             return values.astype(np.float32), ()
         missing = np.flatnonzero(pd.isna(pd.Series(labels)).to_numpy())

@@ -126,8 +126,8 @@ class SegmentationTask(Task):
         o, images = self.options, self._stacks[0]
         if o.split:
             if images.kind == "folder":
-                raise UserError(f"task.options.split: a folder of images has no split dataset; leave it out (seeded "
-                                f"fractions split the images)")
+                raise UserError("task.options.split: a folder of images has no split dataset; leave it out (seeded "
+                                "fractions split the images)")
             values = read_array(self.data_path, o.split)
             if len(values) != images.count:
                 raise UserError(f"{self.data_path}:/{o.split}: {len(values)} split values for {images.count} images")
