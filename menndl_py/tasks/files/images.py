@@ -51,6 +51,7 @@ class ImagesOptions(splits.FileOptions):
     label_column: str = setting("label")
     fitness: Optional[str] = setting(None)  # classification: accuracy (default), balanced_accuracy; regression: mae
     # (default), rmse
+    unit: str = setting("")  # regression: the labels' unit, for reports (default "target units")
 
 
 class ImagesTask(Task):
@@ -74,7 +75,7 @@ class ImagesTask(Task):
             raise UserError(f"task.options.fitness: must be one of {', '.join(self.metric_names)} for {o.kind}, "
                             f"got {self.metric!r}")
         self.higher_is_better = self.classify
-        self.unit = "fraction" if self.classify else "target units"
+        self.unit = "fraction" if self.classify else (o.unit or "target units")
         self.target_name = o.label_column if o.labels_path else Path(o.labels).name
 
     # -- data ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from PIL import Image
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
 from menndl_py.tasks import make_task
-from menndl_py.tasks.files.segmentation import IGNORE, PAD
+from menndl_py.tasks.files.segmentation import IGNORE
 from menndl_py.tasks.files.stacks import Standardise
 
 LEVEL = {"filters": 8, "kernel": 3, "convs": 2, "activation": "relu", "norm": "batch", "down": "max",
