@@ -1,5 +1,9 @@
-"""Reading images for batch inference: HDF5 datasets, TIFF files and stacks, grayscale PNG files, or folders of
-them, listed in a fixed order, read one by one; an image that cannot be used raises SkipImage with the reason."""
+"""Reading images for batch inference: HDF5 datasets, TIFF files and stacks, grayscale PNG files, NumPy `.npy`
+arrays and `.npz` archives, or folders of them, listed in a fixed order, read one by one; an image that cannot be
+used raises SkipImage with the reason.
+
+For 2-D tasks (`dims=2`) an array of 2 axes is one image and one of 3 a stack of them; for 3-D tasks (`dims=3`) an
+array of 3 axes is one volume and one of 4 a stack of volumes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +15,9 @@ import numpy as np
 
 from menndl_py.tasks.base import SkipImage
 
-SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".tif": "tiff", ".tiff": "tiff", ".png": "png"}
+SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy",
+            ".npz": "npz"}
+NPZ_ARRAY = "images"  # the array of an .npz archive read when no other is named (AtomAI's convention)
 
 
 @dataclass(frozen=True)
@@ -20,13 +26,14 @@ class Item:
 
     source: str  # how it is named to the user: "a.png", "b.tif[3]", "c.h5:/images[12]"
     path: Path
-    dataset: Optional[str] = None  # HDF5 dataset
+    dataset: Optional[str] = None  # HDF5 dataset or .npz array
     index: Optional[int] = None  # position in a stack
     error: str = ""  # set when the file could not even be listed
 
 
-def list_items(inputs: list[str], dataset: Optional[str] = None) -> list[Item]:
-    """Every image named by `inputs` (files or folders), in a fixed order that every rank agrees on."""
+def list_items(inputs: list[str], dataset: Optional[str] = None, dims: int = 2) -> list[Item]:
+    """Every image (or, with `dims=3`, volume) named by `inputs` (files or folders), in a fixed order that every
+    rank agrees on."""
     items = []
     for name in inputs:
         path = Path(name)
@@ -34,25 +41,35 @@ def list_items(inputs: list[str], dataset: Optional[str] = None) -> list[Item]:
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
             if not files:
                 items.append(Item(name, path, error=f"no {', '.join(sorted(SUFFIXES))} files in this folder"))
-            items += [item for p in files for item in _list_file(p, dataset)]
+            items += [item for p in files for item in _list_file(p, dataset, dims)]
         elif not path.exists():
             items.append(Item(name, path, error="no such file or folder"))
         else:
-            items += _list_file(path, dataset)
+            items += _list_file(path, dataset, dims)
     return items
 
 
-def _list_file(path: Path, dataset: Optional[str]) -> list[Item]:
+def _list_file(path: Path, dataset: Optional[str], dims: int) -> list[Item]:
     kind = SUFFIXES.get(path.suffix.lower())
     try:
         if kind == "hdf5":
-            return _list_hdf5(path, dataset)
+            return _list_hdf5(path, dataset, dims)
+        if kind == "npy":
+            return _stack_items(str(path), path, None, np.load(path, mmap_mode="r").shape, dims)
+        if kind == "npz":
+            name = dataset or NPZ_ARRAY
+            with np.load(path) as archive:
+                if name not in archive.files:
+                    return [Item(f"{path}:{name}", path, error=f"no array {name!r} in this file (it holds "
+                                                                 f"{', '.join(archive.files) or 'none'})")]
+                shape = _npz_shape(archive, name)
+            return _stack_items(f"{path}:{name}", path, name, shape, dims)
         if kind == "tiff":
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
                 shape = tif.series[0].shape
-            if len(shape) == 3 and shape[-1] not in (3, 4):
+            if (dims == 2 and len(shape) == 3 and shape[-1] not in (3, 4)) or (dims == 3 and len(shape) == 4):
                 return [Item(f"{path}[{i}]", path, index=i) for i in range(shape[0])]
             return [Item(str(path), path)]
         if kind == "png":
@@ -63,7 +80,22 @@ def _list_file(path: Path, dataset: Optional[str]) -> list[Item]:
         return [Item(str(path), path, error=f"cannot read: {_one_line(exc)}")]
 
 
-def _list_hdf5(path: Path, dataset: Optional[str]) -> list[Item]:
+def _npz_shape(archive, name: str) -> tuple:
+    """The shape of an .npz member from its header, without decompressing the array."""
+    with archive.zip.open(f"{name}.npy") as member:
+        header = np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(member) == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        return header(member)[0]
+
+
+def _stack_items(source: str, path: Path, name: Optional[str], shape: tuple, dims: int) -> list[Item]:
+    """One item for an array of `dims` axes, one per entry of a stack of `dims` + 1 axes."""
+    if len(shape) == dims + 1:
+        return [Item(f"{source}[{i}]", path, name, i) for i in range(shape[0])]
+    return [Item(source, path, name)]
+
+
+def _list_hdf5(path: Path, dataset: Optional[str], dims: int) -> list[Item]:
     with h5py.File(path, "r") as f:
         if dataset is not None:
             if not isinstance(f.get(dataset), h5py.Dataset):
@@ -72,24 +104,17 @@ def _list_hdf5(path: Path, dataset: Optional[str]) -> list[Item]:
         else:
             names = []
             f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
-                         and obj.ndim in (2, 3) else None)
+                         and obj.ndim in (dims, dims + 1) else None)
             if not names:
-                return [Item(str(path), path, error="no 2-D or 3-D dataset in this file")]
-        items = []
-        for name in names:
-            shape = f[name].shape
-            if len(shape) == 3:
-                items += [Item(f"{path}:/{name}[{i}]", path, name, i) for i in range(shape[0])]
-            else:
-                items.append(Item(f"{path}:/{name}", path, name))
-        return items
+                return [Item(str(path), path, error=f"no {dims}-D or {dims + 1}-D dataset in this file")]
+        return [item for name in names for item in _stack_items(f"{path}:/{name}", path, name, f[name].shape, dims)]
 
 
 class Reader:
     """Reads items one by one, keeping the last file open (stacks are read image by image)."""
 
     def __init__(self):
-        self._path, self._handle, self._stack = None, None, None
+        self._path, self._handle, self._stacks = None, None, {}
 
     def read(self, item: Item) -> np.ndarray:
         if item.error:
@@ -99,27 +124,38 @@ class Reader:
             if kind == "png":
                 return _read_png(item.path)
             handle = self._open(item.path, kind)
-            if kind == "hdf5":
-                data = handle[item.dataset]
-                return data[item.index] if item.index is not None else data[()]
+            if kind in ("hdf5", "npy"):
+                data = handle[item.dataset] if kind == "hdf5" else handle
+                return np.array(data[item.index] if item.index is not None else data[()])  # not a view of the file
+            if kind == "npz":  # a member is decompressed whole: once per file
+                data = self._stack(item.dataset, lambda: handle[item.dataset])
+                return data[item.index] if item.index is not None else data
             series = handle.series[0]
             if item.index is None:
                 return series.asarray()
             if len(series.pages) == series.shape[0]:
                 return series.pages[item.index].asarray()
-            if self._stack is None:  # the stack is stored in one page: read it once
-                self._stack = series.asarray()
-            return self._stack[item.index]
+            return self._stack(None, series.asarray)[item.index]  # a stack stored in one page: read once
         except SkipImage:
             raise
         except Exception as exc:  # noqa: BLE001 - unreadable or corrupt data: skip this image, keep going
             raise SkipImage(f"cannot read: {_one_line(exc)}") from None
+
+    def _stack(self, name: Optional[str], read) -> np.ndarray:
+        """The array `name` of the open file, read by `read` the first time it is asked for."""
+        if name not in self._stacks:
+            self._stacks[name] = read()
+        return self._stacks[name]
 
     def _open(self, path: Path, kind: str):
         if self._path != path:
             self.close()
             if kind == "hdf5":
                 self._handle = h5py.File(path, "r")
+            elif kind == "npy":
+                self._handle = np.load(path, mmap_mode="r")
+            elif kind == "npz":
+                self._handle = np.load(path)
             else:
                 import tifffile
 
@@ -128,9 +164,9 @@ class Reader:
         return self._handle
 
     def close(self) -> None:
-        if self._handle is not None:
+        if hasattr(self._handle, "close"):  # a memory-mapped .npy array is closed by dropping it
             self._handle.close()
-        self._path, self._handle, self._stack = None, None, None
+        self._path, self._handle, self._stacks = None, None, {}
 
 
 def _read_png(path: Path) -> np.ndarray:

@@ -11,7 +11,9 @@ from menndl_py.tasks.base import Task
 BUILT_IN = {
     "elemnet": "menndl_py.tasks.elemnet.task:ElemNetTask",
     "homogenization": "menndl_py.tasks.microstructure.homogenization:HomogenizationTask",
+    "images": "menndl_py.tasks.files.images:ImagesTask",
     "localization": "menndl_py.tasks.microstructure.localization:LocalizationTask",
+    "segmentation": "menndl_py.tasks.files.segmentation:SegmentationTask",
     "stem_defects": "menndl_py.tasks.stem.task:StemDefectsTask",
     "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
 }

@@ -9,6 +9,7 @@ from launchers import MENNDL, mpirun
 from menndl_py.errors import UserError
 from menndl_py.physics.mks import StatsRegression, rule_of_mixtures, two_point_stats
 from menndl_py.tasks import make_task
+from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.microstructure import data
 
 TINY = {"size": 9, "train_volumes": 6, "val_volumes": 3, "test_volumes": 2, "seed": 3}
@@ -144,3 +145,16 @@ def test_bad_volumes_and_files_give_one_line_errors(made, tmp_path):
     other.data_path.write_bytes(b"not hdf5")
     with pytest.raises(UserError, match=f"{other.data_path}: unreadable"):
         other.check_data()
+
+
+def test_predict_takes_volumes_of_phases_and_gives_c11(made):
+    genome = made.baseline_genomes()["3-D CNN (hand-designed, after Yang et al. 2018)"]
+    model = made.space().build(genome).eval()
+    volumes = data.read(made.data_path, "val", ("volumes",))["volumes"]
+    x = torch.from_numpy(np.stack([made.prepare_image(v, genome) for v in volumes]))
+    with torch.no_grad():
+        columns = made.output_columns(model(x))
+    np.testing.assert_allclose(columns["predicted_c11_GPa"], made.predict_c11(model, volumes), rtol=1e-6)
+    for bad, words in [(volumes[0, :4], "shape"), (volumes[0] * 2, "phases 0 and 1")]:
+        with pytest.raises(SkipImage, match=words):
+            made.prepare_image(bad, genome)

@@ -20,6 +20,7 @@ from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.conv import NORMS
 from menndl_py.genome.networks.convnet import POOL, ConvNet
 from menndl_py.physics.mks import StatsRegression, check_volumes, rule_of_mixtures
+from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.microstructure import data
 from menndl_py.tasks.microstructure.data import as_input
 
@@ -39,6 +40,7 @@ class HomogenizationTask(data.MicrostructureTask):
     unit = "%"
     higher_is_better = False
     Options = HomogenizationOptions
+    predicts = "images"
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
@@ -98,6 +100,18 @@ class HomogenizationTask(data.MicrostructureTask):
         model.eval()
         with torch.no_grad():
             return self._c11(model(x)).cpu().numpy()
+
+    def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
+        """A volume (n, n, n) of phases 0 and 1 as the network's input."""
+        shape = (self.options.size,) * 3
+        if image.shape != shape:
+            raise SkipImage(f"shape {image.shape}; the network takes volumes of {'×'.join(map(str, shape))} voxels")
+        if image.dtype.kind not in "buif" or not np.isin(image, (0, 1)).all():
+            raise SkipImage("voxels must be phases 0 and 1")
+        return as_input(image[None])
+
+    def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"predicted_c11_GPa": self._c11(output).cpu().numpy()}
 
     def baseline_genomes(self) -> dict[str, Genome]:
         """A hand-designed 3-D CNN in the manner of Yang et al. 2018 (convolution + pooling blocks of growing
