@@ -129,7 +129,8 @@ def predict_rows(share, task, genome, model, device, inputs: list[str], output: 
         mine = share.mine(list(range(n)))
         chunks = (_table_rows(task, model, device, frame, rows) for rows in _batches(mine, batch_size or TABLE_BATCH))
     else:
-        items = list(enumerate(list_items(inputs, dataset)))
+        dims = len(task.space().input_shape) - 1  # a 3-D task reads a 3-D array as one volume
+        items = list(enumerate(list_items(inputs, dataset, dims=dims)))
         if not items:
             raise UserError("INPUT: no images given")
         n, unit, reader = len(items), "image", Reader()
