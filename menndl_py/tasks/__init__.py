@@ -14,6 +14,8 @@ BUILT_IN = {
     "localization": "menndl_py.tasks.microstructure.localization:LocalizationTask",
     "stem_defects": "menndl_py.tasks.stem.task:StemDefectsTask",
     "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
+    "tabular": "menndl_py.tasks.files.tables:TabularTask",
+    "composition": "menndl_py.tasks.files.tables:CompositionTask",
 }
 
 
