@@ -87,11 +87,12 @@ def cell_problem(value) -> str:
     """Why a cell is not a finite number, in words."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "missing value (empty or NaN)"
+    text = shown(value) if isinstance(value, str) else str(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return f"{shown(value)} is not a number"
-    return f"{shown(value)} is not finite" if not math.isfinite(number) else shown(value)
+        return f"{text} is not a number"
+    return f"{text} is not finite" if not math.isfinite(number) else text
 
 
 def numeric_matrix(frame: pd.DataFrame, columns) -> tuple[np.ndarray, list[str]]:
