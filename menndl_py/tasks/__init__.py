@@ -16,6 +16,8 @@ BUILT_IN = {
     "segmentation": "menndl_py.tasks.files.segmentation:SegmentationTask",
     "stem_defects": "menndl_py.tasks.stem.task:StemDefectsTask",
     "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
+    "tabular": "menndl_py.tasks.files.tables:TabularTask",
+    "composition": "menndl_py.tasks.files.tables:CompositionTask",
 }
 
 

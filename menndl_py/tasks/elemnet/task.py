@@ -16,11 +16,13 @@ import torch
 
 from menndl_py.config import setting
 from menndl_py.engine.transport.share import Solo
+from menndl_py.errors import UserError
 from menndl_py.genome import Choice, Genome, SearchSpace
 from menndl_py.genome.networks.layers import Dense, LinearHead, Stack
 from menndl_py.tasks.base import Task, error_sums
 from menndl_py.tasks.elemnet import data as elemnet_data
 from menndl_py.tasks.elemnet.descriptors import FRACTIONS, INPUTS, ElementDescriptors
+from menndl_py.tasks.files.formulas import formula_fractions
 
 # ElemNet's published 17-layer network: (width, dropout after the layer) per layer.
 _ELEMNET_17 = ([(1024, 0.0)] * 3 + [(1024, 0.2)] + [(512, 0.0)] * 2 + [(512, 0.1)] + [(256, 0.0)] * 2
@@ -48,6 +50,7 @@ class ElemNetTask(Task):
     latency_per = (10_000.0, "10,000 compositions")
     higher_is_better = False
     Options = ElemNetOptions
+    predicts = "table"
 
     @property
     def data_path(self) -> Path:
@@ -101,6 +104,16 @@ class ElemNetTask(Task):
         return {"input": {"shape": [None, len(elemnet_data.ELEMENTS)], "columns": list(elemnet_data.ELEMENTS),
                           "normalisation": "atomic fractions of the elements in columns, summing to 1 (float32)"},
                 "output": {"values": "formation enthalpy, eV/atom"}}
+
+    def table_inputs(self, frame) -> tuple[np.ndarray, list[str]]:
+        """The 86 element fractions of the table's `formula` column."""
+        if "formula" not in frame.columns:
+            raise UserError(f"the table has no column 'formula', of which elemnet predicts the formation enthalpy "
+                            f"(columns: {', '.join(map(str, frame.columns[:12]))})")
+        return formula_fractions(frame["formula"])
+
+    def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"predicted_formation_enthalpy_eV_per_atom": output.detach().float().cpu().squeeze(-1).numpy()}
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.l1_loss(prediction.squeeze(-1), target)
