@@ -65,9 +65,12 @@ def _batches(rows: list, size: int) -> Iterator[list]:
 
 
 @torch.no_grad()
-def _table_rows(task, model, device, frame: pd.DataFrame, rows: list[int]) -> list[tuple[int, dict, str]]:
-    """(row, prediction columns, reason skipped) of each of `rows`."""
-    inputs, reasons = task.table_inputs(frame.iloc[rows])
+def _table_rows(task, model, device, frame: pd.DataFrame, rows: list[int], source: str) -> list[tuple[int, dict, str]]:
+    """(row, prediction columns, reason skipped) of each of `rows` of the table read from `source`."""
+    try:
+        inputs, reasons = task.table_inputs(frame.iloc[rows])
+    except UserError as exc:  # a problem of the whole table (a column missing): name the file
+        raise UserError(f"{source}: {exc}") from None
     good = [i for i, reason in enumerate(reasons) if not reason]
     columns = task.output_columns(model(torch.as_tensor(inputs[good]).to(device)).cpu()) if good else {}
     values = {i: {name: column[k] for name, column in columns.items()} for k, i in enumerate(good)}
@@ -127,7 +130,8 @@ def predict_rows(share, task, genome, model, device, inputs: list[str], output: 
             raise UserError(f"{inputs[0]}: the table has no rows")
         n, unit = len(frame), "row"
         mine = share.mine(list(range(n)))
-        chunks = (_table_rows(task, model, device, frame, rows) for rows in _batches(mine, batch_size or TABLE_BATCH))
+        chunks = (_table_rows(task, model, device, frame, rows, inputs[0])
+                  for rows in _batches(mine, batch_size or TABLE_BATCH))
     else:
         dims = len(task.space().input_shape) - 1  # a 3-D task reads a 3-D array as one volume
         items = list(enumerate(list_items(inputs, dataset, dims=dims)))

@@ -41,7 +41,8 @@ def by_labels(values: Sequence, where: str) -> dict[str, np.ndarray]:
     labels = np.asarray([str(v).strip().lower() for v in values])
     unknown = sorted(set(labels) - set(NAMES))
     if unknown:
-        raise UserError(f"{where}: split values must be train, val or test, got {', '.join(map(repr, unknown[:3]))}")
+        shown = ", ".join(repr(str(v)) for v in unknown[:3])
+        raise UserError(f"{where}: split values must be train, val or test, got {shown}")
     canonical = np.asarray([NAMES[v] for v in labels]) if len(labels) else labels
     return {split: np.flatnonzero(canonical == split) for split in SPLITS}
 
