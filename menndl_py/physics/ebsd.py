@@ -45,7 +45,7 @@ class EbsdSettings:
     sample_tilt: float = 70.0         # about the detector's x axis, from horizontal
     detector_tilt: float = 0.0        # about the detector's x axis, from vertical
     pc_jitter: float = 0.002          # standard deviation of each PC coordinate, pattern to pattern
-    counts: float = 2500.0            # mean electrons per pixel (Poisson noise)
+    counts: float = 4500.0            # mean electrons per pixel (Poisson noise)
     kikuchi_contrast: float = 0.02    # standard deviation of the Kikuchi signal relative to the background
     background_x: float = 0.40        # centre of the Gaussian background, from the left
     background_y: float = 0.46        # centre of the Gaussian background, from the top
