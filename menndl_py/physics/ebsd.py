@@ -42,10 +42,10 @@ class EbsdSettings:
     pcx: float = 0.425
     pcy: float = 0.213
     pcz: float = 0.501
-    sample_tilt: float = 70.0         # about the detector's x axis, from horizontal
-    detector_tilt: float = 0.0        # about the detector's x axis, from vertical
+    sample_tilt: float = 70.0         # the sample surface, from horizontal
+    detector_tilt: float = 0.0        # the detector screen, from vertical
     pc_jitter: float = 0.002          # standard deviation of each PC coordinate, pattern to pattern
-    counts: float = 4500.0            # mean electrons per pixel (Poisson noise)
+    counts: float = 4500.0            # mean counts per pixel (Poisson noise)
     kikuchi_contrast: float = 0.02    # standard deviation of the Kikuchi signal relative to the background
     background_x: float = 0.40        # centre of the Gaussian background, from the left
     background_y: float = 0.46        # centre of the Gaussian background, from the top
@@ -91,7 +91,7 @@ def _check(settings: EbsdSettings, name: str, ok: bool, rule: str) -> None:
 
 class Sample(NamedTuple):
     patterns: np.ndarray     # float32 (N, H, W): corrected, each with zero mean and unit standard deviation
-    quaternions: np.ndarray  # float64 (N, 4): the orientations (w, x, y, z), w >= 0
+    quaternions: np.ndarray  # float64 (N, 4): the orientations (w, x, y, z); w >= 0 from `simulate`
     pcs: np.ndarray          # float64 (N, 3): each pattern's projection centre
 
 
