@@ -1,0 +1,1 @@
+"""EBSD orientation indexing: patterns of nickel to crystal orientations (issue 20)."""
