@@ -1,12 +1,14 @@
 """Write the example files of the README's "Search a network for your own data": one small data set per generic task,
 in the formats users bring, made offline from what the installed packages ship and from the STEM simulator.
 
-    python examples/make_examples.py            # examples/data/: debye.csv, bulk_modulus.csv, stem_sites.h5 +
-                                                # stem_sites_labels.csv, stem_maps.npz (about 20 s)
-    python examples/make_examples.py --oqmd-volume  # also volume_per_atom.csv: all 341,638 OQMD rows
+    python examples/make_examples.py            # examples/data/: band_gap.csv, debye.csv, bulk_modulus.csv,
+                                                # stem_sites.h5 + stem_sites_labels.csv, stem_maps.npz (about 20 s)
+    python examples/make_examples.py --oqmd-volume  # also volume_per_atom.csv: all 341,700 OQMD rows
 
-- debye.csv (tabular): AFLOW's Debye temperatures (the table CrabNet bundles) beside the magpie descriptors averaged
-  over each composition (formulas of elements outside ElemNet's 86 left out); CrabNet's split in a `split` column.
+- band_gap.csv (tabular, classification): AFLOW's band gaps (the table CrabNet bundles) as `conductor`, metal (no gap)
+  or nonmetal, beside the 22 magpie descriptors averaged over each composition (formulas of elements outside
+  ElemNet's 86 left out); CrabNet's split in a `split` column.
+- debye.csv (tabular, regression): AFLOW's Debye temperatures, with the same descriptors and split.
 - bulk_modulus.csv (composition): AFLOW's bulk moduli (GPa) by formula, with the `split` column.
 - stem_sites.h5 + stem_sites_labels.csv (images): 24×24-pixel HAADF crops centred on atomic columns of simulated
   WSe2 images, labelled by the column's defect class (one label per image, in a CSV by row order).
@@ -39,14 +41,26 @@ def crabnet_table(name: str) -> pd.DataFrame:
     return pd.concat([pd.read_csv(folder / f"{s}.csv").assign(split=s) for s in SPLITS], ignore_index=True)
 
 
-def debye(out: Path) -> None:
-    rows = crabnet_table("aflow__ael_debye_temperature")
-    rows = rows[[usable(f) for f in rows["formula"]]].reset_index(drop=True)  # noble gases: no magpie averages
+def with_magpie(name: str) -> pd.DataFrame:
+    """CrabNet's table `name` (formula, target, split) with the magpie descriptors averaged over each composition
+    (formulas of elements outside ElemNet's 86, noble gases, left out)."""
+    rows = crabnet_table(name)
+    rows = rows[[usable(f) for f in rows["formula"]]].reset_index(drop=True)
     magpie = pd.read_csv(crabnet_data("element_properties", ("magpie.csv",)) / "magpie.csv", index_col=0).columns
     averages = np.stack([fractions(f) for f in rows["formula"]]) @ table("magpie")
     features = pd.DataFrame(averages, columns=[f"magpie_{c}" for c in magpie[:averages.shape[1]]])
-    frame = pd.concat([rows[["formula"]], features, rows[["target", "split"]]], axis=1)
-    frame.rename(columns={"target": "debye_temperature_K"}).to_csv(out / "debye.csv", index=False)
+    return pd.concat([rows[["formula"]], features, rows[["target", "split"]]], axis=1)
+
+
+def band_gap(out: Path) -> None:
+    frame = with_magpie("aflow__Egap").rename(columns={"target": "band_gap_eV"})
+    frame.insert(len(frame.columns) - 1, "conductor", np.where(frame["band_gap_eV"] > 0, "nonmetal", "metal"))
+    frame.to_csv(out / "band_gap.csv", index=False)
+
+
+def debye(out: Path) -> None:
+    frame = with_magpie("aflow__ael_debye_temperature").rename(columns={"target": "debye_temperature_K"})
+    frame.to_csv(out / "debye.csv", index=False)
 
 
 def usable(formula: str) -> bool:
@@ -102,6 +116,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2026)
+    band_gap(out)
     debye(out)
     bulk_modulus(out)
     stem_sites(out, rng)

@@ -106,3 +106,61 @@ def test_a_table_without_the_formula_column_is_one_line(workdir):
     done = predict(root, "other.csv", "--output", "out/other.csv")
     assert done.returncode == 2 and "formula" in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
         done.stderr
+
+
+CONV = {"filters": 4, "kernel": 3, "convs": 1, "norm": "none", "activation": "relu", "pool": "max",
+        "dropout": 0.0, "dense": 8}
+IMAGES_GENOME = Genome([CONV, dict(CONV, dense=0)],
+                       {"learning_rate": 1e-3, "batch_size": 8, "optimizer": "adam", "weight_decay": 0.0})
+
+
+@pytest.fixture(scope="module")
+def images_run(tmp_path_factory):
+    """A run of the `images` task (three classes) whose best network has seeded random weights, and images to
+    predict: an HDF5 stack, one PNG and one image of the wrong size."""
+    root = tmp_path_factory.mktemp("predict_images")
+    rng = np.random.default_rng(0)
+    images = rng.normal(100, 10, (24, 12, 12)).astype(np.float32)
+    import h5py
+    from PIL import Image
+
+    with h5py.File(root / "train.h5", "w") as f:
+        f["images"], f["labels"] = images, np.array([b"a", b"b", b"c"] * 8)
+    options = {"path": str(root / "train.h5"), "labels": "labels", "val_fraction": 0.25, "test_fraction": 0.25}
+    cfg = config.from_dict({"run": {"name": "r", "directory": str(root / "runs")},
+                            "task": {"name": "images", "options": options}})
+    (cfg.run_dir / "best").mkdir(parents=True)
+    config.save(cfg, cfg.run_dir / "config.yaml")
+    (cfg.run_dir / "best" / "genome.json").write_text(json.dumps(IMAGES_GENOME.to_json()))
+    torch.manual_seed(0)
+    model = make_task("images", options).space().build(IMAGES_GENOME).eval()
+    torch.save(model.state_dict(), cfg.run_dir / "best" / "model.pt")
+    (cfg.run_dir / "best" / "result.json").write_text(json.dumps({"id": 0, "m:val_accuracy": 0.5}))
+    with h5py.File(root / "new.h5", "w") as f:
+        f["images"] = images[:7] * 2
+    Image.fromarray(images[0].astype(np.uint8)).save(root / "one.png")
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(root / "small.png")
+    return root, model, images
+
+
+def test_images_give_one_row_each_with_the_networks_class(images_run):
+    root, model, images = images_run
+    done = predict(root, "new.h5", "one.png", "small.png", "--output", "out/classes.csv")
+    assert done.returncode == 1, done.stderr  # small.png is skipped
+    table = pd.read_csv(root / "out/classes.csv", keep_default_na=False)
+    assert len(table) == 9 and list(table["image"]) == list(range(9))
+    with torch.no_grad():
+        probabilities = torch.softmax(model(torch.as_tensor(images[:7] * 2)[:, None]), dim=1).numpy()
+    names = np.array(["a", "b", "c"])
+    assert list(table["predicted_class"][:7]) == list(names[probabilities.argmax(1)])
+    assert np.allclose(table["probability"][:7].astype(float), probabilities.max(1), atol=1e-5)
+    assert table[SKIPPED][8] and "small.png" in table["source"][8] and not any(table[SKIPPED][:8])
+
+
+@pytest.mark.mpi
+def test_images_sharded_over_mpi_ranks_give_the_same_rows(images_run):
+    root, *_ = images_run
+    assert predict(root, "new.h5", "one.png", "--output", "out/one.csv").returncode == 0
+    done = predict(root, "new.h5", "one.png", "--output", "out/three.csv", n=3)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(root / "out/one.csv"), pd.read_csv(root / "out/three.csv"))
