@@ -16,10 +16,30 @@ import torch.nn as nn
 
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome.networks.layers import ACTIVATIONS
+from menndl_py.genome.space import Choice
 
 DOWN = ("max", "avg", "conv")
 UP = ("transpose", "bilinear", "nearest")
 NORMS = ("none", "batch", "instance", "group")
+CONV_ACTIVATIONS = ("relu", "elu", "gelu", "silu", "leaky_relu")
+# The encoder–decoder space of the segmentation tasks: a level's genes, and the training genes.
+ENCODER_DECODER_GENES = {
+    "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
+    "kernel": Choice((3, 5, 7)),
+    "convs": Choice((1, 2, 3)),
+    "activation": Choice(CONV_ACTIVATIONS),
+    "norm": Choice(NORMS),
+    "down": Choice(DOWN),
+    "up": Choice(UP),
+    "skip": Choice((False, True)),
+    "dropout": Choice((0.0, 0.1, 0.2)),
+}
+ENCODER_DECODER_TRAINING = {
+    "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+    "batch_size": Choice((4, 8, 16, 32)),
+    "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
+    "weight_decay": Choice((0.0, 1e-5, 1e-4)),
+}
 
 
 def _norm(kind: str, channels: int, dims: int) -> nn.Module:

@@ -16,10 +16,27 @@ from typing import Any, Mapping, Sequence
 import torch.nn as nn
 
 from menndl_py.errors import CandidateRefused
-from menndl_py.genome.networks.conv import block, block_cost, down
+from menndl_py.genome.networks.conv import CONV_ACTIVATIONS, NORMS, block, block_cost, down
 from menndl_py.genome.networks.layers import ACTIVATIONS
+from menndl_py.genome.space import Choice
 
 POOL = ("none", "max", "avg", "conv")
+FILTERS = (4, 8, 12, 16, 24, 32, 48, 64)
+
+
+def convnet_genes(filters: tuple = FILTERS) -> dict:
+    """The conv-net space's genes of a layer (a block, its pooling, and its dense layer)."""
+    return {"filters": Choice(filters), "kernel": Choice((3, 5)), "convs": Choice((1, 2)), "norm": Choice(NORMS),
+            "activation": Choice(CONV_ACTIVATIONS), "pool": Choice(POOL), "dropout": Choice((0.0, 0.1, 0.2)),
+            "dense": Choice((0, 16, 32, 64, 128, 256))}
+
+
+CONVNET_TRAINING = {
+    "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
+    "batch_size": Choice((8, 16, 32, 64)),
+    "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
+    "weight_decay": Choice((0.0, 1e-5, 1e-4)),
+}
 
 
 def dense_cost(layers: Sequence[Mapping[str, Any]], width: int, outputs: int) -> tuple[int, int]:

@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from menndl_py.config import setting
 from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
-from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.networks.conv import NORMS
-from menndl_py.genome.networks.convnet import POOL, ConvNet
+from menndl_py.genome import Genome, SearchSpace
+from menndl_py.genome.networks.convnet import CONVNET_TRAINING, ConvNet, convnet_genes
 from menndl_py.tasks.base import SkipImage, Task, error_sums
 from menndl_py.tasks.files import splits
 from menndl_py.tasks.files.stacks import Stack, StandardisedInputs, read_array, standardise
@@ -195,22 +194,7 @@ class ImagesTask(Task):
     def space(self) -> SearchSpace:
         outputs = len(self.class_names) if self.classify else 1
         return SearchSpace(
-            layer_genes={
-                "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
-                "kernel": Choice((3, 5)),
-                "convs": Choice((1, 2)),
-                "norm": Choice(NORMS),
-                "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
-                "pool": Choice(POOL),
-                "dropout": Choice((0.0, 0.1, 0.2)),
-                "dense": Choice((0, 16, 32, 64, 128, 256)),
-            },
-            training_genes={
-                "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
-                "batch_size": Choice((8, 16, 32, 64)),
-                "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
-                "weight_decay": Choice((0.0, 1e-5, 1e-4)),
-            },
+            layer_genes=convnet_genes(), training_genes=CONVNET_TRAINING,
             depth=(1, 6), network=ConvNet(dims=self.stack.dims, outputs=outputs),
             input_shape=(1, *self.stack.shape), max_params=4_000_000,
             inputs=StandardisedInputs(self._target_scale))

@@ -29,8 +29,8 @@ from scipy import ndimage
 from menndl_py.config import setting
 from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
-from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.networks.conv import DOWN, NORMS, UP, EncoderDecoder
+from menndl_py.genome import Genome, SearchSpace
+from menndl_py.genome.networks.conv import ENCODER_DECODER_GENES, ENCODER_DECODER_TRAINING, EncoderDecoder
 from menndl_py.physics.stem_analysis import iou_scores, pixel_iou_counts
 from menndl_py.tasks.base import SkipImage, Task
 from menndl_py.tasks.files import splits
@@ -216,23 +216,7 @@ class SegmentationTask(Task):
     # -- model ---------------------------------------------------------------------------------------
     def space(self) -> SearchSpace:
         return SearchSpace(
-            layer_genes={
-                "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
-                "kernel": Choice((3, 5, 7)),
-                "convs": Choice((1, 2, 3)),
-                "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
-                "norm": Choice(NORMS),
-                "down": Choice(DOWN),
-                "up": Choice(UP),
-                "skip": Choice((False, True)),
-                "dropout": Choice((0.0, 0.1, 0.2)),
-            },
-            training_genes={
-                "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
-                "batch_size": Choice((4, 8, 16, 32)),
-                "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
-                "weight_decay": Choice((0.0, 1e-5, 1e-4)),
-            },
+            layer_genes=ENCODER_DECODER_GENES, training_genes=ENCODER_DECODER_TRAINING,
             depth=(1, MAX_LEVELS), network=EncoderDecoder(self.classes), input_shape=(1, *self._tile),
             max_params=4_000_000, inputs=StandardisedInputs())
 

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from menndl_py.config import setting
-from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.networks.conv import NORMS
-from menndl_py.genome.networks.convnet import POOL, ConvNet
+from menndl_py.genome import Genome, SearchSpace
+from menndl_py.genome.networks.convnet import CONVNET_TRAINING, ConvNet, convnet_genes
 from menndl_py.physics.mks import StatsRegression, check_volumes, rule_of_mixtures
 from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.microstructure import data
@@ -54,22 +53,7 @@ class HomogenizationTask(data.MicrostructureTask):
     def space(self) -> SearchSpace:
         n = self.options.size
         return SearchSpace(
-            layer_genes={
-                "filters": Choice((4, 8, 12, 16, 24, 32, 48)),
-                "kernel": Choice((3, 5)),
-                "convs": Choice((1, 2)),
-                "norm": Choice(NORMS),
-                "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
-                "pool": Choice(POOL),
-                "dropout": Choice((0.0, 0.1, 0.2)),
-                "dense": Choice((0, 16, 32, 64, 128, 256)),
-            },
-            training_genes={
-                "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
-                "batch_size": Choice((8, 16, 32, 64)),
-                "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
-                "weight_decay": Choice((0.0, 1e-5, 1e-4)),
-            },
+            layer_genes=convnet_genes(filters=(4, 8, 12, 16, 24, 32, 48)), training_genes=CONVNET_TRAINING,
             depth=(1, 6), network=ConvNet(dims=3), input_shape=(1, n, n, n), max_params=4_000_000)
 
     def network_io(self, genome: Genome) -> dict:

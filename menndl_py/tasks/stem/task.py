@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from menndl_py.config import setting
 from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
-from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.networks.conv import DOWN, NORMS, UP, EncoderDecoder
+from menndl_py.genome import Genome, SearchSpace
+from menndl_py.genome.networks.conv import ENCODER_DECODER_GENES, ENCODER_DECODER_TRAINING, EncoderDecoder
 from menndl_py.physics import stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
 from menndl_py.tasks.base import SPLITS, SkipImage, Task
@@ -133,23 +133,7 @@ class StemDefectsTask(Task):
     # -- model ---------------------------------------------------------------------------------------
     def space(self) -> SearchSpace:
         return SearchSpace(
-            layer_genes={
-                "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
-                "kernel": Choice((3, 5, 7)),
-                "convs": Choice((1, 2, 3)),
-                "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
-                "norm": Choice(NORMS),
-                "down": Choice(DOWN),
-                "up": Choice(UP),
-                "skip": Choice((False, True)),
-                "dropout": Choice((0.0, 0.1, 0.2)),
-            },
-            training_genes={
-                "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
-                "batch_size": Choice((4, 8, 16, 32)),
-                "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
-                "weight_decay": Choice((0.0, 1e-5, 1e-4)),
-            },
+            layer_genes=ENCODER_DECODER_GENES, training_genes=ENCODER_DECODER_TRAINING,
             depth=(1, 5), network=EncoderDecoder(len(self.class_names)),
             input_shape=(1, self.options.tile, self.options.tile), max_params=4_000_000)
 
