@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from menndl_py.config import setting
-from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.convnet import CONVNET_TRAINING, ConvNet, convnet_genes
-from menndl_py.tasks.base import SkipImage, Task, error_sums
+from menndl_py.tasks.base import SkipImage, error_sums
 from menndl_py.tasks.files import splits
+from menndl_py.tasks.files.base import FileTask
 from menndl_py.tasks.files.stacks import Stack, StandardisedInputs, read_array, standardise
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy")
@@ -53,7 +53,7 @@ class ImagesOptions(splits.FileOptions):
     unit: str = setting("")  # regression: the labels' unit, for reports (default "target units")
 
 
-class ImagesTask(Task):
+class ImagesTask(FileTask):
     name = "images"
     summary = "a label or value per image (2-D) or volume (3-D) of your files, conv nets; fitness: accuracy or MAE"
     Options = ImagesOptions
@@ -78,13 +78,6 @@ class ImagesTask(Task):
         self.target_name = o.label_column if o.labels_path else Path(o.labels).name
 
     # -- data ----------------------------------------------------------------------------------------
-    @property
-    def data_path(self) -> Path:
-        return Path(self.options.path)
-
-    def make_data(self, share: Solo = Solo()) -> str:
-        raise UserError(f"{self.data_path}: no such file or folder (task.options.path)")
-
     @functools.cached_property
     def stack(self) -> Stack:
         kind_of_file = self.data_path.suffix.lower() in (".h5", ".hdf5", ".npz")

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from menndl_py.config import setting
-from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.conv import ENCODER_DECODER_GENES, ENCODER_DECODER_TRAINING, EncoderDecoder
 from menndl_py.physics.stem_analysis import iou_scores, pixel_iou_counts
-from menndl_py.tasks.base import SkipImage, Task
+from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.files import splits
+from menndl_py.tasks.files.base import FileTask
 from menndl_py.tasks.files.images import RAW_PIXELS
 from menndl_py.tasks.files.stacks import BLOCK, Stack, StandardisedInputs, read_array, standardise
 
@@ -54,7 +54,7 @@ class SegmentationOptions(splits.FileOptions):
     class_weight_power: float = setting(0.5, min=0.0, max=1.0)
 
 
-class SegmentationTask(Task):
+class SegmentationTask(FileTask):
     name = "segmentation"
     summary = "a class per pixel of your 2-D images and masks, encoder–decoder networks; fitness: mean IoU"
     Options = SegmentationOptions
@@ -76,13 +76,6 @@ class SegmentationTask(Task):
             raise UserError(f"task.options.class_names: must be a list of strings, got {o.class_names!r}")
 
     # -- data ----------------------------------------------------------------------------------------
-    @property
-    def data_path(self) -> Path:
-        return Path(self.options.path)
-
-    def make_data(self, share: Solo = Solo()) -> str:
-        raise UserError(f"{self.data_path}: no such file or folder (task.options.path)")
-
     @functools.cached_property
     def _stacks(self) -> tuple[Stack, Stack, Optional[np.ndarray]]:
         """(images, masks, the mask row of each image when the masks are a folder)."""

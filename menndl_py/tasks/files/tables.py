@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from menndl_py.config import setting, shown
-from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.layers import Dense, LinearHead, Stack
-from menndl_py.tasks.base import Task, error_sums
+from menndl_py.tasks.base import error_sums
 from menndl_py.tasks.elemnet.data import ELEMENTS
 from menndl_py.tasks.elemnet.descriptors import ElementDescriptors
 from menndl_py.tasks.elemnet.task import ElemNetTask
 from menndl_py.tasks.files import splits as file_splits
+from menndl_py.tasks.files.base import FileTask
 from menndl_py.tasks.files.formulas import formula_fractions
 from menndl_py.tasks.files.scaling import Scaling
 from menndl_py.tasks.files.splits import FileOptions, by_fractions, by_labels, check_sizes
@@ -160,7 +160,7 @@ def missing(path: Path) -> str:
            f"folder)"
 
 
-class TableTask(Task):
+class TableTask(FileTask):
     """What the table tasks share: the file read once, targets, splits, metrics by kind, baselines and predict's
     columns. A subclass says which columns are the inputs and how they become numbers."""
 
@@ -204,13 +204,6 @@ class TableTask(Task):
         return np.arange(len(reasons)), ""
 
     # -- data -----------------------------------------------------------------------------------------------
-    @property
-    def data_path(self) -> Path:
-        return Path(self.options.path)
-
-    def make_data(self, share: Solo = Solo()) -> str:
-        raise UserError(missing(self.data_path))
-
     @functools.cached_property
     def table(self) -> Prepared:
         """The file read, checked and prepared (once per process)."""
