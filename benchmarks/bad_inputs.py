@@ -171,6 +171,111 @@ def cases() -> list[Case]:
           {"runs/empty/": ""}, needs=("predict_run",)),
         c("`predict` of a missing image (skipped, exit 1 by design)",
           ["predict", "runs/r", "missing.png", "--output", "o.h5", "--no-progress"], needs=("predict_run",), expect=1),
+    ] + file_task_cases()
+
+
+def table(rows: list[list], header: str = "x1,x2,y,split") -> str:
+    return header + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
+
+
+GOOD_ROWS = [[i % 7, (i * 3) % 5, i % 2, ("train", "train", "train", "val", "test")[i % 5]] for i in range(40)]
+
+
+def file_task(name: str, **options) -> str:
+    """A config of file task `name` with `options` (JSON is YAML), two evaluations."""
+    return (f"run: {{name: job, directory: runs}}\ntask: {{name: {name}, options: {json.dumps(options)}}}\n"
+            f"search: {{population: 4, max_evaluations: 2}}\ntraining: {{epochs: 1}}\n")
+
+
+def npz(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def png(shape: tuple, corrupt: bool = False) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()[:60] if corrupt else out.getvalue()
+
+
+def file_task_cases() -> list[Case]:
+    """Bad data in the user's files of the tabular, composition, images and segmentation tasks."""
+    import numpy as np
+
+    c, cfg = Case, "c.yaml"
+    tab = dict(path="t.csv", target="y", split="split")
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(30, 8, 8)).astype(np.float32)
+    masks = rng.integers(0, 2, (30, 8, 8)).astype(np.uint8)
+    nan_images = images.copy()
+    nan_images[4, 2, 2] = np.nan
+    bad_masks = masks.copy()
+    bad_masks[3, 1, 1] = 7
+    rows = GOOD_ROWS
+    return [
+        c("tabular: the file is missing", ["run", cfg], {cfg: file_task("tabular", **dict(tab, path="absent.csv"))}),
+        c("tabular: no such target column", ["run", cfg], {cfg: file_task("tabular", **dict(tab, target="z")),
+                                                          "t.csv": table(rows)}),
+        c("tabular: no such feature column", ["run", cfg], {cfg: file_task("tabular", **tab, features=["x1", "x9"]),
+                                                           "t.csv": table(rows)}),
+        c("tabular: a non-numeric feature", ["run", cfg], {cfg: file_task("tabular", **tab, features=["x1", "x2"]),
+                                                          "t.csv": table([["a"] + r[1:] for r in rows])}),
+        c("tabular: NaN in a feature", ["run", cfg], {cfg: file_task("tabular", **tab),
+                                                     "t.csv": table([r if i != 6 else ["nan"] + r[1:]
+                                                                     for i, r in enumerate(rows)])}),
+        c("tabular: inf in the target", ["run", cfg], {cfg: file_task("tabular", **tab),
+                                                      "t.csv": table([r[:2] + ["inf"] + r[3:] if i == 9 else r
+                                                                      for i, r in enumerate(rows)])}),
+        c("tabular: a classification target of one class", ["run", cfg],
+          {cfg: file_task("tabular", **tab, kind="classification"),
+           "t.csv": table([r[:2] + [1] + r[3:] for r in rows])}),
+        c("tabular: split values other than train/val/test", ["run", cfg],
+          {cfg: file_task("tabular", **tab), "t.csv": table([r[:3] + ["holdout" if r[3] == "test" else r[3]]
+                                                             for r in rows])}),
+        c("tabular: fewer rows than ranks_per_candidate x 2", ["run", cfg, "--set", "cluster.ranks_per_candidate=8"],
+          {cfg: file_task("tabular", **tab), "t.csv": table(rows)}),
+        c("tabular: a corrupt Parquet file", ["run", cfg], {cfg: file_task("tabular", **dict(tab, path="t.parquet")),
+                                                           "t.parquet": b"PAR1 not really"}),
+        c("composition: a formula that cannot be parsed", ["run", cfg],
+          {cfg: file_task("composition", **tab), "t.csv": table([[f, r[2], r[3]] for f, r in
+                                                                 zip(["NaCl", "Fe2(O3"] + ["SiO2"] * 38, rows)],
+                                                                "formula,y,split")}),
+        c("composition: no formula column", ["run", cfg],
+          {cfg: file_task("composition", **tab), "t.csv": table([[r[0], r[2], r[3]] for r in rows], "x1,y,split")}),
+        c("images: NaN in an image", ["run", cfg], {cfg: file_task("images", path="d.npz", labels_path="l.csv"),
+                                                   "d.npz": npz(images=nan_images),
+                                                   "l.csv": table([[i % 2] for i in range(30)], "label")}),
+        c("images: 20 labels for 30 images", ["run", cfg],
+          {cfg: file_task("images", path="d.npz", labels_path="l.csv"), "d.npz": npz(images=images),
+           "l.csv": table([[i % 2] for i in range(20)], "label")}),
+        c("images: a corrupt PNG in the folder", ["run", cfg],
+          {cfg: file_task("images", path="f", labels_path="l.csv"), "l.csv": table([[i % 2] for i in range(12)],
+                                                                                   "label"),
+           **{f"f/{i:02d}.png": png((8, 8), corrupt=i == 5) for i in range(12)}}),
+        c("images: images of different shapes in the folder", ["run", cfg],
+          {cfg: file_task("images", path="f", labels_path="l.csv"), "l.csv": table([[i % 2] for i in range(12)],
+                                                                                   "label"),
+           **{f"f/{i:02d}.png": png((8, 8) if i != 3 else (8, 9)) for i in range(12)}}),
+        c("images: the labels file is missing", ["run", cfg],
+          {cfg: file_task("images", path="d.npz", labels_path="absent.csv"), "d.npz": npz(images=images)}),
+        c("segmentation: masks of another shape than their images", ["run", cfg],
+          {cfg: file_task("segmentation", path="d.npz"), "d.npz": npz(images=images, masks=masks[:, :4])}),
+        c("segmentation: a mask value outside the classes", ["run", cfg],
+          {cfg: file_task("segmentation", path="d.npz", classes=2), "d.npz": npz(images=images, masks=bad_masks)}),
+        c("segmentation: masks that are not whole numbers", ["run", cfg],
+          {cfg: file_task("segmentation", path="d.npz"), "d.npz": npz(images=images, masks=masks * 0.5)}),
+        c("segmentation: no `masks` array in the .npz", ["run", cfg],
+          {cfg: file_task("segmentation", path="d.npz"), "d.npz": npz(images=images)}),
     ]
 
 
