@@ -67,6 +67,7 @@ class EbsdTask(Task):
     Options = EbsdOptions
     predicts = "images"
     latency_per = (1.0, "pattern")
+    result_metrics = tuple(f"{EXPERIMENTAL}_{m}" for m in metric_names)
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
@@ -202,7 +203,7 @@ class EbsdTask(Task):
         layers = [dict(conv, filters=32, pool="none", dense=1024), dict(conv, filters=64, pool="max", dense=256),
                   dict(conv, filters=32, pool="none", dense=128), dict(conv, filters=12, pool="max", dense=32)]
         training = {"learning_rate": 1e-4, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0}
-        return {"CNN of Jha et al. 2018 (filters and widths / 8)": Genome(layers, training)}
+        return {"CNN of Jha et al. 2018 (widths / 8)": Genome(layers, training)}
 
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
         """Dictionary indexing (kikuchipy) at `dictionary_resolution`, refined if `dictionary_refine`, on the
@@ -223,8 +224,8 @@ class EbsdTask(Task):
             sums = self.metric_sums(torch.from_numpy(found), torch.as_tensor(y))
             row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
         row["seconds_per_pattern"] = seconds / patterns
-        name = (f"dictionary indexing (kikuchipy, {o.dictionary_resolution:g}° sampling, {len(dictionary):,} "
-                f"patterns{', refined' if o.dictionary_refine else ''})")
+        name = (f"dictionary indexing ({o.dictionary_resolution:g}°, {len(dictionary):,} patterns"
+                f"{', refined' if o.dictionary_refine else ''})")
         return {name: row}
 
     # -- use outside menndl_py -----------------------------------------------------------------------
