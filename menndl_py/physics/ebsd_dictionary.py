@@ -2,7 +2,7 @@
 for orientations sampled evenly over the cubic fundamental zone (orix's `get_sample_fundamental`), each pattern given
 the orientation of the dictionary pattern it correlates best with (kikuchipy's `dictionary_indexing`, normalised
 cross-correlation), and optionally refined (kikuchipy's `refine_orientation`: Nelder–Mead on the correlation with
-the master pattern projected at the orientation tried).
+the master pattern projected at the orientation tried, within the dictionary's resolution of each Euler angle).
 
 Dictionary patterns are noise-free projections at the nominal projection centre, as users make them; the
 correlation is blind to a pattern's mean and scale, so they need no background or standardisation.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+import warnings
 
 import numpy as np
 
@@ -19,12 +20,15 @@ from menndl_py.physics import ebsd
 from menndl_py.physics.ebsd import EbsdSettings
 
 ENERGY = 20.0  # kV: the bundled master pattern's beam energy
-REFINE_TRUST_REGION = 2.0  # degrees around the dictionary's orientation that refinement searches (each Euler angle)
 
 
+@contextlib.contextmanager
 def _quiet():
-    """kikuchipy prints its progress and a summary on stdout; they are not menndl's to say."""
-    return contextlib.redirect_stdout(io.StringIO())
+    """kikuchipy prints its progress and a summary on stdout, and warns that a list of patterns has no map axes to
+    compare with the crystal map's steps: not menndl's to say."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Signal navigation axes must be named")
+        yield
 
 
 class Dictionary:
@@ -62,7 +66,7 @@ class Dictionary:
             found = signal.dictionary_indexing(self.signal, keep_n=1)
             if refine:
                 found = signal.refine_orientation(_best(found), ebsd.detector(self.settings), ebsd.master_pattern(),
-                                                  energy=ENERGY, trust_region=[REFINE_TRUST_REGION] * 3,
+                                                  energy=ENERGY, trust_region=[self.resolution] * 3,
                                                   compute=True)
         quaternions = found.rotations.data.reshape(-1, 4)
         return np.where(quaternions[:, :1] < 0, -quaternions, quaternions), np.asarray(found.scores).reshape(-1)

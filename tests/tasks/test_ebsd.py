@@ -122,6 +122,15 @@ def test_dictionary_indexing_finds_the_orientations_of_its_own_patterns():
     assert found.shape == (3, 4) and scores.shape == (3,) and (scores > 0.5).all()
 
 
+def test_refinement_finds_an_orientation_between_the_dictionary_s():
+    settings = EbsdSettings()
+    dictionary = Dictionary(settings, 12.0)
+    truth = near(dictionary.quaternions[[7, 70]], 1.5, np.random.default_rng(3))
+    patterns = ebsd.render(settings, truth).patterns
+    np.testing.assert_allclose(disorientation_degrees(dictionary.index(patterns)[0], truth), 1.5, atol=1e-6)
+    assert disorientation_degrees(dictionary.index(patterns, refine=True)[0], truth).max() < 0.05
+
+
 def test_the_dictionary_baseline_scores_every_split_and_the_experimental_patterns(task):
     rows = task.other_baselines(task.load("train"), {"val": task.load("val"), "test": task.load("test")})
     (name, row), = rows.items()

@@ -2,11 +2,13 @@
 backscatter diffraction pattern of nickel and gives the crystal orientation as a quaternion.
 
 Data: `tasks/ebsd/data.py` (simulated patterns of random orientations, background-corrected and standardised as
-users correct theirs; kikuchipy's 9 experimental nickel patterns beside them). Loss: the differentiable
-disorientation under cubic symmetry (`physics/orientation.py`). Fitness: the mean disorientation in degrees, exact
-(orix), with the median and the shares under 1°, 2° and 5°; every trained network is also scored on the experimental
-patterns (`experimental_<metric>`, when the detector is theirs: 60 × 60 px). Baselines: Jha et al.'s network as near
-as the space allows, and dictionary indexing with kikuchipy (`physics/ebsd_dictionary.py`).
+users correct theirs; kikuchipy's 9 experimental nickel patterns beside them). The network takes the patterns as
+stored, each with zero mean and unit standard deviation (`CORRECTED`); `menndl predict` standardises each pattern it
+reads, which leaves a corrected pattern as it is. Loss: the differentiable disorientation under cubic symmetry
+(`physics/orientation.py`). Fitness: the mean disorientation in degrees, exact (orix), with the median and the
+shares under 1°, 2° and 5°; every trained network is also scored on the experimental patterns
+(`experimental_<metric>`, when the detector is theirs: 60 × 60 px). Baselines: Jha et al.'s network as near as the
+space allows, and dictionary indexing with kikuchipy (`physics/ebsd_dictionary.py`).
 """
 from __future__ import annotations
 
