@@ -62,14 +62,21 @@ def describe(genome: dict) -> str:
 
 
 def format_baselines(results: dict[str, dict], metric: str, unit: str) -> str:
-    """A table of baselines (name → {'val_<metric>', 'test_<metric>', 'status'}), one row each."""
+    """A table of baselines (name → {'val_<metric>', 'test_<metric>', 'status'}), one row each; a column of
+    'experimental_<metric>' too when a row has one (a task's real-data check)."""
     def cell(v) -> str:
         return f"{v:12.4f}" if isinstance(v, float) else f"{'-':>12s}"
 
-    lines = [f"{'baseline':44s} {'val ' + metric:>12s} {'test ' + metric:>12s}  ({unit})  budget"]
+    splits = {"val": "val", "test": "test"}
+    if any(f"experimental_{metric}" in row for row in results.values()):
+        splits["experimental"] = "exp"
+    heads = " ".join(f"{label + ' ' + metric:>12s}" for label in splits.values())
+    lines = [f"{'baseline':44s} {heads}  ({unit})  budget"]
     for name, row in results.items():
         status = f"  [{row['status']}]" if row.get("status", "ok") != "ok" else ""
         budget = row.get("budget") or (f"fit in {row['fit_seconds']:.0f} s" if "fit_seconds" in row else "")
-        lines.append(f"{name:44s} {cell(row.get(f'val_{metric}'))} {cell(row.get(f'test_{metric}'))}"
-                     f"  {budget}{status}".rstrip())
+        if "seconds_per_pattern" in row:
+            budget = f"{1000 * row['seconds_per_pattern']:.2f} ms per pattern"
+        cells = " ".join(cell(row.get(f"{split}_{metric}")) for split in splits)
+        lines.append(f"{name:44s} {cells}  {budget}{status}".rstrip())
     return "\n".join(lines)

@@ -57,6 +57,7 @@ class Master:
         self.run = RunDir(cfg.run_dir)
         self.objectives = objectives_of(cfg.search, task.higher_is_better)
         self.store = ResultStore(self.run.path, ["train_loss", *(f"val_{m}" for m in task.metric_names),
+                                                 *task.result_metrics,
                                                  *(["latency"] if "latency" in self.objectives.names else [])])
         self.ids: dict[str, int] = {}  # genome key → evaluation id
         self.in_flight: dict[int, Work] = {}

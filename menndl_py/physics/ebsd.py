@@ -140,6 +140,14 @@ def random_quaternions(n: int, rng: np.random.Generator) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------- render
 
+def detector(settings: EbsdSettings, pc=None):
+    """kikuchipy's detector of the settings, at the nominal projection centre or at `pc` (3, or one per pattern)."""
+    from kikuchipy.detectors import EBSDDetector
+
+    return EBSDDetector(shape=settings.shape, pc=settings.pc if pc is None else pc, sample_tilt=settings.sample_tilt,
+                        tilt=settings.detector_tilt)
+
+
 def project(settings: EbsdSettings, quaternions, pcs=None) -> np.ndarray:
     """The master pattern's intensities (float32, N × H × W) on the detector for each orientation, at the nominal
     projection centre or at one centre per pattern (`pcs`, N × 3).
@@ -149,7 +157,6 @@ def project(settings: EbsdSettings, quaternions, pcs=None) -> np.ndarray:
     (an RMS difference as from a 0.1° rotation): the 401 × 401 Lambert grid of the bundled master pattern is mapped
     onto itself only by the 8 rotations that map the z axis onto ±z, so the others interpolate it at other points."""
     import dask
-    from kikuchipy.detectors import EBSDDetector
     from orix.quaternion import Orientation, Rotation, symmetry
 
     quaternions = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
@@ -158,11 +165,9 @@ def project(settings: EbsdSettings, quaternions, pcs=None) -> np.ndarray:
         stop = min(start + BATCH, len(quaternions))
         reduced = Orientation(quaternions[start:stop], symmetry=symmetry.O).reduce()
         pc = settings.pc if pcs is None else np.asarray(pcs, dtype=np.float64)[start:stop]
-        detector = EBSDDetector(shape=settings.shape, pc=pc, sample_tilt=settings.sample_tilt,
-                                tilt=settings.detector_tilt)
         with dask.config.set(scheduler="synchronous"):
-            out[start:stop] = master_pattern().get_patterns(Rotation(reduced.data), detector, compute=True,
-                                                            show_progressbar=False).data
+            out[start:stop] = master_pattern().get_patterns(Rotation(reduced.data), detector(settings, pc),
+                                                            compute=True, show_progressbar=False).data
     return out
 
 

@@ -74,14 +74,17 @@ def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def disorientation_degrees(predicted, truth) -> np.ndarray:
     """Exact disorientation angles in degrees between predicted and true quaternions (N × 4 each; predictions
-    need not be normalised), under cubic symmetry, computed by orix."""
+    need not be normalised), under cubic symmetry, computed by orix; NaN for a prediction of length 0 or with
+    non-finite values (orix would call it 0°)."""
     from orix.quaternion import Orientation, symmetry
 
     predicted = np.asarray(predicted, dtype=np.float64).reshape(-1, 4)
-    predicted = predicted / np.linalg.norm(predicted, axis=1, keepdims=True)
-    a = Orientation(predicted, symmetry=symmetry.O)
+    length = np.linalg.norm(predicted, axis=1, keepdims=True)
+    usable = (np.isfinite(length) & (length > 0))[:, 0]
+    a = Orientation(np.where(usable[:, None], predicted / np.where(usable[:, None], length, 1), [1.0, 0, 0, 0]),
+                    symmetry=symmetry.O)
     b = Orientation(np.asarray(truth, dtype=np.float64).reshape(-1, 4), symmetry=symmetry.O)
-    return a.angle_with(b, degrees=True)
+    return np.where(usable, a.angle_with(b, degrees=True), np.nan)
 
 
 def summary(degrees) -> dict[str, float]:

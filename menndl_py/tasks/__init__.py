@@ -9,6 +9,7 @@ from menndl_py.errors import UserError
 from menndl_py.tasks.base import Task
 
 BUILT_IN = {
+    "ebsd": "menndl_py.tasks.ebsd.task:EbsdTask",
     "elemnet": "menndl_py.tasks.elemnet.task:ElemNetTask",
     "homogenization": "menndl_py.tasks.microstructure.homogenization:HomogenizationTask",
     "images": "menndl_py.tasks.files.images:ImagesTask",

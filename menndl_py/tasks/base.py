@@ -41,6 +41,7 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = False
     Options: ClassVar[type]  # a dataclass of task options, validated like the rest of the config
     parallel_data: ClassVar[bool] = False  # make_data(share) spreads the work over the ranks of a share
+    result_metrics: ClassVar[tuple[str, ...]] = ()  # metrics `evaluate` adds to each result, stored as columns
 
     def __init__(self, options: Mapping[str, Any] | None = None, data_dir: str | Path = "data"):
         self.options = config_module.build(self.Options, dict(options or {}), "task.options")

@@ -86,3 +86,9 @@ def test_summary_gives_mean_median_and_shares():
     out = summary([0.5, 1.5, 3.0, 10.0])
     assert out == {"mean_disorientation": 3.75, "median_disorientation": 2.25, "share_under_1deg": 0.25,
                    "share_under_2deg": 0.5, "share_under_5deg": 0.75}
+
+
+def test_a_prediction_of_length_zero_or_not_finite_has_no_disorientation():
+    truth = np.array([[1.0, 0, 0, 0]] * 3)
+    angles = disorientation_degrees(np.array([[0.0, 0, 0, 0], [np.nan, 0, 0, 1], [2.0, 0, 0, 0]]), truth)
+    assert np.isnan(angles[:2]).all() and angles[2] == pytest.approx(0, abs=1e-9)

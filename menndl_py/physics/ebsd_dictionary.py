@@ -1,0 +1,80 @@
+"""Dictionary indexing of EBSD patterns, the method EBSD users rely on, with kikuchipy: the master pattern projected
+for orientations sampled evenly over the cubic fundamental zone (orix's `get_sample_fundamental`), each pattern given
+the orientation of the dictionary pattern it correlates best with (kikuchipy's `dictionary_indexing`, normalised
+cross-correlation), and optionally refined (kikuchipy's `refine_orientation`: Nelder–Mead on the correlation with
+the master pattern projected at the orientation tried, within the dictionary's resolution of each Euler angle).
+
+Dictionary patterns are noise-free projections at the nominal projection centre, as users make them; the
+correlation is blind to a pattern's mean and scale, so they need no background or standardisation.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+
+import numpy as np
+
+from menndl_py.physics import ebsd
+from menndl_py.physics.ebsd import EbsdSettings
+
+ENERGY = 20.0  # kV: the bundled master pattern's beam energy
+
+
+@contextlib.contextmanager
+def _quiet():
+    """kikuchipy prints its progress and a summary on stdout, and warns that a list of patterns has no map axes to
+    compare with the crystal map's steps: not menndl's to say."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Signal navigation axes must be named")
+        yield
+
+
+class Dictionary:
+    """A dictionary of simulated patterns over the cubic fundamental zone at `resolution` degrees."""
+
+    def __init__(self, settings: EbsdSettings, resolution: float):
+        import dask
+        from orix.quaternion import symmetry
+        from orix.sampling import get_sample_fundamental
+
+        self.settings, self.resolution = settings, resolution
+        started = time.perf_counter()
+        rotations = get_sample_fundamental(resolution=resolution, point_group=symmetry.O)
+        with dask.config.set(scheduler="synchronous"):
+            self.signal = ebsd.master_pattern().get_patterns(rotations, ebsd.detector(settings), compute=True,
+                                                             show_progressbar=False)
+        self.seconds = time.perf_counter() - started  # to make it
+
+    def __len__(self) -> int:
+        return len(self.signal.data)
+
+    @property
+    def quaternions(self) -> np.ndarray:
+        """The dictionary's orientations (N × 4)."""
+        return self.signal.xmap.rotations.data.reshape(-1, 4)
+
+    def index(self, patterns: np.ndarray, refine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(quaternions (N × 4, w >= 0), normalised cross-correlations (N)) of patterns (N × H × W), each the best
+        match in the dictionary, then refined if `refine`."""
+        import dask
+        from kikuchipy.signals import EBSD
+
+        signal = EBSD(np.asarray(patterns, dtype=np.float32).reshape(-1, *self.settings.shape))
+        with dask.config.set(scheduler="synchronous"), _quiet():
+            found = signal.dictionary_indexing(self.signal, keep_n=1)
+            if refine:
+                found = signal.refine_orientation(_best(found), ebsd.detector(self.settings), ebsd.master_pattern(),
+                                                  energy=ENERGY, trust_region=[self.resolution] * 3,
+                                                  compute=True)
+        quaternions = found.rotations.data.reshape(-1, 4)
+        return np.where(quaternions[:, :1] < 0, -quaternions, quaternions), np.asarray(found.scores).reshape(-1)
+
+
+def _best(crystal_map):
+    """The crystal map of the best match only (refinement takes one orientation per pattern)."""
+    from orix.crystal_map import CrystalMap
+    from orix.quaternion import Rotation
+
+    return CrystalMap(Rotation(crystal_map.rotations.data.reshape(-1, 4)), phase_list=crystal_map.phases)

@@ -1,0 +1,292 @@
+"""EBSD orientation indexing (Jha et al., Microsc. Microanal. 24, 497 (2018)): a 2-D conv net reads an electron
+backscatter diffraction pattern of nickel and gives the crystal orientation as a quaternion.
+
+Data: `tasks/ebsd/data.py` (simulated patterns of random orientations, background-corrected and standardised as
+users correct theirs; kikuchipy's 9 experimental nickel patterns beside them). The network takes the patterns as
+stored, each with zero mean and unit standard deviation (`CORRECTED`); `menndl predict` standardises each pattern it
+reads, which leaves a corrected pattern as it is. Loss: the differentiable disorientation under cubic symmetry
+(`physics/orientation.py`). Fitness: the mean disorientation in degrees, exact (orix), with the median and the
+shares under 1°, 2° and 5°; every trained network is also scored on the experimental patterns
+(`experimental_<metric>`, when the detector is theirs: 60 × 60 px). Baselines: Jha et al.'s network as near as the
+space allows, and dictionary indexing with kikuchipy (`physics/ebsd_dictionary.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from menndl_py.config import setting
+from menndl_py.engine.transport.share import Solo
+from menndl_py.errors import UserError
+from menndl_py.genome import Choice, Genome, SearchSpace
+from menndl_py.genome.networks.conv import NORMS
+from menndl_py.genome.networks.convnet import POOL, ConvNet
+from menndl_py.physics.ebsd import EbsdSettings
+from menndl_py.physics.ebsd_dictionary import Dictionary
+from menndl_py.physics.orientation import THRESHOLDS, disorientation_degrees, disorientation_loss
+from menndl_py.records import Outcome, Status
+from menndl_py.tasks.base import SkipImage, Task
+from menndl_py.tasks.ebsd import data as ebsd_data
+from menndl_py.train.trainer import agreed, metric_sums
+
+EXPERIMENTAL = "experimental"
+BIN_DEGREES = 0.01  # the histogram of disorientations, whose median is reported: bins this wide...
+MAX_DEGREES = 63.0  # ...up to this (cubic disorientations are at most 62.8°)
+BINS = round(MAX_DEGREES / BIN_DEGREES)
+READ_ROWS = 4096  # patterns read from the file at a time
+CORRECTED = ("background-corrected patterns (the static background subtracted, then the dynamic background removed: "
+             "kikuchipy's remove_static_background and remove_dynamic_background), each standardised to zero mean "
+             "and unit standard deviation over its pixels, float32")
+
+
+@dataclass(frozen=True)
+class EbsdOptions:
+    train_size: int = setting(20_000, min=1, max=10_000_000)
+    val_size: int = setting(1_000, min=1, max=1_000_000)
+    test_size: int = setting(1_000, min=1, max=1_000_000)
+    seed: int = setting(0, min=0, max=2**63 - 1)
+    simulator: dict = setting(factory=dict)  # EbsdSettings fields: pattern_height, pattern_width, pcx, counts, ...
+    dictionary_resolution: float = setting(3.0, min=0.5, max=30.0)  # degrees between dictionary orientations
+    dictionary_refine: bool = setting(False)  # refine the dictionary's orientations (about 0.2 s per pattern)
+
+
+class EbsdTask(Task):
+    name = "ebsd"
+    summary = "crystal orientations of nickel from simulated EBSD patterns, fitness: mean disorientation (degrees)"
+    metric = "mean_disorientation"
+    metric_names = ("mean_disorientation", "median_disorientation",
+                    *(f"share_under_{t:g}deg" for t in THRESHOLDS))
+    unit = "degrees"
+    higher_is_better = False
+    parallel_data = True
+    Options = EbsdOptions
+    predicts = "images"
+    latency_per = (1.0, "pattern")
+    result_metrics = tuple(f"{EXPERIMENTAL}_{m}" for m in metric_names)
+
+    def __init__(self, options=None, data_dir="data"):
+        super().__init__(options, data_dir)
+        if not isinstance(self.options.simulator, dict):
+            raise UserError(f"task.options.simulator: must be a mapping, got {self.options.simulator!r}")
+        try:
+            self.settings = EbsdSettings(**self.options.simulator)
+        except TypeError as exc:
+            raise UserError(f"task.options.simulator: {exc} (expected keys among: "
+                            f"{', '.join(f.name for f in dataclasses.fields(EbsdSettings))})") from None
+
+    # -- data ----------------------------------------------------------------------------------------
+    @property
+    def counts(self) -> dict[str, int]:
+        o = self.options
+        return {"train": o.train_size, "val": o.val_size, "test": o.test_size}
+
+    @property
+    def data_path(self) -> Path:
+        """One file per recipe (settings, sizes, seed, kikuchipy and orix versions)."""
+        return self.data_dir / ebsd_data.file_name(self.settings, self.counts, self.options.seed, self.name)
+
+    def make_data(self, share: Solo = Solo()) -> str:
+        made = ebsd_data.make_dataset(self.data_path, self.settings, self.counts, self.options.seed, share)
+        return f"{self.data_path}: {json.dumps(made)} patterns"
+
+    def check_data(self) -> None:
+        shape = self.settings.shape
+        try:
+            with h5py.File(self.data_path, "r") as f:
+                for split, n in {**self.counts, EXPERIMENTAL: None}.items():
+                    patterns, quaternions = f[split]["patterns"], f[split]["quaternions"]
+                    if n is not None and (len(patterns) != n or len(quaternions) != n):
+                        raise UserError(f"{self.data_path}: {split} has {len(patterns)} patterns, expected {n}; "
+                                        f"make it again with 'menndl data make ebsd --force'")
+                    if n is not None and patterns.shape[1:] != shape:
+                        raise UserError(f"{self.data_path}: {split} patterns are {patterns.shape[1:]}, expected "
+                                        f"{shape}; make it again with 'menndl data make ebsd --force'")
+        except (OSError, KeyError) as exc:
+            raise UserError(f"{self.data_path}: unreadable or incomplete EBSD data set ({exc}); make it again with "
+                            f"'menndl data make ebsd --force'") from None
+
+    def check_shards(self, ranks: int) -> None:
+        for split, n in self.counts.items():
+            if n < ranks:
+                raise UserError(f"{self.data_path}: {split} has {n} patterns, fewer than the {ranks} ranks of a "
+                                f"group (task.options.{split}_size)")
+
+    def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+        """Patterns (N, 1, H, W) float32 and quaternions (N, 4) float32 of rows rank::size of a split (or of the
+        experimental patterns: split 'experimental')."""
+        rank, size = shard
+        with h5py.File(self.data_path, "r") as f:
+            patterns, quaternions = f[split]["patterns"], f[split]["quaternions"]
+            x = np.concatenate([patterns[start:start + READ_ROWS][(rank - start) % size::size]
+                                for start in range(0, len(patterns), READ_ROWS)] or [patterns[:0]])
+            y = quaternions[()][rank::size]
+        return x[:, None].astype(np.float32), y.astype(np.float32)
+
+    @property
+    def scores_experimental(self) -> bool:
+        """Whether the experimental patterns fit the network: the simulated detector is theirs (60 × 60 px)."""
+        return self.settings.shape == (60, 60)
+
+    # -- model ---------------------------------------------------------------------------------------
+    def space(self) -> SearchSpace:
+        return SearchSpace(
+            layer_genes={
+                "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
+                "kernel": Choice((3, 5)),
+                "convs": Choice((1, 2)),
+                "norm": Choice(NORMS),
+                "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
+                "pool": Choice(POOL),
+                "dropout": Choice((0.0, 0.1, 0.2)),
+                "dense": Choice((0, 32, 64, 128, 256, 512, 1024)),
+            },
+            training_genes={
+                "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
+                "batch_size": Choice((16, 32, 64, 128)),
+                "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
+                "weight_decay": Choice((0.0, 1e-5, 1e-4)),
+            },
+            depth=(1, 6), network=ConvNet(dims=2, outputs=4), input_shape=(1, *self.settings.shape),
+            max_params=4_000_000)
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return disorientation_loss(prediction, target)
+
+    def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Σ disorientation (degrees, orix), the count, the counts under 1°, 2° and 5°, then the histogram of
+        disorientations in BINS bins of BIN_DEGREES (the last also holds anything above MAX_DEGREES, and a
+        prediction of length 0, whose angle is NaN and makes the mean NaN)."""
+        degrees = disorientation_degrees(prediction.detach().double().cpu().numpy(), target.double().cpu().numpy())
+        bins = np.clip(np.nan_to_num(degrees / BIN_DEGREES, nan=BINS - 1), 0, BINS - 1).astype(np.int64)
+        head = [degrees.sum(), len(degrees), *((degrees < t).sum() for t in THRESHOLDS)]
+        return torch.from_numpy(np.concatenate([np.asarray(head, np.float64),
+                                                np.bincount(bins, minlength=BINS).astype(np.float64)]))
+
+    def metrics(self, sums: torch.Tensor) -> dict[str, float]:
+        """Mean and shares from the sums; the median from the histogram, interpolated linearly within its bin
+        (within BIN_DEGREES of the exact median)."""
+        sums = sums.double().cpu().numpy()
+        n = max(sums[1], 1.0)
+        out = {"mean_disorientation": sums[0] / n, "median_disorientation": median_of(sums[2 + len(THRESHOLDS):])}
+        out.update({f"share_under_{t:g}deg": sums[2 + i] / n for i, t in enumerate(THRESHOLDS)})
+        return {k: float(v) for k, v in out.items()}
+
+    def evaluate(self, genome: Genome, trainer, fault_key: str | None = None, stage=None) -> Outcome:
+        """Train and score a candidate, then score it on the experimental patterns too (`experimental_<metric>`:
+        every rank of the group scores all 9 alone, so all agree)."""
+        outcome = trainer.evaluate(genome, fault_key, stage)
+        if outcome.status != Status.OK or not self.scores_experimental:
+            return outcome
+        found = agreed(trainer.group, lambda: self.score_experimental(outcome.model, trainer.budget.eval_batch_size,
+                                                                       trainer.dtype))
+        return replace(outcome, metrics={**outcome.metrics, **{f"{EXPERIMENTAL}_{k}": v for k, v in found.items()}})
+
+    def score_experimental(self, model: torch.nn.Module, batch: int = 64, dtype=None) -> dict[str, float]:
+        """The metrics of a trained network on kikuchipy's experimental nickel patterns."""
+        device = next(model.parameters()).device
+        x, y = (torch.as_tensor(a).to(device) for a in self.load(EXPERIMENTAL))
+        return self.metrics(metric_sums(model, self, x, y, batch, dtype))
+
+    # -- baselines -----------------------------------------------------------------------------------
+    def baseline_genomes(self) -> dict[str, Genome]:
+        """Jha et al.'s network (NU-CUCIS/EBSD-indexing, model.py) as near as the space allows: its 8 3×3
+        convolutions in pairs (256, 512 with max pooling, 256, 96 with max pooling) at 1/8 of their filters, ReLU,
+        no normalisation or dropout; its dense layers 8192-2048-1024-256 at 1/8 of their width; one head of 4
+        (a quaternion) for its three branches of one Euler angle each; Adam at 1e-4 (theirs decays 5% per epoch),
+        batch 64."""
+        conv = {"kernel": 3, "convs": 2, "norm": "none", "activation": "relu", "dropout": 0.0}
+        layers = [dict(conv, filters=32, pool="none", dense=1024), dict(conv, filters=64, pool="max", dense=256),
+                  dict(conv, filters=32, pool="none", dense=128), dict(conv, filters=12, pool="max", dense=32)]
+        training = {"learning_rate": 1e-4, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0}
+        return {"CNN of Jha et al. 2018 (widths / 8)": Genome(layers, training)}
+
+    def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
+        """Dictionary indexing (kikuchipy) at `dictionary_resolution`, refined if `dictionary_refine`, on the
+        splits of `evals` and on the experimental patterns; `seconds_per_pattern` is its indexing time (without
+        making the dictionary, `dictionary_seconds`)."""
+        o = self.options
+        dictionary = Dictionary(self.settings, o.dictionary_resolution)
+        sets = dict(evals)
+        if self.scores_experimental:
+            sets[EXPERIMENTAL] = self.load(EXPERIMENTAL)
+        row: dict[str, float] = {"dictionary_size": len(dictionary), "dictionary_seconds": dictionary.seconds}
+        seconds = patterns = 0
+        for split, (x, y) in sets.items():
+            started = time.perf_counter()
+            found, _ = dictionary.index(x[:, 0], refine=o.dictionary_refine)
+            seconds += time.perf_counter() - started
+            patterns += len(x)
+            sums = self.metric_sums(torch.from_numpy(found), torch.as_tensor(y))
+            row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
+        row["seconds_per_pattern"] = seconds / patterns
+        name = (f"dictionary indexing ({o.dictionary_resolution:g}°, {len(dictionary):,} patterns"
+                f"{', refined' if o.dictionary_refine else ''})")
+        return {name: row}
+
+    # -- use outside menndl_py -----------------------------------------------------------------------
+    def network_io(self, genome: Genome) -> dict:
+        h, w = self.settings.shape
+        return {"input": {"shape": [None, 1, h, w], "normalisation": f"{CORRECTED}; {h}×{w} px, the detector "
+                                                                     f"of the training data"},
+                "output": {"values": "4 numbers: the orientation as a quaternion (w, x, y, z) once divided by its "
+                                     "length, orix's convention (sample to crystal frame); any of its 24 cubic "
+                                     "symmetry equivalents may come out"}}
+
+    # -- batch inference -----------------------------------------------------------------------------
+    def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
+        """A background-corrected pattern of the training detector's size, standardised (see `CORRECTED`):
+        `menndl predict` cannot subtract a static background it does not have, so raw patterns must be corrected
+        first (kikuchipy); standardising again leaves a corrected pattern as it was."""
+        if image.ndim == 3 and image.shape[0] == 1:
+            image = image[0]
+        if image.dtype.kind not in "uif":
+            raise SkipImage(f"wrong dtype {image.dtype}; expected numbers")
+        if image.ndim != 2:
+            raise SkipImage(f"shape {image.shape}; expected a 2-D pattern or a stack of them (N, height, width)")
+        if image.shape != self.settings.shape:
+            raise SkipImage(f"a {image.shape[0]}×{image.shape[1]} pattern; the network takes "
+                            f"{self.settings.pattern_height}×{self.settings.pattern_width} patterns (its detector)")
+        pattern = image.astype(np.float64)
+        if not np.isfinite(pattern).all():
+            raise SkipImage("contains NaN or infinite values")
+        if pattern.std() == 0:
+            raise SkipImage("a blank pattern (every pixel the same)")
+        return ((pattern - pattern.mean()) / pattern.std())[None].astype(np.float32)
+
+    def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        """The orientation in the cubic fundamental zone as a quaternion (orix's convention, w >= 0) and as Bunge
+        Euler angles (degrees), and the confidence: the length of the network's 4 outputs before they are
+        normalised. The loss does not depend on that length, so it is no probability; a short output lies near
+        the origin, where a small change turns the orientation far (Shen et al., Acta Mater. 170, 118 (2019),
+        found the quaternion norm a strong indicator of a prediction's reliability)."""
+        from orix.quaternion import Orientation, symmetry
+
+        raw = output.detach().double().cpu().numpy()
+        length = np.linalg.norm(raw, axis=1)
+        reduced = Orientation(raw / np.maximum(length, 1e-12)[:, None], symmetry=symmetry.O).reduce()
+        q = reduced.data
+        q = np.where(q[:, :1] < 0, -q, q)
+        euler = reduced.to_euler(degrees=True)
+        columns = {f"q_{c}": q[:, i] for i, c in enumerate("wxyz")}
+        columns.update({f"euler_{name}_deg": euler[:, i] for i, name in enumerate(("phi1", "Phi", "phi2"))})
+        columns["confidence"] = length
+        return columns
+
+
+def median_of(histogram: np.ndarray) -> float:
+    """The median of values counted in bins of BIN_DEGREES from 0, interpolated linearly within its bin; NaN when
+    nothing was counted."""
+    total = histogram.sum()
+    if total == 0:
+        return float("nan")
+    cumulative = np.cumsum(histogram)
+    b = int(np.searchsorted(cumulative, total / 2))
+    before = cumulative[b - 1] if b else 0.0
+    return float((b + (total / 2 - before) / histogram[b]) * BIN_DEGREES)
