@@ -37,20 +37,20 @@ def main(argv=None) -> int:
     import numpy as np
 
     from menndl_py.physics.stem_sim import StemSettings, simulate
-    from menndl_py.tasks.stem.data import image_rng
+    from menndl_py.tasks.making import item_rng
 
     settings = StemSettings()
     print(f"stem_simulator: numpy {np.__version__}, one thread\n  {code_version()}")
     print(f"  {settings.material}, {settings.image_size} x {settings.image_size} px of {settings.pixel_size} Å, "
           f"probe {settings.probe_fwhm} Å, dose {settings.dose:g} e/Å^2, {n} images", flush=True)
     for i in range(3):   # warm-up: caches of the lattice and the probe's transfer function
-        simulate(settings, image_rng(args.seed, "test", i))
+        simulate(settings, item_rng(args.seed, "test", i))
 
     seconds, defects = [], 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(n):
         start = time.perf_counter()
-        sample = simulate(settings, image_rng(args.seed, "train", i))
+        sample = simulate(settings, item_rng(args.seed, "train", i))
         seconds.append(time.perf_counter() - start)
         defects += len(sample.defects)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

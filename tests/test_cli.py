@@ -78,8 +78,9 @@ def test_set_overrides_are_validated_too(tmp_path):
 def test_tasks_lists_the_tasks(tmp_path):
     out = menndl("tasks", cwd=tmp_path)
     assert out.returncode == 0
-    assert [line.split()[0] for line in out.stdout.splitlines()] == ["elemnet", "homogenization", "localization",
-                                                                   "stem_defects", "synthetic"]
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [
+        "composition", "ebsd", "elemnet", "homogenization", "images", "localization", "segmentation", "stem_defects",
+        "synthetic", "tabular"]
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from menndl_py.errors import UserError
 from menndl_py.tasks.base import Task
 
 BUILT_IN = {
+    "composition": "menndl_py.tasks.files.tables:CompositionTask",
     "ebsd": "menndl_py.tasks.ebsd.task:EbsdTask",
     "elemnet": "menndl_py.tasks.elemnet.task:ElemNetTask",
     "homogenization": "menndl_py.tasks.microstructure.homogenization:HomogenizationTask",
@@ -18,7 +19,6 @@ BUILT_IN = {
     "stem_defects": "menndl_py.tasks.stem.task:StemDefectsTask",
     "synthetic": "menndl_py.tasks.synthetic:SyntheticTask",
     "tabular": "menndl_py.tasks.files.tables:TabularTask",
-    "composition": "menndl_py.tasks.files.tables:CompositionTask",
 }
 
 

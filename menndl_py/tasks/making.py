@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
+
+import h5py
+import numpy as np
 
 from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
+from menndl_py.tasks.base import SPLITS
 
 POLL_SECONDS = 0.5
 TAKEOVER_STALE_SECONDS = 60.0  # a takeover marker older than this was left by a maker that died while taking over
@@ -27,6 +32,49 @@ def temp_path(path: Path, suffix: str) -> Path:
 
 def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of item `index` (an image, a block) of `split`: the same whatever process makes it, so a
+    simulated data set is the same for any number of ranks."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), index)))
+
+
+@contextmanager
+def parallel_h5(path: Path, counts: dict[str, int], seed: int, share: Solo) -> Iterator[Optional[h5py.File]]:
+    """The HDF5 file of a simulated data set, written by rank 0 of `share` while every rank simulates: checks the
+    split counts and the seed, then yields on rank 0 the file open at a temporary name of its own (None on the
+    other ranks); at the end renames it into place, or removes it after an error."""
+    bad = [k for k in counts if k not in SPLITS]
+    if bad:
+        raise UserError(f"unknown data split(s) {', '.join(map(repr, bad))} (expected {', '.join(SPLITS)})")
+    for split, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise UserError(f"task.options.{split}_size: must be an integer >= 0, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
+    path = Path(path)
+    partial = temp_path(path, ".partial")
+    error, f = None, None
+    if share.rank == 0:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = h5py.File(partial, "w")
+        except OSError as exc:
+            error = f"{partial}: cannot create ({exc})"
+    error = share.bcast(error)
+    if error is not None:
+        raise UserError(error)
+    try:
+        yield f
+    except BaseException:
+        if f is not None:
+            f.close()
+            partial.unlink(missing_ok=True)
+        raise
+    if f is not None:
+        f.close()
+        os.replace(partial, path)
 
 
 def _alive(pid: int) -> bool:

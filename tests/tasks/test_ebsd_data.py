@@ -12,7 +12,8 @@ from menndl_py.physics import ebsd
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.physics.orientation import disorientation_degrees
 from menndl_py.tasks.ebsd import data as ebsd_data
-from menndl_py.tasks.ebsd.data import BLOCK, block_rng, file_name, make_dataset
+from menndl_py.tasks.ebsd.data import BLOCK, file_name, make_dataset
+from menndl_py.tasks.making import item_rng
 
 SMALL = EbsdSettings(pattern_height=24, pattern_width=32)
 COUNTS = {"train": BLOCK + 5, "val": 3, "test": 0}
@@ -52,7 +53,7 @@ def test_make_dataset_writes_the_splits_and_the_same_file_under_mpi(tmp_path):
         assert data[f"{split}/patterns"].shape == (n, 24, 32) and data[f"{split}/patterns"].dtype == np.float32
         assert data[f"{split}/quaternions"].shape == (n, 4) and data[f"{split}/pcs"].shape == (n, 3)
     # the train split's second block is simulate() with the generator of (seed, split, 1)
-    sample = ebsd.simulate(SMALL, 5, block_rng(7, "train", 1))
+    sample = ebsd.simulate(SMALL, 5, item_rng(7, "train", 1))
     np.testing.assert_array_equal(data["train/patterns"][BLOCK:], sample.patterns)
     np.testing.assert_array_equal(data["train/quaternions"][BLOCK:], sample.quaternions)
     assert data["experimental/patterns"].shape == (9, 60, 60) and "PyEBSDIndex" in data["source"]

@@ -9,7 +9,8 @@ from launchers import PYTHON, mpirun
 from menndl_py.errors import UserError
 from menndl_py.physics import stem_sim
 from menndl_py.physics.stem_sim import CLASSES, StemSettings, simulate
-from menndl_py.tasks.stem.data import image_rng, make_dataset
+from menndl_py.tasks.making import item_rng
+from menndl_py.tasks.stem.data import make_dataset
 
 SMALL = StemSettings(image_size=64, chalcogen_vacancy_density=0.05, dopant_density=0.05)
 COUNTS = {"train": 20, "val": 3, "test": 2}
@@ -50,7 +51,7 @@ def test_make_dataset_writes_the_splits_and_the_same_file_under_mpi(tmp_path):
         found = np.bincount(defects[:, 3].astype(int), minlength=len(CLASSES))
         assert result[split] == {"images": n, **{name: int(found[c]) for c, name in enumerate(CLASSES) if c}}
         i = n - 1   # image i is simulate() with the generator of (seed, split, i)
-        sample = simulate(SMALL, image_rng(7, split, i))
+        sample = simulate(SMALL, item_rng(7, split, i))
         np.testing.assert_array_equal(data[f"{split}/images"][i], sample.image)
         np.testing.assert_array_equal(defects[defects[:, 0] == i, 1:], sample.defects)
     assert sum(result["train"].values()) > COUNTS["train"]   # some defects were drawn

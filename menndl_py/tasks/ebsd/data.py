@@ -10,18 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-from pathlib import Path
 
-import h5py
 import numpy as np
 
 from menndl_py.engine.transport.share import Solo
-from menndl_py.errors import UserError
 from menndl_py.physics import ebsd
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.tasks.base import SPLITS
-from menndl_py.tasks.making import temp_path
+from menndl_py.tasks.making import item_rng, parallel_h5
 
 BLOCK = 64  # patterns per generator, per projection call and per message to the writer
 EXPERIMENTAL_SOURCE = (
@@ -47,11 +43,6 @@ def file_name(settings: EbsdSettings, counts: dict[str, int], seed: int, name: s
     return f"{name}-{digest[:10]}.h5"
 
 
-def block_rng(seed: int, split: str, block: int) -> np.random.Generator:
-    """The generator of block ``block`` of ``split``: the same whatever process makes it."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), block)))
-
-
 def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int, share: Solo = Solo()) -> dict:
     """Write an HDF5 file: groups train/val/test with ``patterns`` (N, H, W) float32, ``quaternions`` (N, 4) and
     ``pcs`` (N, 3); group ``experimental`` with kikuchipy's experimental patterns (``patterns`` corrected as the
@@ -62,28 +53,8 @@ def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int
     rank 0, which writes. The file is written to a temporary name of its own and renamed at the end. Returns, on
     every rank, {split: patterns, "experimental": patterns}.
     """
-    bad = [k for k in counts if k not in SPLITS]
-    if bad:
-        raise UserError(f"unknown data split(s) {', '.join(map(repr, bad))} (expected {', '.join(SPLITS)})")
-    for split, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise UserError(f"task.options.{split}_size: must be an integer >= 0, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
-    path = Path(path)
-    partial = temp_path(path, ".partial")
-    error, f = None, None
-    if share.rank == 0:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            f = h5py.File(partial, "w")
-        except OSError as exc:
-            error = f"{partial}: cannot create ({exc})"
-    error = share.bcast(error)
-    if error is not None:
-        raise UserError(error)
     result = None
-    try:
+    with parallel_h5(path, counts, seed, share) as f:
         if f is not None:
             f.attrs["recipe"] = json.dumps(recipe(settings, counts, seed), sort_keys=True)
             result = {}
@@ -100,13 +71,6 @@ def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int
                     pass
         if f is not None:
             result["experimental"] = _write_experimental(f.create_group("experimental"))
-            f.close()
-            os.replace(partial, path)
-    except BaseException:
-        if f is not None:
-            f.close()
-            partial.unlink(missing_ok=True)
-        raise
     return share.bcast(result)
 
 
@@ -114,7 +78,7 @@ def _simulated(settings: EbsdSettings, seed: int, split: str, n: int, blocks):
     """(first index, Sample) for each block."""
     for b in blocks:
         start = b * BLOCK
-        yield start, ebsd.simulate(settings, min(BLOCK, n - start), block_rng(seed, split, b))
+        yield start, ebsd.simulate(settings, min(BLOCK, n - start), item_rng(seed, split, b))
 
 
 def _write(group, settings: EbsdSettings, n: int, items) -> int:

@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from menndl_py.engine.transport.share import Solo
-from menndl_py.errors import UserError
 from menndl_py.physics import stem_sim
 from menndl_py.physics.stem_sim import CLASSES, StemSettings
 from menndl_py.tasks.base import SPLITS
-from menndl_py.tasks.making import temp_path
+from menndl_py.tasks.making import item_rng, parallel_h5
 
 CHUNK = 8  # images per message to the writer
-
-
-def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The generator of image ``index`` of ``split``: the same whatever process makes it."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), index)))
 
 
 def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int, share: Solo = Solo()) -> dict:
@@ -32,33 +24,13 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
     ``labels`` (N, H, W) uint8 and ``defects`` (M, 4) float32 (image index, y, x, class); attributes
     ``settings`` (JSON), ``classes`` and ``seed``.
 
-    Image i of a split comes from image_rng(seed, split, i), so the file is the same for any number of ranks.
+    Image i of a split comes from item_rng(seed, split, i), so the file is the same for any number of ranks.
     Over a ``share`` of several ranks, rank r simulates images i = r (mod size) and hands them to rank 0 in chunks
     of a few images; rank 0 writes. The file is written to a temporary name of its own and renamed at the end.
     Returns, on every rank, {split: {"images": N, class name: number of defects, ...}}.
     """
-    bad = [k for k in counts if k not in SPLITS]
-    if bad:
-        raise UserError(f"unknown data split(s) {', '.join(map(repr, bad))} (expected {', '.join(SPLITS)})")
-    for split, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise UserError(f"task.options.{split}_size: must be an integer >= 0, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
-    path = Path(path)
-    partial = temp_path(path, ".partial")
-    error, f = None, None
-    if share.rank == 0:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            f = h5py.File(partial, "w")
-        except OSError as exc:
-            error = f"{partial}: cannot create ({exc})"
-    error = share.bcast(error)
-    if error is not None:
-        raise UserError(error)
     result = None
-    try:
+    with parallel_h5(path, counts, seed, share) as f:
         if f is not None:
             f.attrs["settings"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
             f.attrs["classes"] = np.array(CLASSES, dtype=h5py.string_dtype("utf-8"))
@@ -73,21 +45,13 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
             else:
                 for _ in chunks:  # sent to rank 0
                     pass
-        if f is not None:
-            f.close()
-            os.replace(partial, path)
-    except BaseException:
-        if f is not None:
-            f.close()
-            partial.unlink(missing_ok=True)
-        raise
     return share.bcast(result)
 
 
 def _simulated(settings: StemSettings, seed: int, split: str, indices):
     """(index, Sample) for each image index."""
     for i in indices:
-        yield i, stem_sim.simulate(settings, image_rng(seed, split, i))
+        yield i, stem_sim.simulate(settings, item_rng(seed, split, i))
 
 
 def _chunks(items, size: int = CHUNK):
