@@ -22,21 +22,20 @@ from menndl_py.genome.space import Choice
 
 POOL = ("none", "max", "avg", "conv")
 FILTERS = (4, 8, 12, 16, 24, 32, 48, 64)
+DENSE = (0, 16, 32, 64, 128, 256)
 
 
-def convnet_genes(filters: tuple = FILTERS) -> dict:
+def convnet_genes(filters: tuple = FILTERS, dense: tuple = DENSE) -> dict:
     """The conv-net space's genes of a layer (a block, its pooling, and its dense layer)."""
     return {"filters": Choice(filters), "kernel": Choice((3, 5)), "convs": Choice((1, 2)), "norm": Choice(NORMS),
             "activation": Choice(CONV_ACTIVATIONS), "pool": Choice(POOL), "dropout": Choice((0.0, 0.1, 0.2)),
-            "dense": Choice((0, 16, 32, 64, 128, 256))}
+            "dense": Choice(dense)}
 
 
-CONVNET_TRAINING = {
-    "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
-    "batch_size": Choice((8, 16, 32, 64)),
-    "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
-    "weight_decay": Choice((0.0, 1e-5, 1e-4)),
-}
+def convnet_training(batch_sizes: tuple = (8, 16, 32, 64)) -> dict:
+    """The conv-net space's training genes."""
+    return {"learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3)), "batch_size": Choice(batch_sizes),
+            "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")), "weight_decay": Choice((0.0, 1e-5, 1e-4))}
 
 
 def dense_cost(layers: Sequence[Mapping[str, Any]], width: int, outputs: int) -> tuple[int, int]:

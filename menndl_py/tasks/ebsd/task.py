@@ -25,9 +25,8 @@ import torch
 from menndl_py.config import setting
 from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
-from menndl_py.genome import Choice, Genome, SearchSpace
-from menndl_py.genome.networks.conv import NORMS
-from menndl_py.genome.networks.convnet import POOL, ConvNet
+from menndl_py.genome import Genome, SearchSpace
+from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.physics.ebsd_dictionary import Dictionary
 from menndl_py.physics.orientation import THRESHOLDS, disorientation_degrees, disorientation_loss
@@ -137,22 +136,8 @@ class EbsdTask(Task):
     # -- model ---------------------------------------------------------------------------------------
     def space(self) -> SearchSpace:
         return SearchSpace(
-            layer_genes={
-                "filters": Choice((4, 8, 12, 16, 24, 32, 48, 64)),
-                "kernel": Choice((3, 5)),
-                "convs": Choice((1, 2)),
-                "norm": Choice(NORMS),
-                "activation": Choice(("relu", "elu", "gelu", "silu", "leaky_relu")),
-                "pool": Choice(POOL),
-                "dropout": Choice((0.0, 0.1, 0.2)),
-                "dense": Choice((0, 32, 64, 128, 256, 512, 1024)),
-            },
-            training_genes={
-                "learning_rate": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
-                "batch_size": Choice((16, 32, 64, 128)),
-                "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
-                "weight_decay": Choice((0.0, 1e-5, 1e-4)),
-            },
+            layer_genes=convnet_genes(dense=(0, 32, 64, 128, 256, 512, 1024)),
+            training_genes=convnet_training(batch_sizes=(16, 32, 64, 128)),
             depth=(1, 6), network=ConvNet(dims=2, outputs=4), input_shape=(1, *self.settings.shape),
             max_params=4_000_000)
 

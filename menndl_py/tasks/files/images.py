@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from menndl_py.config import setting
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
-from menndl_py.genome.networks.convnet import CONVNET_TRAINING, ConvNet, convnet_genes
+from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
 from menndl_py.tasks.base import SkipImage, error_sums
 from menndl_py.tasks.files import splits
 from menndl_py.tasks.files.base import FileTask
@@ -187,7 +187,7 @@ class ImagesTask(FileTask):
     def space(self) -> SearchSpace:
         outputs = len(self.class_names) if self.classify else 1
         return SearchSpace(
-            layer_genes=convnet_genes(), training_genes=CONVNET_TRAINING,
+            layer_genes=convnet_genes(), training_genes=convnet_training(),
             depth=(1, 6), network=ConvNet(dims=self.stack.dims, outputs=outputs),
             input_shape=(1, *self.stack.shape), max_params=4_000_000,
             inputs=StandardisedInputs(self._target_scale))

@@ -17,7 +17,7 @@ import torch
 
 from menndl_py.config import setting
 from menndl_py.genome import Genome, SearchSpace
-from menndl_py.genome.networks.convnet import CONVNET_TRAINING, ConvNet, convnet_genes
+from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
 from menndl_py.physics.mks import StatsRegression, check_volumes, rule_of_mixtures
 from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.microstructure import data
@@ -53,7 +53,7 @@ class HomogenizationTask(data.MicrostructureTask):
     def space(self) -> SearchSpace:
         n = self.options.size
         return SearchSpace(
-            layer_genes=convnet_genes(filters=(4, 8, 12, 16, 24, 32, 48)), training_genes=CONVNET_TRAINING,
+            layer_genes=convnet_genes(filters=(4, 8, 12, 16, 24, 32, 48)), training_genes=convnet_training(),
             depth=(1, 6), network=ConvNet(dims=3), input_shape=(1, n, n, n), max_params=4_000_000)
 
     def network_io(self, genome: Genome) -> dict:
