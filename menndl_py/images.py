@@ -188,3 +188,19 @@ def _read_png(path: Path) -> np.ndarray:
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def single_channel(image: np.ndarray, dims: int = 2, shape: Optional[tuple] = None) -> np.ndarray:
+    """`image` as a `dims`-D array of numbers (a leading channel axis of 1 dropped), of `shape` if given, with
+    finite values; else SkipImage with the reason (what predict says of an image it cannot use)."""
+    if image.ndim == dims + 1 and image.shape[0] == 1:
+        image = image[0]
+    if image.dtype.kind not in "buif":
+        raise SkipImage(f"wrong dtype {image.dtype}; expected numbers")
+    if image.ndim != dims:
+        raise SkipImage(f"shape {image.shape}; expected a {dims}-D single-channel {'image' if dims == 2 else 'volume'}")
+    if shape is not None and image.shape != tuple(shape):
+        raise SkipImage(f"shape {image.shape}; the network takes {'×'.join(map(str, shape))}")
+    if not np.isfinite(image).all():
+        raise SkipImage("contains NaN or infinite values")
+    return image

@@ -163,8 +163,8 @@ def test_predict_standardises_a_corrected_pattern_and_refuses_bad_ones(task):
     np.testing.assert_allclose(task.prepare_image(pattern[None], genome), prepared)
     nan = pattern.copy()
     nan[5, 5] = np.nan
-    for bad, words in [(pattern[:48, :48], "a 48×48 pattern; the network takes 60×60 patterns (its detector)"),
-                       (np.stack([pattern, pattern]), "shape (2, 60, 60); expected a 2-D pattern"),
+    for bad, words in [(pattern[:48, :48], "shape (48, 48); the network takes 60×60"),
+                       (np.stack([pattern, pattern]), "shape (2, 60, 60); expected a 2-D single-channel image"),
                        (nan, "contains NaN or infinite values"), (np.ones((60, 60)), "a blank pattern"),
                        (pattern.astype(complex), "wrong dtype complex128")]:
         with pytest.raises(SkipImage) as skipped:
@@ -196,7 +196,7 @@ def test_a_short_search_in_one_process_then_predict(tmp_path):
         g["patterns"] = f["experimental/patterns"][()]
         g["small"] = f["test/patterns"][:1, :40, :40]
     found = menndl("predict", "runs/ebsd-tiny", "stack.h5", "--output", "map.csv", "--no-progress", cwd=tmp_path)
-    assert found.returncode == 1 and "the network takes 60×60 patterns" in found.stderr
+    assert found.returncode == 1 and "the network takes 60×60" in found.stderr
     lines = (tmp_path / "map.csv").read_text().splitlines()
     assert len(lines) == 11 and "euler_phi1_deg" in lines[0] and "confidence" in lines[0]
 

@@ -27,6 +27,7 @@ from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
+from menndl_py.images import single_channel
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.physics.ebsd_dictionary import Dictionary
 from menndl_py.physics.orientation import THRESHOLDS, disorientation_degrees, disorientation_loss
@@ -229,18 +230,7 @@ class EbsdTask(Task):
         """A background-corrected pattern of the training detector's size, standardised (see `CORRECTED`):
         `menndl predict` cannot subtract a static background it does not have, so raw patterns must be corrected
         first (kikuchipy); standardising again leaves a corrected pattern as it was."""
-        if image.ndim == 3 and image.shape[0] == 1:
-            image = image[0]
-        if image.dtype.kind not in "uif":
-            raise SkipImage(f"wrong dtype {image.dtype}; expected numbers")
-        if image.ndim != 2:
-            raise SkipImage(f"shape {image.shape}; expected a 2-D pattern or a stack of them (N, height, width)")
-        if image.shape != self.settings.shape:
-            raise SkipImage(f"a {image.shape[0]}×{image.shape[1]} pattern; the network takes "
-                            f"{self.settings.pattern_height}×{self.settings.pattern_width} patterns (its detector)")
-        pattern = image.astype(np.float64)
-        if not np.isfinite(pattern).all():
-            raise SkipImage("contains NaN or infinite values")
+        pattern = single_channel(image, shape=self.settings.shape).astype(np.float64)  # the network's detector
         if pattern.std() == 0:
             raise SkipImage("a blank pattern (every pixel the same)")
         return ((pattern - pattern.mean()) / pattern.std())[None].astype(np.float32)

@@ -29,7 +29,8 @@ from menndl_py.config import setting
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
-from menndl_py.tasks.base import SkipImage, error_sums
+from menndl_py.images import single_channel
+from menndl_py.tasks.base import error_sums
 from menndl_py.tasks.files import splits
 from menndl_py.tasks.files.base import FileTask
 from menndl_py.tasks.files.stacks import Stack, StandardisedInputs, read_array, standardise
@@ -251,19 +252,7 @@ class ImagesTask(FileTask):
                 "output": {"values": values}}
 
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
-        dims, shape = self.stack.dims, self.stack.shape
-        if image.ndim == dims + 1 and image.shape[0] == 1:
-            image = image[0]
-        if image.dtype.kind not in "buif":
-            raise SkipImage(f"wrong dtype {image.dtype}; expected numbers")
-        if image.ndim != dims:
-            raise SkipImage(f"shape {image.shape}; expected a {dims}-D single-channel "
-                            f"{'image' if dims == 2 else 'volume'}")
-        if image.shape != shape:
-            raise SkipImage(f"shape {image.shape}; the network takes {'×'.join(map(str, shape))}")
-        if not np.isfinite(image).all():
-            raise SkipImage("contains NaN or infinite values")
-        return image[None].astype(np.float32)
+        return single_channel(image, self.stack.dims, self.stack.shape)[None].astype(np.float32)
 
     def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
         if not self.classify:

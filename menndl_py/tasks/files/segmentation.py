@@ -30,8 +30,8 @@ from menndl_py.config import setting
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.conv import ENCODER_DECODER_GENES, ENCODER_DECODER_TRAINING, EncoderDecoder
+from menndl_py.images import single_channel
 from menndl_py.physics.stem_analysis import iou_scores, pixel_iou_counts
-from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.files import splits
 from menndl_py.tasks.files.base import FileTask
 from menndl_py.tasks.files.images import RAW_PIXELS
@@ -275,15 +275,7 @@ class SegmentationTask(FileTask):
 
     # -- batch inference -----------------------------------------------------------------------------
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
-        if image.ndim == 3 and image.shape[0] == 1:
-            image = image[0]
-        if image.dtype.kind not in "buif":
-            raise SkipImage(f"wrong dtype {image.dtype}; expected numbers")
-        if image.ndim != 2:
-            raise SkipImage(f"shape {image.shape}; expected a 2-D single-channel image")
-        if not np.isfinite(image).all():
-            raise SkipImage("contains NaN or infinite values")
-        return image[None].astype(np.float32)
+        return single_channel(image)[None].astype(np.float32)
 
     def pad_for(self, genome: Genome, x: torch.Tensor) -> torch.Tensor:
         """Padded (edge values) to multiples of PAD, as the images were in training."""
