@@ -246,14 +246,18 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
         test = score_on_test(task, run.best, space_of(cfg, task), cfg.training.eval_batch_size, say,
                              cfg.training.precision)
         summary.update(best_id=master.best[1], best_val=master.best[0], best_test=test)
-        say(f"best of {n} evaluations: id {master.best[1]}, {read_record(run.best)['params']:,} parameters")
+        record = read_record(run.best)
+        extra = {m: record[f"m:{m}"] for m in task.result_metrics if isinstance(record.get(f"m:{m}"), float)}
+        say(f"best of {n} evaluations: id {master.best[1]}, {record['params']:,} parameters")
         say(f"  architecture: {describe(read_genome(run.best).to_json())}")
         say(f"  validation {task.metric} {master.best[0]:.4f} {task.unit}, "
             f"test {task.metric} {test[task.metric]:.4f} {task.unit}")
+        if extra:  # the task's own checks of every trained network (EBSD: its experimental patterns)
+            say("  " + ", ".join(f"{m} {v:.4f}" for m, v in extra.items()))
         baselines = run.read_baselines()
         if baselines:
             rows = {f"menndl_py search (best of {n})":
-                    {f"val_{task.metric}": master.best[0], f"test_{task.metric}": test[task.metric],
+                    {f"val_{task.metric}": master.best[0], f"test_{task.metric}": test[task.metric], **extra,
                      "budget": f"{master.elapsed:.0f} s of search, {master.n_groups} groups"}, **baselines}
             print(format_baselines(rows, task.metric, task.unit), flush=True)
     else:
