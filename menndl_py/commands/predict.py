@@ -135,7 +135,7 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
     if task.predicts != "maps":
         raise UserError(f"task {task.name}: 'menndl predict' does not run its networks (use 'menndl export')")
     batch_size = batch_size or 8
-    items = list(enumerate(list_items(inputs, dataset)))
+    items = list(enumerate(list_items(inputs, dataset, dims=task.image_dims)))
     if not items:
         raise UserError("INPUT: no images given")
     out, refusal = None, None

@@ -133,8 +133,7 @@ def predict_rows(share, task, genome, model, device, inputs: list[str], output: 
         chunks = (_table_rows(task, model, device, frame, rows, inputs[0])
                   for rows in _batches(mine, batch_size or TABLE_BATCH))
     else:
-        dims = len(task.space().input_shape) - 1  # a 3-D task reads a 3-D array as one volume
-        items = list(enumerate(list_items(inputs, dataset, dims=dims)))
+        items = list(enumerate(list_items(inputs, dataset, dims=task.image_dims)))
         if not items:
             raise UserError("INPUT: no images given")
         n, unit, reader = len(items), "image", Reader()

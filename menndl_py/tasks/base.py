@@ -135,6 +135,12 @@ class Task(ABC):
         raise UserError(f"task {self.name}: 'menndl predict' gives no prediction columns")
 
 
+    @property
+    def image_dims(self) -> int:
+        """2 when `menndl predict` reads images, 3 when volumes (a 3-D array is then one input, not a stack).
+        Default: from the space's input shape (channels first)."""
+        return len(self.space().input_shape) - 1
+
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
         """One raw image as a network input (channels first, 2-D or 3-D: "images" and "maps" tasks), or SkipImage
         with the reason."""

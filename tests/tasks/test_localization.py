@@ -69,6 +69,41 @@ def test_predicted_fields_are_the_network_on_each_voxels_window_image(made):
     np.testing.assert_allclose(fields[1].ravel(), each[:, 0], rtol=1e-4, atol=1e-5)
 
 
+def test_menndl_predict_writes_each_volumes_field(made, tmp_path):
+    """`menndl predict` on a stack of volumes: one ε11 field per volume, the network's (`predict_fields`); a
+    volume of another size is skipped with its reason."""
+    import json
+    import subprocess
+
+    from menndl_py import config
+
+    volumes = data.read(made.data_path, "test", ("volumes",))["volumes"]
+    cfg = config.from_dict({"run": {"name": "r", "directory": str(tmp_path / "runs")},
+                            "task": {"name": "localization", "data_dir": str(made.data_dir), "options": TINY}})
+    (cfg.run_dir / "best").mkdir(parents=True)
+    config.save(cfg, cfg.run_dir / "config.yaml")
+    space, rng = made.space(), random.Random(1)
+    while True:
+        genome = space.sample(rng)
+        try:
+            model = space.build(genome).eval()
+            break
+        except CandidateRefused:
+            continue
+    (cfg.run_dir / "best" / "genome.json").write_text(json.dumps(genome.to_json()))
+    torch.save(model.state_dict(), cfg.run_dir / "best" / "model.pt")
+    (cfg.run_dir / "best" / "result.json").write_text(json.dumps({"id": 0, "m:val_mase": 10.0}))
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["volumes"], f["small"] = volumes, volumes[:1, :9, :9, :9]
+    done = subprocess.run([MENNDL, "predict", "runs/r", "v.h5", "--output", "fields.h5", "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "the network takes volumes of 11×11×11 voxels" in done.stderr, done.stderr
+    with h5py.File(tmp_path / "fields.h5", "r") as f:
+        fields = np.stack([f["maps"][key][()] for key in sorted(f["maps"])])
+        assert len(f["skipped"]) == 1
+    np.testing.assert_allclose(fields, made.predict_fields(model, volumes), rtol=1e-4, atol=1e-5)
+
+
 def test_mase_is_the_mean_absolute_strain_error_over_the_applied_strain_in_percent(made):
     true = np.array([[1.0, 2.0, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]]).reshape(2, 1, 2, 2)
     predicted = true + np.array([[0.1, -0.2, 0.0, 0.1], [0.0, 0.0, 0.0, 0.4]]).reshape(2, 1, 2, 2)

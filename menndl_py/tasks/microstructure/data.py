@@ -28,7 +28,7 @@ from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
 from menndl_py.physics import elasticity
 from menndl_py.physics.microstructure import sample_family
-from menndl_py.tasks.base import SPLITS, Task
+from menndl_py.tasks.base import SPLITS, SkipImage, Task
 from menndl_py.tasks.making import temp_path
 
 CHUNK = 4
@@ -268,6 +268,15 @@ class MicrostructureTask(Task):
 
     parallel_data = True
     fields: bool = False  # whether the data set keeps the strain fields
+
+    def prepare_image(self, image: np.ndarray, genome) -> np.ndarray:
+        """A volume (n, n, n) of phases 0 and 1 as the network's input (1, n, n, n) (`menndl predict`)."""
+        shape = (self.options.size,) * 3
+        if image.shape != shape:
+            raise SkipImage(f"shape {image.shape}; the network takes volumes of {'×'.join(map(str, shape))} voxels")
+        if image.dtype.kind not in "buif" or not np.isin(image, (0, 1)).all():
+            raise SkipImage("voxels must be phases 0 and 1")
+        return as_input(image[None])
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)

@@ -19,7 +19,6 @@ from menndl_py.config import setting
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
 from menndl_py.physics.mks import StatsRegression, check_volumes, rule_of_mixtures
-from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.microstructure import data
 from menndl_py.tasks.microstructure.data import as_input
 
@@ -84,15 +83,6 @@ class HomogenizationTask(data.MicrostructureTask):
         model.eval()
         with torch.no_grad():
             return self._c11(model(x)).cpu().numpy()
-
-    def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
-        """A volume (n, n, n) of phases 0 and 1 as the network's input."""
-        shape = (self.options.size,) * 3
-        if image.shape != shape:
-            raise SkipImage(f"shape {image.shape}; the network takes volumes of {'×'.join(map(str, shape))} voxels")
-        if image.dtype.kind not in "buif" or not np.isin(image, (0, 1)).all():
-            raise SkipImage("voxels must be phases 0 and 1")
-        return as_input(image[None])
 
     def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
         return {"predicted_c11_GPa": self._c11(output).cpu().numpy()}

@@ -83,6 +83,20 @@ class LocalizationTask(data.MicrostructureTask):
                 model(slabs(torch.as_tensor(as_input(volumes[i:i + batch])).to(device), self.options.window)).cpu()
                 .numpy() for i in range(0, len(volumes), batch)]).reshape(volumes.shape)
 
+    # -- batch inference (`menndl predict`): a volume in, its ε11 field out ----------------------------
+    predicts = "maps"
+    image_dims = 3
+
+    def pad_for(self, genome: Genome, x: torch.Tensor) -> torch.Tensor:
+        """Volumes (B, 1, n, n, n) as the network's slabs (B·n, window, n, n)."""
+        return slabs(x[:, 0], self.options.window)
+
+    def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per volume: its field of ε11 / applied ε11 (n, n, n) float32, and no objects."""
+        n = self.options.size
+        fields = output.detach().float().cpu().numpy().reshape(-1, n, n, n)
+        return [(field, np.zeros((0, 4), np.float32)) for field in fields]
+
     def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
         """Slabs and their planes' fields under the same random symmetries (see `symmetric_images`)."""
         return data.symmetric_images((x, y), generator, roll_x1=False) if self.options.augment else (x, y)
