@@ -9,8 +9,9 @@ file name without its suffix. Classes: `classes`, or the largest value of the tr
 The network standardises each image itself (a parameter-free first stage), so exported networks take raw images:
 a plain module from (N, 1, H, W) to (N, classes, H, W) logits, H and W multiples of 2**(levels - 1) (AtomAI's
 custom-model shape). Images are padded (edge values) to multiples of PAD, the masks with IGNORE, which neither the
-loss nor the metrics count. Training takes random `tile` × `tile` crops of images larger than that; validation and
-test take whole images. Loss: cross-entropy with class weights (1 / the class's pixel frequency in the training
+loss nor the metrics count; nor do they count the pixels whose mask value is `ignore_value` (unlabelled, e.g.
+255). Training takes random `tile` × `tile` crops of images larger than that; validation and test take whole
+images. Loss: cross-entropy with class weights (1 / the class's pixel frequency in the training
 masks) ** `class_weight_power`. Fitness: the mean over all classes, background included, of the pixel IoU over the
 split (intersection and union summed over its images; a class absent from both truth and prediction is left out).
 """
@@ -52,6 +53,7 @@ class SegmentationOptions(splits.FileOptions):
     class_names: list = setting(factory=list)  # default "0".."k-1"
     tile: int = setting(64, min=PAD, max=4096)  # training crops of tile × tile pixels (a multiple of PAD)
     class_weight_power: float = setting(0.5, min=0.0, max=1.0)
+    ignore_value: Optional[int] = setting(None, min=0, max=2**31)  # mask value of unlabelled pixels (e.g. 255)
 
 
 class SegmentationTask(FileTask):
@@ -141,6 +143,10 @@ class SegmentationTask(FileTask):
             if masks.dtype.kind not in "buif":
                 raise UserError(f"{self._mask_name(start)}: masks of dtype {masks.dtype}; expected integer classes")
             for row, mask in zip(rows, masks):
+                if self.options.ignore_value is not None:
+                    mask = mask[mask != self.options.ignore_value]  # unlabelled: neither checked nor counted
+                    if not mask.size:
+                        continue
                 if mask.dtype.kind == "f" and not (np.isfinite(mask).all() and (mask == np.round(mask)).all()):
                     odd = mask[~np.isfinite(mask) | (mask != np.round(mask))][0]
                     raise UserError(f"{self._mask_name(row)}: mask value {odd} is not a whole number (a class index)")
@@ -185,7 +191,9 @@ class SegmentationTask(FileTask):
     def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
         """Whole images (N, 1, H, W) as float32 and masks (N, H, W) as int64, padded to multiples of PAD."""
         rows = splits.shard(self.splits[split], shard)
-        images, masks = self._stacks[0].read(rows).astype(np.float32), self._read_masks(rows).astype(np.int64)
+        images, masks = self._stacks[0].read(rows).astype(np.float32), self._read_masks(rows)
+        unlabelled = masks == self.options.ignore_value if self.options.ignore_value is not None else False
+        masks = np.where(unlabelled, IGNORE, masks.astype(np.int64))
         h, w = images.shape[-2:]
         pad = ((0, 0), (0, -h % PAD), (0, -w % PAD))
         return np.pad(images, pad, mode="edge")[:, None], np.pad(masks, pad, constant_values=IGNORE)

@@ -63,6 +63,19 @@ def test_loads_are_padded_shards_of_the_splits(npz):
     assert task._weights[1] > task._weights[0]  # the rarer class weighs more
 
 
+def test_unlabelled_pixels_neither_count_as_a_class_nor_train_nor_score(tmp_path):
+    images, masks = disks()
+    masks[:, :3] = 255  # the first rows unlabelled
+    np.savez(tmp_path / "d.npz", images=images, masks=masks)
+    with pytest.raises(UserError, match="mask value 255 is outside the classes 0 to 1"):
+        make_task("segmentation", {"path": str(tmp_path / "d.npz"), "classes": 2}).check_data()
+    task = make_task("segmentation", {"path": str(tmp_path / "d.npz"), "ignore_value": 255})
+    task.check_data()
+    assert task.classes == 2
+    _, y = task.load("train")
+    assert (y[:, :3, :40] == IGNORE).all() and set(np.unique(y[:, 3:40, :40])) == {0, 1}
+
+
 def test_the_module_is_atomai_shaped_and_standardises_raw_images(npz):
     task = make_task("segmentation", {"path": str(npz)})
     model = task.space().build(GENOME).eval()
