@@ -42,6 +42,20 @@ def results_of(out: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line[len("RESULT "):]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
 
 
+def make_data_on_two_ranks(data_module: str, settings, path: Path, counts: dict, seed: int, timeout: float) -> list:
+    """Every rank's return of `data_module`'s make_dataset(path, settings, counts, seed) on 2 MPI ranks."""
+    script = (f"import dataclasses, json, sys\nfrom mpi4py import MPI\nfrom menndl_py.engine.transport import mpi\n"
+              f"from {type(settings).__module__} import {type(settings).__name__} as Settings\n"
+              f"from {data_module} import make_dataset\n"
+              f"result = make_dataset(sys.argv[1], Settings(**json.loads(sys.argv[2])), json.loads(sys.argv[3]), "
+              f"{seed}, share=mpi.share())\n"
+              f"everyone = MPI.COMM_WORLD.gather(result, root=0)\n"
+              f"if MPI.COMM_WORLD.rank == 0:\n    print('RESULT ' + json.dumps(everyone))\n")
+    out = mpirun(2, PYTHON, "-c", script, str(path), json.dumps(settings.__dict__), json.dumps(counts),
+                 timeout=timeout, cwd=path.parent)
+    return results_of(out)
+
+
 VENV_BIN = str(Path(sys.executable).parent)
 
 

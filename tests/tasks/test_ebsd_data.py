@@ -5,7 +5,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from launchers import PYTHON, mpirun
+from launchers import make_data_on_two_ranks
 
 from menndl_py.errors import UserError
 from menndl_py.physics import ebsd
@@ -17,20 +17,6 @@ from menndl_py.tasks.making import item_rng
 
 SMALL = EbsdSettings(pattern_height=24, pattern_width=32)
 COUNTS = {"train": BLOCK + 5, "val": 3, "test": 0}
-MPI_SCRIPT = """
-import json, sys
-from mpi4py import MPI
-from menndl_py.engine.transport import mpi
-from menndl_py.physics.ebsd import EbsdSettings
-from menndl_py.tasks.ebsd.data import make_dataset
-settings = EbsdSettings(**json.loads(sys.argv[2]))
-result = make_dataset(sys.argv[1], settings, json.loads(sys.argv[3]), 7, share=mpi.share())
-everyone = MPI.COMM_WORLD.gather(result, root=0)
-if MPI.COMM_WORLD.rank == 0:
-    print("RESULT " + json.dumps(everyone))
-"""
-
-
 def contents(path):
     out = {}
     with h5py.File(path, "r") as f:
@@ -61,10 +47,7 @@ def test_make_dataset_writes_the_splits_and_the_same_file_under_mpi(tmp_path):
 
     two = tmp_path / "two" / "ebsd.h5"
     two.parent.mkdir()
-    out = mpirun(2, PYTHON, "-c", MPI_SCRIPT, str(two), json.dumps(SMALL.__dict__), json.dumps(COUNTS),
-                 timeout=180, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = [json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    results = make_data_on_two_ranks("menndl_py.tasks.ebsd.data", SMALL, two, COUNTS, 7, timeout=180)
     assert results == [[result, result]]
     other = contents(two)
     assert other.keys() == data.keys() and other.pop("attrs") == data.pop("attrs")
