@@ -1,5 +1,7 @@
 """Reading images for batch inference: HDF5 datasets, TIFF files and stacks, grayscale PNG files, NumPy `.npy`
-arrays and `.npz` archives, or folders of them, listed in a fixed order, read one by one; an image that cannot be
+arrays and `.npz` archives, the EBSD pattern files of microscope vendors that kikuchipy reads (NORDIF `.dat` with its
+`Setting.txt`, EDAX `.up1`/`.up2`, Oxford `.ebsp` and `.h5oina`: every pattern of the scan, row by row), or folders of
+them, listed in a fixed order, read one by one; an image that cannot be
 used raises SkipImage with the reason.
 
 For 2-D tasks (`dims=2`) an array of 2 axes is one image and one of 3 a stack of them; for 3-D tasks (`dims=3`) an
@@ -15,8 +17,10 @@ import numpy as np
 
 from menndl_py.tasks.base import SkipImage
 
-SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy",
-            ".npz": "npz"}
+SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".h5ebsd": "hdf5", ".tif": "tiff", ".tiff": "tiff", ".png": "png",
+            ".npy": "npy", ".npz": "npz", ".dat": "ebsd", ".up1": "ebsd", ".up2": "ebsd", ".ebsp": "ebsd",
+            ".h5oina": "ebsd"}
+EBSD_BLOCK = 1024  # patterns of a vendor's EBSD file read at a time
 NPZ_ARRAY = "images"  # the array of an .npz archive read when no other is named (AtomAI's convention)
 
 
@@ -74,6 +78,9 @@ def _list_file(path: Path, dataset: Optional[str], dims: int) -> list[Item]:
             return [Item(str(path), path)]
         if kind == "png":
             return [Item(str(path), path)]
+        if kind == "ebsd":
+            count = int(np.prod(_ebsd_patterns(path).shape[:-2]))
+            return [Item(f"{path}[{i}]", path, index=i) for i in range(count)]
         return [Item(str(path), path, error=f"unknown image format {path.suffix!r} (expected "
                                               f"{', '.join(sorted(SUFFIXES))})")]
     except Exception as exc:  # noqa: BLE001 - a file that cannot be opened is skipped, not fatal
@@ -115,6 +122,7 @@ class Reader:
 
     def __init__(self):
         self._path, self._handle, self._stacks = None, None, {}
+        self._ebsd_block = (None, None, None)  # (path, first index, patterns) of the block read last
 
     def read(self, item: Item) -> np.ndarray:
         if item.error:
@@ -123,6 +131,8 @@ class Reader:
             kind = SUFFIXES[item.path.suffix.lower()]
             if kind == "png":
                 return _read_png(item.path)
+            if kind == "ebsd":
+                return self._ebsd_pattern(item)
             handle = self._open(item.path, kind)
             if kind in ("hdf5", "npy"):
                 data = handle[item.dataset] if kind == "hdf5" else handle
@@ -140,6 +150,13 @@ class Reader:
             raise
         except Exception as exc:  # noqa: BLE001 - unreadable or corrupt data: skip this image, keep going
             raise SkipImage(f"cannot read: {_one_line(exc)}") from None
+
+    def _ebsd_pattern(self, item: Item) -> np.ndarray:
+        """One pattern of a vendor's EBSD file, read EBSD_BLOCK patterns at a time."""
+        start = item.index - item.index % EBSD_BLOCK
+        if self._ebsd_block[:2] != (item.path, start):
+            self._ebsd_block = (item.path, start, np.asarray(_ebsd_patterns(item.path)[start:start + EBSD_BLOCK]))
+        return self._ebsd_block[2][item.index - start]
 
     def _stack(self, name: Optional[str], read) -> np.ndarray:
         """The array `name` of the open file, read by `read` the first time it is asked for."""
@@ -167,6 +184,20 @@ class Reader:
         if hasattr(self._handle, "close"):  # a memory-mapped .npy array is closed by dropping it
             self._handle.close()
         self._path, self._handle, self._stacks = None, None, {}
+
+
+def _ebsd_patterns(path: Path):
+    """The patterns of a vendor's EBSD file as a lazy (dask) array of N × H × W, read by kikuchipy."""
+    import contextlib
+    import io
+    import warnings
+
+    import kikuchipy
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. that a NORDIF scan has no static background beside it
+        data = kikuchipy.load(path, lazy=True).data
+    return data.reshape(-1, *data.shape[-2:])
 
 
 def _read_png(path: Path) -> np.ndarray:

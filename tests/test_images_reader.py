@@ -60,3 +60,27 @@ def test_3d_tasks_read_a_3d_array_as_one_volume_and_a_4d_array_as_a_stack(tmp_pa
     for (_, array), expected in zip(got, [volume, volume, volume + 1]):
         np.testing.assert_array_equal(array, expected)
     assert len(read_all([tmp_path / f"one{suffix}"])) == 4  # 2-D reading: a stack of 4 images, as before
+
+
+@pytest.mark.parametrize("name", ["nordif/Pattern.dat", "edax_binary/edax_binary.up1", "oxford_binary/patterns.ebsp"])
+def test_vendor_ebsd_files_are_read_pattern_by_pattern_as_kikuchipy_reads_them(tmp_path, name):
+    import shutil
+    from pathlib import Path
+
+    import kikuchipy
+
+    shipped = Path(kikuchipy.__file__).parent / "data" / name  # kikuchipy's own small test scans
+    for f in shipped.parent.glob("*"):  # with a NORDIF scan's Setting.txt beside it
+        shutil.copy(f, tmp_path) if f.is_file() else None
+    expected = kikuchipy.load(shipped).data
+    expected = expected.reshape(-1, *expected.shape[-2:])
+    got = read_all([tmp_path / shipped.name])
+    assert [source for source, _ in got] == [f"{tmp_path / shipped.name}[{i}]" for i in range(len(expected))]
+    for (_, pattern), want in zip(got, expected):
+        np.testing.assert_array_equal(pattern, want)
+
+
+def test_a_nordif_scan_without_its_settings_is_skipped_with_kikuchipys_reason(tmp_path):
+    (tmp_path / "Pattern.dat").write_bytes(bytes(60 * 60 * 4))
+    (item,) = list_items([str(tmp_path / "Pattern.dat")])
+    assert item.error.startswith("cannot read: No setting file found")

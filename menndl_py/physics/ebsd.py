@@ -186,17 +186,18 @@ def background(settings: EbsdSettings, shifts=None) -> np.ndarray:
     return gauss / nominal.mean()
 
 
-def correct_background(patterns: np.ndarray, static: np.ndarray) -> np.ndarray:
-    """Patterns (float32, N × H × W) as users correct them with kikuchipy: the static background subtracted, the
-    dynamic background removed (a Gaussian of std width / 8, in the frequency domain), then zero mean and unit
-    standard deviation."""
+def correct_background(patterns: np.ndarray, static: np.ndarray | None) -> np.ndarray:
+    """Patterns (float32, N × H × W) as users correct them with kikuchipy: the static background subtracted (when
+    there is one), the dynamic background removed (a Gaussian of std width / 8, in the frequency domain), then zero
+    mean and unit standard deviation."""
     import dask
     from kikuchipy.signals import EBSD
 
     signal = EBSD(np.asarray(patterns, dtype=np.float32))
     with dask.config.set(scheduler="synchronous"):
-        signal.remove_static_background("subtract", static_bg=np.asarray(static, np.float32),
-                                        show_progressbar=False)
+        if static is not None:
+            signal.remove_static_background("subtract", static_bg=np.asarray(static, np.float32),
+                                            show_progressbar=False)
         signal.remove_dynamic_background(show_progressbar=False)
         signal.normalize_intensity(num_std=1, show_progressbar=False)
     return signal.data

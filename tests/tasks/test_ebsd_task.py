@@ -172,6 +172,19 @@ def test_predict_standardises_a_corrected_pattern_and_refuses_bad_ones(task):
         assert str(skipped.value).startswith(words)
 
 
+def test_predict_removes_the_dynamic_background_of_raw_integer_patterns(task):
+    """A vendor's file holds raw counts: integer patterns get the dynamic background removed (no static one is
+    known), as `correct_background` without a static background does; a slope of background is gone."""
+    genome = next(iter(task.baseline_genomes().values()))
+    with h5py.File(task.data_path) as f:
+        raw = f["experimental/raw"][0]
+    prepared = task.prepare_image(raw, genome)
+    np.testing.assert_allclose(prepared, ebsd.correct_background(raw[None].astype(np.float32), None), atol=1e-5)
+    ramp = (raw.astype(np.float64) * 0.5 + np.linspace(0, 120, 60)[None, :]).astype(np.uint8)
+    columns = task.prepare_image(ramp, genome)[0].mean(axis=0)
+    assert abs(np.corrcoef(columns, np.arange(60))[0, 1]) < 0.5 < np.corrcoef(ramp.mean(axis=0), np.arange(60))[0, 1]
+
+
 def test_output_columns_give_the_orientation_in_the_fundamental_zone_and_the_output_length(task):
     from orix.quaternion import Orientation, symmetry
 

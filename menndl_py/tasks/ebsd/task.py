@@ -28,7 +28,7 @@ from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
 from menndl_py.images import single_channel
-from menndl_py.physics.ebsd import EbsdSettings
+from menndl_py.physics.ebsd import EbsdSettings, correct_background
 from menndl_py.physics.ebsd_dictionary import Dictionary
 from menndl_py.physics.orientation import THRESHOLDS, disorientation_degrees, disorientation_loss
 from menndl_py.records import Outcome, Status
@@ -227,12 +227,16 @@ class EbsdTask(Task):
 
     # -- batch inference -----------------------------------------------------------------------------
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
-        """A background-corrected pattern of the training detector's size, standardised (see `CORRECTED`):
-        `menndl predict` cannot subtract a static background it does not have, so raw patterns must be corrected
-        first (kikuchipy); standardising again leaves a corrected pattern as it was."""
-        pattern = single_channel(image, shape=self.settings.shape).astype(np.float64)  # the network's detector
+        """A pattern of the training detector's size, background-corrected and standardised (see `CORRECTED`).
+        Integer patterns are taken as raw detector counts (as vendors' files hold them) and have their dynamic
+        background removed here (`predict` has no static background: subtract it first with kikuchipy where one
+        was recorded); others are taken as corrected, and standardising again leaves them as they were."""
+        pattern = single_channel(image, shape=self.settings.shape)  # the network's detector
         if pattern.std() == 0:
             raise SkipImage("a blank pattern (every pixel the same)")
+        if np.issubdtype(pattern.dtype, np.integer):
+            return correct_background(pattern[None].astype(np.float32), None)
+        pattern = pattern.astype(np.float64)
         return ((pattern - pattern.mean()) / pattern.std())[None].astype(np.float32)
 
     def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:

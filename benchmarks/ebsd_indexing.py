@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""A searched EBSD network against dictionary indexing on the same patterns, in one process on one thread: the mean
+disorientation of each on the run's test patterns and on kikuchipy's experimental patterns, and the time each takes
+per pattern (the network in batches of 256; the dictionary without the time to make it, which is printed apart).
+
+Both are timed in this process, one after the other, in CPU seconds of the process (on one thread these are the
+seconds of computing, whether or not others share the machine: waiting for a core is not counted), after the network
+has run once. Threads are limited to one (numpy, numba, torch, dask's synchronous scheduler).
+
+    python benchmarks/ebsd_indexing.py runs/ebsd                   # final/ (after retrain) or best/, 1,000 patterns
+    python benchmarks/ebsd_indexing.py runs/ebsd --patterns 200 --resolution 4
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_name] = "1"
+
+from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
+
+BATCH = 256
+
+
+def network_orientations(model, patterns) -> tuple:
+    """(network outputs (N × 4), CPU seconds) of patterns (N × 1 × H × W), in batches of BATCH."""
+    import torch
+
+    started = time.process_time()
+    with torch.no_grad():
+        out = torch.cat([model(torch.as_tensor(patterns[i:i + BATCH])) for i in range(0, len(patterns), BATCH)])
+    return out.numpy(), time.process_time() - started
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="a run directory of the ebsd task")
+    parser.add_argument("--network", default=None, help="final, best or a Pareto member's id (default: final if "
+                                                        "retrained, else best)")
+    parser.add_argument("--patterns", type=int, default=1000, help="test patterns to index (default 1,000)")
+    parser.add_argument("--resolution", type=float, default=None,
+                        help="dictionary resolution in degrees (default: the run's dictionary_resolution)")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from menndl_py.cli import config_of_run
+    from menndl_py.commands.common import task_of
+    from menndl_py.physics.ebsd_dictionary import Dictionary
+    from menndl_py.physics.orientation import disorientation_degrees
+    from menndl_py.rundir import RunDir
+    from menndl_py.rundir.networks import load_network
+
+    torch.set_num_threads(1)
+    print(code_version())
+    cfg = config_of_run(args.run_dir)
+    task = task_of(cfg)
+    run = RunDir(cfg.run_dir)
+    where = run.network_named(args.network) if args.network else run.network_to_use()
+    genome, model, _ = load_network(where, task.space())
+    x, y = task.load("test")
+    x, y = x[:args.patterns], y[:args.patterns]
+    sets = {"test (simulated)": (x, y), "experimental": task.load("experimental")}
+    resolution = args.resolution or task.options.dictionary_resolution
+    dictionary = Dictionary(task.settings, resolution)
+    print(f"network: {where} ({sum(p.numel() for p in model.parameters()):,} parameters); dictionary: "
+          f"{resolution:g}°, {len(dictionary):,} patterns, made in {dictionary.seconds:.1f} s")
+
+    network_orientations(model, x[:BATCH])  # once before timing
+    rows, seconds = [], {"network": 0.0, "dictionary": 0.0}
+    for name, (patterns, truth) in sets.items():
+        found, t = network_orientations(model, patterns)
+        seconds["network"] += t * (name != "experimental")
+        net = disorientation_degrees(found.astype(np.float64), truth)
+        started = time.process_time()
+        indexed, _ = dictionary.index(patterns[:, 0])
+        seconds["dictionary"] += (time.process_time() - started) * (name != "experimental")
+        dic = disorientation_degrees(indexed, truth)
+        rows.append([f"{name}, {len(truth):,} patterns", f"{net.mean():.2f}", f"{np.median(net):.2f}",
+                     f"{dic.mean():.2f}", f"{np.median(dic):.2f}"])
+    print(table(["patterns", "network mean °", "median °", "dictionary mean °", "median °"], rows,
+                "disorientation from the true orientation"))
+    per = {k: v / len(x) * 1e3 for k, v in seconds.items()}
+    print(f"CPU ms per test pattern, one thread: network {per['network']:.4f}, dictionary {per['dictionary']:.3f}: "
+          f"the network is {per['dictionary'] / per['network']:.0f}x faster")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
