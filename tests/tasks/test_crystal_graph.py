@@ -4,10 +4,14 @@ a short search in one process."""
 import shutil
 from pathlib import Path
 
+import ase.io
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from ase import Atoms
+from ase.build import bulk
 from launchers import make_data_on_two_ranks, menndl
 
 from menndl_py.errors import UserError
@@ -133,10 +137,37 @@ def test_bad_options_are_one_line_errors(tmp_path):
         broken.check_data()
 
 
-def test_a_short_search_in_one_process(tmp_path):
+def test_a_short_search_in_one_process_then_predict_on_structure_files(tmp_path):
     shutil.copy(TINY_CONFIG, tmp_path / "c.yaml")
     done = menndl("run", "c.yaml", "--no-progress", cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = (tmp_path / "runs" / "crystal_graph-tiny" / "results.csv").read_text().splitlines()
     assert len(lines) == 4 and "m:val_mae" in lines[0]
     assert sum(",ok," in line for line in lines[1:]) >= 2
+
+    folder = tmp_path / "structures"
+    folder.mkdir()
+    ordered = bulk("Cu", "fcc", a=3.75, cubic=True)
+    ordered.symbols[0] = "Au"
+    ase.io.write(folder / "Cu3Au.cif", ordered)
+    ase.io.write(folder / "POSCAR", bulk("Ni", "fcc", a=3.52, cubic=True), format="vasp")
+    ase.io.write(folder / "frames.extxyz", [ordered.repeat((2, 1, 1)), bulk("Fe", "bcc", a=2.87, cubic=True)])
+    (folder / "broken.cif").write_text("data_x\n_cell_length_a nonsense\n")
+    isolated = Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]], cell=[20, 20, 20], pbc=True)
+    ase.io.write(tmp_path / "isolated.extxyz", isolated)
+    found = menndl("predict", "runs/crystal_graph-tiny", "structures", "isolated.extxyz", "--output", "e.csv",
+                   "--no-progress", cwd=tmp_path)
+    assert found.returncode == 1, found.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "e.csv", keep_default_na=False)
+    by_source = {Path(s).name: row for s, row in zip(table["source"], table.to_dict("records"))}
+    assert len(table) == 6
+    for name in ("Cu3Au.cif", "POSCAR", "frames.extxyz@0"):
+        row = by_source[name]
+        assert row["menndl_skipped"] == "" and row["predicted_formation_energy_meV_per_atom"] != ""
+    assert "cannot read as a structure" in by_source["broken.cif"]["menndl_skipped"]
+    assert "Fe outside the trained set" in by_source["frames.extxyz@1"]["menndl_skipped"]
+    assert "isolated atom" in by_source["isolated.extxyz"]["menndl_skipped"]
+    assert found.stderr.count("menndl: skipped") == 3
+    # a supercell of a structure is the same structure
+    assert float(by_source["frames.extxyz@0"]["predicted_formation_energy_meV_per_atom"]) == pytest.approx(
+        float(by_source["Cu3Au.cif"]["predicted_formation_energy_meV_per_atom"]), abs=1e-3)

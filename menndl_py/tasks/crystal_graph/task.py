@@ -56,6 +56,7 @@ class CrystalGraphTask(Task):
     parallel_data = True
     Options = CrystalGraphOptions
     latency_per = (1.0, "structure")
+    predicts = "structures"
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
@@ -189,6 +190,36 @@ class CrystalGraphTask(Task):
             row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
         return row
 
+    # -- batch inference -----------------------------------------------------------------------------
+    def structures(self, inputs: list[str]) -> list[tuple[str, object]]:
+        return read_structures(inputs)
+
+    def structure_inputs(self, structures: list, genome: Genome) -> tuple[np.ndarray, list[str]]:
+        """Padded graphs (to the batch's most atoms) of structures made of the trained elements, every atom with a
+        neighbour within the network's shortest cutoff, none with more than MAX_NEIGHBOURS within MAX_CUTOFF."""
+        cutoff = min(layer["cutoff"] for layer in genome.layers)
+        graphs, reasons = [], []
+        for atoms in structures:
+            outside = sorted(set(atoms.get_chemical_symbols()) - set(ELEMENTS))
+            try:
+                if outside:
+                    raise ValueError(f"element(s) {', '.join(outside)} outside the trained set "
+                                     f"({', '.join(ELEMENTS)})")
+                graph = graph_data.graph_of(atoms)
+                near = np.bincount(graph[1][graph[3] <= cutoff], minlength=len(atoms))
+                if near.min() == 0:
+                    raise ValueError(f"atom {int(np.argmin(near))} has no neighbour within {cutoff:g} Å (the "
+                                     f"network's cutoff): an isolated atom")
+                graphs.append(graph)
+                reasons.append("")
+            except ValueError as exc:
+                graphs.append(EMPTY_GRAPH)
+                reasons.append(str(exc))
+        return graph_data.padded(graphs, max(len(g[0]) for g in graphs)), reasons
+
+    def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"predicted_formation_energy_meV_per_atom": 1000.0 * output.detach().double().squeeze(-1).numpy()}
+
     # -- use outside menndl_py -----------------------------------------------------------------------
     def network_io(self, genome: Genome) -> dict:
         k = graph_data.MAX_NEIGHBOURS
@@ -199,6 +230,38 @@ class CrystalGraphTask(Task):
                                            f"last), then their distances in Å (0 after the last), float32; elements "
                                            f"{', '.join(ELEMENTS)}"},
                 "output": {"values": "formation energy against the pure fcc elements, eV/atom"}}
+
+
+EMPTY_GRAPH = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+
+
+def read_structures(inputs: list[str]) -> list[tuple[str, object]]:
+    """(source, ase.Atoms) of every structure in `inputs` (files ASE reads: CIF, POSCAR, extxyz, ...; folders of
+    them, hidden files left out), in order; (source, reason) for a file that cannot be read. A file of several
+    structures gives one per frame, its source `file@frame`."""
+    import ase.io
+
+    found = []
+    for name in inputs:
+        path = Path(name)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) \
+            if path.is_dir() else [path]
+        if path.is_dir() and not files:
+            found.append((name, "no files in this folder"))
+        for file in files:
+            if not file.exists():
+                found.append((str(file), "no such file or folder"))
+                continue
+            try:
+                frames = ase.io.read(file, index=":")
+            except Exception as exc:  # noqa: BLE001 - any reader error is the file's fault: say it in one line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                found.append((str(file), f"cannot read as a structure ({first[:200]})"))
+                continue
+            if not frames:
+                found.append((str(file), "cannot read as a structure (none found in the file)"))
+            found += [(str(file) if len(frames) == 1 else f"{file}@{i}", atoms) for i, atoms in enumerate(frames)]
+    return found
 
 
 def element_fractions(x: np.ndarray) -> np.ndarray:
