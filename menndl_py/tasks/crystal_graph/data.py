@@ -1,6 +1,10 @@
 """The crystal-graph data set: random fcc alloys (`physics/alloys.py`) labelled by EMT, stored as ragged graphs, made
 over the ranks of a share; the file is named by its recipe.
 
+A structure's graph is that of the structure as drawn (ideal sites under its strain, before relaxation) and its
+label the formation energy after relaxation: from the initial structure to the relaxed energy, as when screening
+candidates whose relaxed positions are not known yet.
+
 Structure i of a split comes from its own generator (seed, split, i), so the file is the same for any number of
 ranks. Each split's group holds the graphs concatenated, with offsets: `numbers` (atoms), `centre`, `neighbour`
 (indices within the structure) and `distance` (Å; edges to MAX_CUTOFF, sorted by centre then distance),
