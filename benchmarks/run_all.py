@@ -42,6 +42,8 @@ BENCHMARKS = {
     "stem_simulator": ("STEM image simulator speed", False),
     "ebsd_simulator": ("EBSD pattern simulator speed at 60 and 128 px, and its noise and contrast against the "
                        "experimental nickel patterns", False),
+    "crystal_graph_data": ("crystal-graph data maker speed: EMT-labelled alloys per second per core, relaxed and "
+                           "unrelaxed", False),
     "stem_detection": ("a STEM network's defect F1, argmax against calibrated detection thresholds", False),
     "stem_ceiling": ("the defect F1 an ideal observer reaches on the STEM images against Fourier filtering's", False),
     "localization_ceiling": ("what the 11³ window leaves out on our MVEs: linear models and the hand-designed CNN on "

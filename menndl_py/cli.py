@@ -208,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
                              description="Table tasks (tabular, composition, elemnet) read one CSV or Parquet table "
                                          "and write it with prediction columns; image tasks read images and write "
                                          "one row per image (images, homogenization, ebsd) or maps (segmentation, "
-                                         "stem_defects, localization). Exit "
+                                         "stem_defects, localization); crystal_graph reads structure files "
+                                         "(CIF, POSCAR, extxyz) and writes one row per structure. Exit "
                                          "status: 0 when every row or image was used, 1 when some were skipped "
                                          "(each with its reason in the output), 2 on bad usage.")
     predict.add_argument("run_dir")

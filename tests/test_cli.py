@@ -79,8 +79,8 @@ def test_tasks_lists_the_tasks(tmp_path):
     out = menndl("tasks", cwd=tmp_path)
     assert out.returncode == 0
     assert [line.split()[0] for line in out.stdout.splitlines()] == [
-        "composition", "ebsd", "elemnet", "homogenization", "images", "localization", "segmentation", "stem_defects",
-        "synthetic", "tabular"]
+        "composition", "crystal_graph", "ebsd", "elemnet", "homogenization", "images", "localization", "segmentation",
+        "stem_defects", "synthetic", "tabular"]
 
 
 @pytest.mark.slow

@@ -128,7 +128,7 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
     task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
     device = pick_device(share.local_rank)
     model.to(device)
-    if task.predicts in ("table", "images"):
+    if task.predicts in ("table", "images", "structures"):
         skipped = predict_rows(share, task, genome, model, device, inputs, output, run_dir=run_dir,
                                batch_size=batch_size, dataset=dataset, overwrite=overwrite, progress=progress)
         return EXIT_SKIPPED if skipped else 0

@@ -1,5 +1,6 @@
 """`menndl predict` for tasks whose predictions are rows: a table in, the same table with the prediction columns
-added ("table" tasks: compositions, features), or images in, one row of predictions per image ("images" tasks).
+added ("table" tasks: compositions, features), images in, one row of predictions per image ("images" tasks), or
+structure files in, one row per structure ("structures" tasks: crystal graphs).
 
 Every rank reads the input and predicts every size-th row (or image); rank 0 gathers the rows and writes one CSV or
 Parquet file. A row that cannot be used keeps its place with empty predictions and the reason in the column
@@ -89,6 +90,23 @@ def _image_rows(task, model, device, genome, ready: list, skipped: list) -> list
     return found
 
 
+@torch.no_grad()
+def _structure_rows(task, model, device, genome, items: list) -> list[tuple[int, dict, str]]:
+    """(structure, its source and prediction columns, reason skipped) of a batch of (index, (source, structure)),
+    a structure being '' and the reason when its file could not be read."""
+    reasons = [structure if isinstance(structure, str) else "" for _, (_, structure) in items]
+    usable = [structure for _, (_, structure) in items if not isinstance(structure, str)]
+    inputs, more = task.structure_inputs(usable, genome) if usable else (None, [])
+    more = iter(more)
+    reasons = [reason or next(more) for reason in reasons]
+    usable_at = [i for i, (_, (_, structure)) in enumerate(items) if not isinstance(structure, str)]
+    run = [k for k, i in enumerate(usable_at) if not reasons[i]]
+    columns = task.output_columns(model(torch.as_tensor(inputs[run]).to(device)).cpu()) if run else {}
+    values = {usable_at[k]: {name: column[r] for name, column in columns.items()} for r, k in enumerate(run)}
+    return [(index, {"source": source, **values.get(i, {})}, reasons[i])
+            for i, (index, (source, _)) in enumerate(items)]
+
+
 def prepared(items: list, reader: Reader, prepare, size: int) -> Iterator[tuple[list, list]]:
     """(ready, skipped): up to `size` prepared images of one shape, and (index, source, reason) of the unusable."""
     ready, skipped = [], []
@@ -132,6 +150,13 @@ def predict_rows(share, task, genome, model, device, inputs: list[str], output: 
         mine = share.mine(list(range(n)))
         chunks = (_table_rows(task, model, device, frame, rows, inputs[0])
                   for rows in _batches(mine, batch_size or TABLE_BATCH))
+    elif task.predicts == "structures":
+        items = list(enumerate(task.structures(inputs)))
+        if not items:
+            raise UserError("INPUT: no structures given")
+        n, unit = len(items), "structure"
+        mine = share.mine(items)
+        chunks = (_structure_rows(task, model, device, genome, part) for part in _batches(mine, batch_size or 64))
     else:
         items = list(enumerate(list_items(inputs, dataset, dims=task.image_dims)))
         if not items:
@@ -153,7 +178,7 @@ def predict_rows(share, task, genome, model, device, inputs: list[str], output: 
     if task.predicts == "table":
         table = frame.copy()
     else:
-        table = pd.DataFrame({"image": np.arange(n)})
+        table = pd.DataFrame({unit: np.arange(n)})
     names = list(dict.fromkeys(name for columns, _ in found.values() for name in columns))
     for name in names:
         table[name] = [found[i][0].get(name) for i in range(n)]

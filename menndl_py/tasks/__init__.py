@@ -10,6 +10,7 @@ from menndl_py.tasks.base import Task
 
 BUILT_IN = {
     "composition": "menndl_py.tasks.files.tables:CompositionTask",
+    "crystal_graph": "menndl_py.tasks.crystal_graph.task:CrystalGraphTask",
     "ebsd": "menndl_py.tasks.ebsd.task:EbsdTask",
     "elemnet": "menndl_py.tasks.elemnet.task:ElemNetTask",
     "homogenization": "menndl_py.tasks.microstructure.homogenization:HomogenizationTask",

@@ -120,8 +120,8 @@ class Task(ABC):
 
     # -- batch inference (`menndl predict`) ----------------------------------------------------------
     # What `predict` reads and writes: "table" (a table in, the same table with prediction columns out), "images"
-    # (images in, one row of prediction columns per image), "maps" (images in, a class map and objects per image)
-    # or "" (none).
+    # (images in, one row of prediction columns per image), "structures" (structure files in, one row per
+    # structure), "maps" (images in, a class map and objects per image) or "" (none).
     predicts: ClassVar[str] = ""
 
     def table_inputs(self, frame) -> tuple[np.ndarray, list[str]]:
@@ -134,6 +134,16 @@ class Task(ABC):
         tasks): a value, or a class name and its probability."""
         raise UserError(f"task {self.name}: 'menndl predict' gives no prediction columns")
 
+
+    def structures(self, inputs: list[str]) -> list[tuple[str, Any]]:
+        """("structures" tasks) (source, structure) of every structure in `inputs` (files or folders), in an order
+        every rank agrees on; the structure is '' plus the reason when its file cannot be read."""
+        raise UserError(f"task {self.name}: 'menndl predict' does not read structures")
+
+    def structure_inputs(self, structures: list, genome: Genome) -> tuple[np.ndarray, list[str]]:
+        """("structures" tasks) Network inputs of a batch of structures and, per structure, '' or the one-line
+        reason it cannot be used (its input is then any valid values; its prediction is not written)."""
+        raise UserError(f"task {self.name}: 'menndl predict' does not read structures")
 
     @property
     def image_dims(self) -> int:
