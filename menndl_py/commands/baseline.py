@@ -20,13 +20,7 @@ MAX_EPOCHS = 1_000_000  # with a budget of seconds, the time decides
 def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dict]:
     """Train the task's published networks like a candidate (or for `seconds` each), fit its other baselines;
     write them to the run directory. Each row says the budget it had."""
-    if seconds is not None:
-        if not seconds > 0:
-            raise UserError(f"--budget: must be > 0 seconds, got {seconds!r}")
-        cfg = dataclasses.replace(
-            cfg, training=dataclasses.replace(cfg.training, rungs=None, time_budget=seconds, epochs=MAX_EPOCHS),
-            cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout,
-                                                                          2 * seconds)))
+    cfg = baseline_config(cfg, seconds)
     task = task_of(cfg)
     ensure_data(task)
     threads = set_threads(cfg.cluster.threads_per_rank, 1)
@@ -49,6 +43,23 @@ def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dic
     results.update(task.other_baselines(task.load("train"), evals))
     RunDir(cfg.run_dir).write_baselines(results)
     return results
+
+
+def baseline_config(cfg: Config, seconds: Optional[float] = None) -> Config:
+    """The config a baseline trains under: `seconds` of training, without rungs, if given; else the top rung's
+    budget in one go, so a time-out of seconds covers twice the top rung (a candidate's covers one step up)."""
+    if seconds is not None:
+        if not seconds > 0:
+            raise UserError(f"--budget: must be > 0 seconds, got {seconds!r}")
+        return dataclasses.replace(
+            cfg, training=dataclasses.replace(cfg.training, rungs=None, time_budget=seconds, epochs=MAX_EPOCHS),
+            cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout,
+                                                                          2 * seconds)))
+    if cfg.training.rungs is not None and cfg.training.rungs.unit == "seconds":
+        top = cfg.training.rungs.budgets[-1]
+        return dataclasses.replace(cfg, cluster=dataclasses.replace(
+            cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout, 2 * top)))
+    return cfg
 
 
 def _budget(cfg: Config) -> tuple[Optional[Stage], str]:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from menndl_py.commands.baseline import run_baselines
+from menndl_py.commands.baseline import baseline_config, run_baselines
 from menndl_py.commands.common import format_baselines
 from menndl_py.errors import UserError
 
@@ -32,6 +32,20 @@ def test_with_rungs_a_baseline_has_the_top_rung(make_config, elemnet_data_dir, c
                  rungs={"unit": "epochs", "min_budget": 0.5, "max_budget": 2, "eta": 2})
     network = run_baselines(cfg)["ElemNet-17 (Jha et al. 2018)"]
     assert network["budget"].startswith("2 epochs (the top rung)") and network["epochs"] == 2
+
+
+def test_a_baseline_trained_to_a_top_rung_of_seconds_has_a_timeout_above_it(make_config, elemnet_data_dir):
+    """A candidate's time-out covers one step up the rungs; a baseline trains to the top rung in one go (it had
+    timed out at 900 s on the way to a top rung of 1,080 s)."""
+    cfg = make_config({"task": {"name": "elemnet", "data_dir": str(elemnet_data_dir), "options": TINY},
+                       "training": {"epochs": 1000, "rungs": {"unit": "seconds", "min_budget": 120,
+                                                              "max_budget": 1080, "eta": 3}},
+                       "cluster": {"candidate_timeout": 900}})
+    assert baseline_config(cfg).cluster.candidate_timeout == 2160
+    assert baseline_config(cfg, seconds=600).cluster.candidate_timeout == 1200
+    epochs = make_config({"training": {"epochs": 10, "rungs": {"unit": "epochs", "min_budget": 1, "max_budget": 9,
+                                                               "eta": 3}}, "cluster": {"candidate_timeout": 50}})
+    assert baseline_config(epochs).cluster.candidate_timeout == 50
 
 
 def test_a_budget_must_be_positive(make_config, elemnet_data_dir):
