@@ -153,7 +153,7 @@ def test_a_short_search_in_one_process_then_predict_on_structure_files(tmp_path)
     ase.io.write(folder / "POSCAR", bulk("Ni", "fcc", a=3.52, cubic=True), format="vasp")
     ase.io.write(folder / "frames.extxyz", [ordered.repeat((2, 1, 1)), bulk("Fe", "bcc", a=2.87, cubic=True)])
     (folder / "broken.cif").write_text("data_x\n_cell_length_a nonsense\n")
-    isolated = Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]], cell=[20, 20, 20], pbc=True)
+    isolated = Atoms("Cu2", positions=[[0, 0, 0], [12, 0, 0]], cell=[24, 24, 24], pbc=True)  # 12 Å apart
     ase.io.write(tmp_path / "isolated.extxyz", isolated)
     found = menndl("predict", "runs/crystal_graph-tiny", "structures", "isolated.extxyz", "--output", "e.csv",
                    "--no-progress", cwd=tmp_path)

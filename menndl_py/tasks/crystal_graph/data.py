@@ -46,7 +46,7 @@ def graph_of(atoms: Atoms) -> Graph:
         raise ValueError(f"an atom has {counts.max()} neighbours within {MAX_CUTOFF:g} Å, more than the "
                          f"{MAX_NEIGHBOURS} the networks read (denser than fcc)")
     if counts.min() == 0:
-        raise ValueError(f"atom {int(np.argmin(counts))} has no neighbour within {MAX_CUTOFF:g} Å (isolated)")
+        raise ValueError(f"atom {int(np.argmin(counts))} has no neighbour within {MAX_CUTOFF:g} Å: an isolated atom")
     return graph
 
 
