@@ -1,6 +1,7 @@
 """What a task gives the search: data, shapes, loss, metrics, a search space and hand-made baselines."""
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -172,3 +173,23 @@ class Task(ABC):
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
         """Baselines that are not networks (random forests, physics models): name → {'<split>_<metric>': value}."""
         return {}
+
+
+def settings_option(option: str, value, cls):
+    """`cls(**value)` from the task option `option`, a mapping of `cls`'s fields (a simulator's settings);
+    UserError naming the option otherwise."""
+    if not isinstance(value, dict):
+        raise UserError(f"task.options.{option}: must be a mapping, got {value!r}")
+    try:
+        return cls(**value)
+    except TypeError as exc:
+        raise UserError(f"task.options.{option}: {exc} (expected keys among: "
+                        f"{', '.join(f.name for f in dataclasses.fields(cls))})") from None
+
+
+def check_counts(path: Path, counts: Mapping[str, int], ranks: int, items: str) -> None:
+    """UserError (naming the data file) when a split of a made data set has fewer `items` than a group has ranks."""
+    for split, n in counts.items():
+        if n < ranks:
+            raise UserError(f"{path}: {split} has {n} {items}, fewer than the {ranks} ranks of a group "
+                            f"(task.options.{split}_size)")

@@ -11,7 +11,6 @@ nearest-neighbour pair counts per atom (a cluster expansion to pairs, the first 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
@@ -27,7 +26,7 @@ from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.graphnet import GraphNet, graphnet_genes, graphnet_training
 from menndl_py.physics.alloys import ELEMENTS, MAX_ATOMS, NUMBERS, AlloySettings
-from menndl_py.tasks.base import Task, error_sums
+from menndl_py.tasks.base import Task, check_counts, error_sums, settings_option
 from menndl_py.tasks.crystal_graph import data as graph_data
 
 FIRST_SHELL = 1.2  # a neighbour is in the first shell when closer than this times the structure's shortest bond
@@ -60,13 +59,7 @@ class CrystalGraphTask(Task):
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
-        if not isinstance(self.options.alloys, dict):
-            raise UserError(f"task.options.alloys: must be a mapping, got {self.options.alloys!r}")
-        try:
-            self.settings = AlloySettings(**self.options.alloys)
-        except TypeError as exc:
-            raise UserError(f"task.options.alloys: {exc} (expected keys among: "
-                            f"{', '.join(f.name for f in dataclasses.fields(AlloySettings))})") from None
+        self.settings = settings_option("alloys", self.options.alloys, AlloySettings)
 
     # -- data ----------------------------------------------------------------------------------------
     @property
@@ -96,10 +89,7 @@ class CrystalGraphTask(Task):
                             f"{MAKE_AGAIN}") from None
 
     def check_shards(self, ranks: int) -> None:
-        for split, n in self.counts.items():
-            if n < ranks:
-                raise UserError(f"{self.data_path}: {split} has {n} structures, fewer than the {ranks} ranks of a "
-                                f"group (task.options.{split}_size)")
+        check_counts(self.data_path, self.counts, ranks, "structures")
 
     def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
         """Padded graphs (N, MAX_ATOMS, 1 + 2 MAX_NEIGHBOURS) float32 and formation energies (N,) in eV/atom,

@@ -12,7 +12,6 @@ space allows, and dictionary indexing with kikuchipy (`physics/ebsd_dictionary.p
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, replace
@@ -32,7 +31,7 @@ from menndl_py.physics.ebsd import EbsdSettings, correct_background
 from menndl_py.physics.ebsd_dictionary import Dictionary
 from menndl_py.physics.orientation import THRESHOLDS, disorientation_degrees, disorientation_loss
 from menndl_py.records import Outcome, Status
-from menndl_py.tasks.base import SkipImage, Task
+from menndl_py.tasks.base import SkipImage, Task, check_counts, settings_option
 from menndl_py.tasks.ebsd import data as ebsd_data
 from menndl_py.train.trainer import agreed, metric_sums
 
@@ -73,13 +72,7 @@ class EbsdTask(Task):
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
-        if not isinstance(self.options.simulator, dict):
-            raise UserError(f"task.options.simulator: must be a mapping, got {self.options.simulator!r}")
-        try:
-            self.settings = EbsdSettings(**self.options.simulator)
-        except TypeError as exc:
-            raise UserError(f"task.options.simulator: {exc} (expected keys among: "
-                            f"{', '.join(f.name for f in dataclasses.fields(EbsdSettings))})") from None
+        self.settings = settings_option("simulator", self.options.simulator, EbsdSettings)
 
     # -- data ----------------------------------------------------------------------------------------
     @property
@@ -113,10 +106,7 @@ class EbsdTask(Task):
                             f"'menndl data make ebsd --force'") from None
 
     def check_shards(self, ranks: int) -> None:
-        for split, n in self.counts.items():
-            if n < ranks:
-                raise UserError(f"{self.data_path}: {split} has {n} patterns, fewer than the {ranks} ranks of a "
-                                f"group (task.options.{split}_size)")
+        check_counts(self.data_path, self.counts, ranks, "patterns")
 
     def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
         """Patterns (N, 1, H, W) float32 and quaternions (N, 4) float32 of rows rank::size of a split (or of the

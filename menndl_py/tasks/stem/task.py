@@ -26,7 +26,7 @@ from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.conv import ENCODER_DECODER_GENES, ENCODER_DECODER_TRAINING, EncoderDecoder
 from menndl_py.physics import stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
-from menndl_py.tasks.base import SPLITS, SkipImage, Task
+from menndl_py.tasks.base import SPLITS, SkipImage, Task, settings_option
 from menndl_py.tasks.stem import data as stem_data
 from menndl_py.train.trainer import agreed, score
 
@@ -65,13 +65,7 @@ class StemDefectsTask(Task):
         super().__init__(options, data_dir)
         if self.options.loss not in ("cross_entropy", "focal"):
             raise UserError(f"task.options.loss: must be 'cross_entropy' or 'focal', got {self.options.loss!r}")
-        if not isinstance(self.options.simulator, dict):
-            raise UserError(f"task.options.simulator: must be a mapping, got {self.options.simulator!r}")
-        try:
-            self.settings = stem_sim.StemSettings(**self.options.simulator)
-        except TypeError as exc:
-            raise UserError(f"task.options.simulator: {exc} (expected keys among: "
-                            f"{', '.join(stem_sim.StemSettings.__dataclass_fields__)})") from None
+        self.settings = settings_option("simulator", self.options.simulator, stem_sim.StemSettings)
         self.radius_px = self.options.match_radius / self.settings.pixel_size
         self._weights = None
         self._calibration_sets: dict[tuple[int, int], tuple] = {}
