@@ -40,6 +40,12 @@ def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), index)))
 
 
+def split_blocks(n: int, block: int, share: Solo) -> tuple[list[int], list[int]]:
+    """(every block of a split of `n` items in blocks of `block`, the blocks this rank makes)."""
+    blocks = list(range(-(-n // block)))
+    return blocks, share.mine(blocks)
+
+
 @contextmanager
 def parallel_h5(path: Path, counts: dict[str, int], seed: int, share: Solo) -> Iterator[Optional[h5py.File]]:
     """The HDF5 file of a simulated data set, written by rank 0 of `share` while every rank simulates: checks the

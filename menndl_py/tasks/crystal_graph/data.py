@@ -27,7 +27,7 @@ from menndl_py.engine.transport.share import Solo
 from menndl_py.physics import alloys
 from menndl_py.physics.alloys import AlloySettings
 from menndl_py.tasks.base import SPLITS
-from menndl_py.tasks.making import item_rng, parallel_h5
+from menndl_py.tasks.making import item_rng, parallel_h5, split_blocks
 
 MAX_CUTOFF = 5.0  # Å: edges stored to the largest cutoff a network may choose
 MAX_NEIGHBOURS = 64  # per atom within MAX_CUTOFF: fcc has 54 to its fourth shell (4.93 Å in Ni), its fifth is past
@@ -97,8 +97,7 @@ def make_dataset(path, settings: AlloySettings, counts: dict[str, int], seed: in
             result = {}
         for split in SPLITS:
             n = counts.get(split, 0)
-            blocks = list(range(-(-n // BLOCK)))
-            own = share.mine(blocks)
+            blocks, own = split_blocks(n, BLOCK, share)
             made = ([(b, [labelled(settings, seed, split, i) for i in range(b * BLOCK, min(n, (b + 1) * BLOCK))])]
                     for b in own)
             arrived = share.to_root(made, len(blocks) - len(own))

@@ -17,7 +17,7 @@ from menndl_py.engine.transport.share import Solo
 from menndl_py.physics import ebsd
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.tasks.base import SPLITS
-from menndl_py.tasks.making import item_rng, parallel_h5
+from menndl_py.tasks.making import item_rng, parallel_h5, split_blocks
 
 BLOCK = 64  # patterns per generator, per projection call and per message to the writer
 EXPERIMENTAL_SOURCE = (
@@ -60,8 +60,7 @@ def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int
             result = {}
         for split in SPLITS:
             n = counts.get(split, 0)
-            blocks = list(range(-(-n // BLOCK)))
-            own = share.mine(blocks)
+            blocks, own = split_blocks(n, BLOCK, share)
             arrived = share.to_root(([item] for item in _simulated(settings, seed, split, n, own)),
                                     len(blocks) - len(own))
             if f is not None:
