@@ -112,7 +112,7 @@ def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None)
 def infer(model, task, genome, ready: list, device) -> list[tuple]:
     """Run one batch through the network; class maps and defect tables per image."""
     x = torch.from_numpy(np.stack([array for _, _, array in ready])).to(device)
-    found = task.interpret(model(task.pad_for(genome, x)), x.shape[-2:])
+    found = task.interpret(task.outputs(model, genome, x), x.shape[-2:])
     return [(index, source, class_map, defects, "") for (index, source, _), (class_map, defects)
             in zip(ready, found)]
 

@@ -28,6 +28,7 @@ from menndl_py.physics import stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
 from menndl_py.tasks.base import SPLITS, SkipImage, Task
 from menndl_py.tasks.stem import data as stem_data
+from menndl_py.tasks.stem import tiling
 from menndl_py.train.trainer import agreed, score
 
 LATENCY_SIDE = 256  # latency is timed on whole images of this many pixels a side
@@ -277,8 +278,11 @@ class StemDefectsTask(Task):
         side = 2 ** (genome.depth - 1)
         return {"input": {"shape": [None, 1, None, None], "size_multiple": side,
                           "normalisation": f"each image to zero mean and unit standard deviation over its pixels "
-                                           f"(float32), then padded (reflect) to a height and width that are "
-                                           f"multiples of {side}"},
+                                           f"(float32), then padded (mirrored about its last row and column) at "
+                                           f"the bottom and right to a height and width that are multiples of "
+                                           f"{side}; images larger than {tiling.WINDOW} pixels a side in "
+                                           f"overlapping windows that reach {tiling.receptive_radius(genome.layers)} "
+                                           f"pixels past the part of the output kept"},
                 "output": {"values": "a logit per class and pixel (softmax over axis 1: probabilities), cropped to "
                                      "the image's size; defects by the result's threshold_<class> and "
                                      "min_pixels_<class>"}}
@@ -289,10 +293,9 @@ class StemDefectsTask(Task):
             raise SkipImage(f"wrong dtype {image.dtype}; expected integer or floating-point pixels")
         if image.ndim != 2:
             raise SkipImage(f"shape {image.shape}; expected a 2-D grayscale image")
-        side = 2 ** (genome.depth - 1)
-        if min(image.shape) < max(side, 2 * self.options.min_pixels):
+        if min(image.shape) < 2 * self.options.min_pixels:
             raise SkipImage(f"{image.shape[0]}×{image.shape[1]} is smaller than the network accepts "
-                            f"({max(side, 2 * self.options.min_pixels)} pixels a side)")
+                            f"({2 * self.options.min_pixels} pixels a side)")
         if not np.isfinite(image).all():
             raise SkipImage("contains NaN or infinite pixels")
         if float(image.std()) == 0.0:
@@ -310,6 +313,12 @@ class StemDefectsTask(Task):
         side = 2 ** (genome.depth - 1)
         h, w = x.shape[-2:]
         return F.pad(x, (0, -w % side, 0, -h % side), mode="reflect") if (h % side or w % side) else x
+
+    def outputs(self, model: torch.nn.Module, genome: Genome, x: torch.Tensor) -> torch.Tensor:
+        """Logits for whole images of any size and aspect (`tiling.segment`): mirror-padded to the network's
+        stride, and above `tiling.WINDOW` pixels a side in overlapping windows, each image's edges meeting the
+        network's zero padding as in training and validation."""
+        return tiling.segment(model, x, 2 ** (genome.depth - 1), tiling.receptive_radius(genome.layers))
 
     def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
         """The argmax class map and the defects found by `detect` of each image."""
