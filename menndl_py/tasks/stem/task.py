@@ -28,6 +28,7 @@ from menndl_py.physics import stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
 from menndl_py.tasks.base import SPLITS, SkipImage, Task
 from menndl_py.tasks.stem import data as stem_data
+from menndl_py.tasks.stem import fourier as fourier_method
 from menndl_py.tasks.stem import tiling
 from menndl_py.train.trainer import agreed, score
 
@@ -255,7 +256,8 @@ class StemDefectsTask(Task):
         return {"U-Net (hand-designed)": Genome(layers, training)}
 
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
-        """The Fourier-filtering method, its thresholds tuned on the CALIBRATION_IMAGES training images."""
+        """The Fourier-filtering method, its thresholds tuned on the CALIBRATION_IMAGES training images (its
+        parameters in the row's `method`, for `menndl predict --method fourier`)."""
         images, labels = self._calibration_images()
         fourier = stem_analysis.FourierFilterBaseline(disk_radius=self.settings.label_radius / self.settings.pixel_size)
         fourier.fit(list(images), [true_defects(t) for t in labels], self.radius_px)
@@ -271,6 +273,7 @@ class StemDefectsTask(Task):
                 pixels += stem_analysis.pixel_iou_counts(fourier.predict_map(image), t, n_cls)
             sums = torch.from_numpy(np.concatenate([detection.ravel(), pixels.ravel()]).astype(np.float64))
             row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
+        row["method"] = fourier_method.record(fourier, self.class_names, self.settings.pixel_size)
         return {"Fourier filtering (Bragg-peak reconstruction)": row}
 
     # -- use outside menndl_py -----------------------------------------------------------------------
