@@ -141,7 +141,7 @@ def cmd_predict(args) -> int:
     from menndl_py.commands.predict import predict
 
     return predict(args.run_dir, args.inputs, args.output, batch_size=args.batch_size, dataset=args.dataset,
-                   network=args.network, overwrite=args.overwrite, progress=not args.no_progress)
+                   network=args.network, overwrite=args.overwrite, progress=not args.no_progress, method=args.method)
 
 
 def cmd_export(args) -> int:
@@ -221,6 +221,9 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, help="rows or images per batch (default: 4096 rows, 8 images)")
     predict.add_argument("--network", metavar="NAME", help="best, final or a Pareto front member's id (default: "
                                                             "final/ after 'menndl retrain', else best/)")
+    predict.add_argument("--method", default="network", metavar="METHOD",
+                         help="network (default), or fourier: STEM Fourier filtering, RUN_DIR then the fourier.json "
+                              "'menndl baseline' wrote or its run directory")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--no-progress", action="store_true")
     predict.set_defaults(func=cmd_predict)

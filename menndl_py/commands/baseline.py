@@ -1,15 +1,24 @@
 """`menndl baseline`: a task's hand-made baselines, trained on the same data and under the same budget as a
-candidate (with rungs: the top rung's), or under a budget of seconds given for all of them."""
+candidate (with rungs: the top rung's), or under a budget of seconds given for all of them.
+
+Each baseline network is kept as a run directory of its own (RUN/baselines/<name>/, its network in best/ with its
+calibration) that `menndl predict` takes like a search's run; a method that is not a network and can be run again
+(the STEM task's Fourier filtering) has its tuned parameters written to RUN/baselines/<method>.json, which
+`menndl predict --method <method>` reads."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Optional
 
+from menndl_py import config as config_module
 from menndl_py.commands.common import ensure_data, say, task_of
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
 from menndl_py.errors import UserError
 from menndl_py.rundir import RunDir
+from menndl_py.rundir.layout import write_json_atomic
+from menndl_py.rundir.networks import save_network
 from menndl_py.train.device import pick_device, set_threads
 from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import Stage, score_split
@@ -26,6 +35,7 @@ def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dic
     threads = set_threads(cfg.cluster.threads_per_rank, 1)
     trainer = make_trainer(cfg, task, LocalGroup(), pick_device(0))
     stage, budget = _budget(cfg)
+    outputs = RunDir(cfg.run_dir).baseline_outputs
     results: dict[str, dict] = {}
     for name, genome in task.baseline_genomes().items():
         say(f"training baseline {name} ({threads} threads, {budget})")
@@ -37,10 +47,17 @@ def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dic
             test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size, cfg.training.precision)
             row.update({f"test_{k}": v for k, v in test.items()})
             row["params"] = sum(p.numel() for p in outcome.model.parameters())
+            row["run"] = str(_save_run(cfg, outputs / _slug(name), genome, outcome.model, row))
         results[name] = row
     say("fitting the non-network baselines")
     evals = {"val": task.load("val"), "test": task.load("test")}
-    results.update(task.other_baselines(task.load("train"), evals))
+    for name, row in task.other_baselines(task.load("train"), evals).items():
+        method = row.pop("method", None)
+        if method is not None:
+            outputs.mkdir(parents=True, exist_ok=True)
+            row["parameters_file"] = str(outputs / f"{method['method']}.json")
+            write_json_atomic(outputs / f"{method['method']}.json", method)
+        results[name] = row
     RunDir(cfg.run_dir).write_baselines(results)
     return results
 
@@ -60,6 +77,20 @@ def baseline_config(cfg: Config, seconds: Optional[float] = None) -> Config:
         return dataclasses.replace(cfg, cluster=dataclasses.replace(
             cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout, 2 * top)))
     return cfg
+
+
+def _slug(name: str) -> str:
+    """A directory name for a baseline: 'U-Net (hand-designed)' → 'u-net-hand-designed'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _save_run(cfg: Config, where, genome, model, row: dict):
+    """A baseline network as a run directory `where` (its config, and best/ with its metrics and calibration)."""
+    where.mkdir(parents=True, exist_ok=True)
+    own = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=where.name, directory=str(where.parent)))
+    config_module.save(own, RunDir(where).config)
+    save_network(RunDir(where).best, genome, model.state_dict(), {"genome_hash": genome.key, **row})
+    return where
 
 
 def _budget(cfg: Config) -> tuple[Optional[Stage], str]:

@@ -5,6 +5,9 @@ For maps, each rank takes every size-th image; rank 0 writes what all ranks find
 (a class map per image, the defect table, the skipped images and why) and a CSV of defects beside it. An image
 that cannot be used is skipped with a one-line reason; the others go on. The task reads the network's outputs with
 the calibration recorded beside its weights (for STEM defects, the detection thresholds in result.json).
+
+`--method fourier` runs the STEM task's Fourier filtering instead, with the parameters `menndl baseline` tuned
+(RUN/baselines/fourier.json), and writes the same output, so that both can be compared on a user's images.
 """
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ from menndl_py.commands.common import check_output, task_of
 from menndl_py.commands.predict_rows import predict_rows, prepared
 from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
-from menndl_py.genome import Genome
 from menndl_py.images import Reader, list_items
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.networks import calibrated, load_network
@@ -37,12 +39,14 @@ EXIT_SKIPPED = 1
 class Output:
     """The output file (rank 0 only): class maps, the defect table and the skipped images, flushed as they come."""
 
-    def __init__(self, path: Path, run_dir: Path, genome: Genome, class_names: tuple, overwrite: bool):
+    def __init__(self, path: Path, run_dir: Path, about: dict, class_names: tuple, overwrite: bool):
+        """`about`: what made the predictions (the run and genome, or the method and its parameters), as
+        attributes of the file."""
         self.check(path, run_dir, overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.class_names = class_names
         self.h5 = h5py.File(path, "w")
-        self.h5.attrs.update(run=str(run_dir), genome=genome.canonical(), classes=json.dumps(list(class_names)))
+        self.h5.attrs.update(run=str(run_dir), classes=json.dumps(list(class_names)), **about)
         self.maps = self.h5.create_group("maps")
         self.defects = self.h5.create_dataset("defects", (0, 5), np.float32, maxshape=(None, 5), chunks=(4096, 5))
         self.defects.attrs["columns"] = "image, y, x, class, confidence"
@@ -112,19 +116,36 @@ def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None)
 def infer(model, task, genome, ready: list, device) -> list[tuple]:
     """Run one batch through the network; class maps and defect tables per image."""
     x = torch.from_numpy(np.stack([array for _, _, array in ready])).to(device)
-    found = task.interpret(model(task.pad_for(genome, x)), x.shape[-2:])
+    found = task.interpret(task.outputs(model, genome, x), x.shape[-2:])
     return [(index, source, class_map, defects, "") for (index, source, _), (class_map, defects)
             in zip(ready, found)]
 
 
+METHODS = ("network", "fourier")
+
+
 def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optional[int] = None,
             dataset: Optional[str] = None, network: Optional[str] = None, overwrite: bool = False,
-            progress: bool = True) -> int:
-    """Run the best network of `run_dir` over `inputs`; 0 if every row or image was used, EXIT_SKIPPED
+            progress: bool = True, method: str = "network") -> int:
+    """Run the best network of `run_dir` (or, with `method` 'fourier', Fourier filtering with the parameters file
+    `run_dir` or the one of that baseline run) over `inputs`; 0 if every row or image was used, EXIT_SKIPPED
     otherwise."""
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
+    if method not in METHODS:
+        raise UserError(f"--method: must be one of {', '.join(METHODS)}, got {method!r}")
     share = mpi.share()
+    if method == "fourier":
+        from menndl_py.tasks.stem.fourier import FourierMethod
+
+        fourier = FourierMethod(Path(run_dir))
+
+        def found(ready: list) -> list[tuple]:
+            return [(index, source, *fourier.find(array), "") for index, source, array in ready]
+
+        return predict_maps(share, inputs, output, dataset, fourier.about, fourier.class_names, fourier.prepare,
+                            found, run_dir=fourier.path.parent, dims=2, batch_size=1, overwrite=overwrite,
+                            progress=progress)
     task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
     device = pick_device(share.local_rank)
     model.to(device)
@@ -134,14 +155,24 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
         return EXIT_SKIPPED if skipped else 0
     if task.predicts != "maps":
         raise UserError(f"task {task.name}: 'menndl predict' does not run its networks (use 'menndl export')")
-    batch_size = batch_size or 8
-    items = list(enumerate(list_items(inputs, dataset, dims=task.image_dims)))
+    return predict_maps(share, inputs, output, dataset, {"genome": genome.canonical()}, task.class_names,
+                        lambda a: task.prepare_image(a, genome),
+                        lambda ready: infer(model, task, genome, ready, device), run_dir=Path(run_dir),
+                        dims=task.image_dims, batch_size=batch_size or 8, overwrite=overwrite, progress=progress)
+
+
+def predict_maps(share, inputs: list[str], output: str, dataset: Optional[str], about: dict, class_names: tuple,
+                 prepare, found, *, run_dir: Path, dims: int, batch_size: int, overwrite: bool, progress: bool) \
+        -> int:
+    """Class maps and defects of images (`dims` 2) or volumes (3): `prepare` makes an input of a raw one (or
+    SkipImage), `found` the results of a batch of prepared inputs of one shape."""
+    items = list(enumerate(list_items(inputs, dataset, dims=dims)))
     if not items:
         raise UserError("INPUT: no images given")
     out, refusal = None, None
     if share.rank == 0:
         try:
-            out = Output(Path(output), Path(run_dir), genome, task.class_names, overwrite)
+            out = Output(Path(output), run_dir, about, class_names, overwrite)
         except UserError as exc:
             refusal = str(exc)
     refusal = share.bcast(refusal)  # the output is open (or refused) before anybody sends to it
@@ -152,9 +183,9 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
     mine = share.mine(items)
 
     def results():
-        for ready, skipped in prepared(mine, reader, lambda a: task.prepare_image(a, genome), batch_size):
+        for ready, skipped in prepared(mine, reader, prepare, batch_size):
             yield [(index, source, None, None, reason) for index, source, reason in skipped] + \
-                (infer(model, task, genome, ready, device) if ready else [])
+                (found(ready) if ready else [])
 
     for chunk in share.to_root(results(), len(items) - len(mine)):
         out.write(chunk)

@@ -416,9 +416,10 @@ class FourierFilterBaseline:
         return np.column_stack([positions[found], classes[found],
                                 np.clip(np.abs(depth[found]), 0, 1)]).astype(np.float32)
 
-    def predict_map(self, image: np.ndarray) -> np.ndarray:
-        """A class map (uint8, the image's shape): a disc of `disk_radius` pixels at each defect found."""
-        defects = self.predict(image)
+    def predict_map(self, image: np.ndarray, defects: Optional[np.ndarray] = None) -> np.ndarray:
+        """A class map (uint8, the image's shape): a disc of `disk_radius` pixels at each defect found (`defects`,
+        when they are known: `predict` of this image)."""
+        defects = self.predict(image) if defects is None else defects
         classes = np.rint(defects[:, 2]).astype(np.int64)
         return _paint(np.shape(image), defects[:, :2].astype(np.float64), classes, self.disk_radius).astype(np.uint8)
 

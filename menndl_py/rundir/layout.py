@@ -51,6 +51,7 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.json"
         self.lock = self.path / "run.lock"  # held by the one `menndl run` or `resume` working here
         self.baselines = self.path / "baselines.json"
+        self.baseline_outputs = self.path / "baselines"  # each baseline network as a run, methods' parameters
         self.report = self.path / "report"
         self.best = self.path / "best"  # the search's best network, as it was trained in the search
         self.final = self.path / "final"  # that network trained again by `menndl retrain`

@@ -161,6 +161,11 @@ class Task(ABC):
         """A batch padded to a size the network accepts."""
         return x
 
+    def outputs(self, model: torch.nn.Module, genome: Genome, x: torch.Tensor) -> torch.Tensor:
+        """The network's outputs for a batch of prepared images ("images" and "maps" tasks). Default: the model on
+        the batch padded by `pad_for`."""
+        return model(self.pad_for(genome, x))
+
     def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per image of a batch of outputs, cropped to `size` ("maps" tasks): (class map, objects found as rows
         y, x, class, confidence)."""

@@ -173,7 +173,7 @@ def a_run(tmp_path):
 
 def _refusal(path, run_dir, overwrite=False) -> str:
     with pytest.raises(UserError) as info:
-        Output(path, run_dir, GENOME, ("lattice",), overwrite)
+        Output(path, run_dir, {"genome": GENOME.canonical()}, ("lattice",), overwrite)
     assert "\n" not in str(info.value)
     return str(info.value)
 
@@ -209,7 +209,7 @@ def test_an_output_inside_another_run_is_refused(a_run, tmp_path, evidence):
                             f"predictions elsewhere")
     assert not (other / "sub").exists()
     (other / evidence[1]).unlink()  # a config alone is no run: fine
-    Output(other / "sub" / "p.h5", a_run[0], GENOME, ("lattice",), False).close()
+    Output(other / "sub" / "p.h5", a_run[0], {"genome": GENOME.canonical()}, ("lattice",), False).close()
 
 
 def test_the_csv_beside_the_output_is_checked_too(a_run, tmp_path):
@@ -217,7 +217,7 @@ def test_the_csv_beside_the_output_is_checked_too(a_run, tmp_path):
     assert _refusal(tmp_path / "p.h5", a_run[0]) == \
         f"{tmp_path}/p.csv (the CSV written beside --output): exists; choose another --output or pass --overwrite"
     assert (tmp_path / "p.csv").read_text() == "mine\n" and not (tmp_path / "p.h5").exists()
-    Output(tmp_path / "p.h5", a_run[0], GENOME, ("lattice",), True).close()
+    Output(tmp_path / "p.h5", a_run[0], {"genome": GENOME.canonical()}, ("lattice",), True).close()
     assert (tmp_path / "p.csv").read_text() == "image,source,y,x,class,confidence\n"
 
 

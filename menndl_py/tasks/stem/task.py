@@ -28,6 +28,8 @@ from menndl_py.physics import stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
 from menndl_py.tasks.base import SPLITS, SkipImage, Task, settings_option
 from menndl_py.tasks.stem import data as stem_data
+from menndl_py.tasks.stem import fourier as fourier_method
+from menndl_py.tasks.stem import tiling
 from menndl_py.train.trainer import agreed, score
 
 LATENCY_SIDE = 256  # latency is timed on whole images of this many pixels a side
@@ -248,7 +250,8 @@ class StemDefectsTask(Task):
         return {"U-Net (hand-designed)": Genome(layers, training)}
 
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
-        """The Fourier-filtering method, its thresholds tuned on the CALIBRATION_IMAGES training images."""
+        """The Fourier-filtering method, its thresholds tuned on the CALIBRATION_IMAGES training images (its
+        parameters in the row's `method`, for `menndl predict --method fourier`)."""
         images, labels = self._calibration_images()
         fourier = stem_analysis.FourierFilterBaseline(disk_radius=self.settings.label_radius / self.settings.pixel_size)
         fourier.fit(list(images), [true_defects(t) for t in labels], self.radius_px)
@@ -264,6 +267,7 @@ class StemDefectsTask(Task):
                 pixels += stem_analysis.pixel_iou_counts(fourier.predict_map(image), t, n_cls)
             sums = torch.from_numpy(np.concatenate([detection.ravel(), pixels.ravel()]).astype(np.float64))
             row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
+        row["method"] = fourier_method.record(fourier, self.class_names, self.settings.pixel_size)
         return {"Fourier filtering (Bragg-peak reconstruction)": row}
 
     # -- use outside menndl_py -----------------------------------------------------------------------
@@ -271,8 +275,11 @@ class StemDefectsTask(Task):
         side = 2 ** (genome.depth - 1)
         return {"input": {"shape": [None, 1, None, None], "size_multiple": side,
                           "normalisation": f"each image to zero mean and unit standard deviation over its pixels "
-                                           f"(float32), then padded (reflect) to a height and width that are "
-                                           f"multiples of {side}"},
+                                           f"(float32), then padded (mirrored about its last row and column) at "
+                                           f"the bottom and right to a height and width that are multiples of "
+                                           f"{side}; images larger than {tiling.WINDOW} pixels a side in "
+                                           f"overlapping windows that reach {tiling.receptive_radius(genome.layers)} "
+                                           f"pixels past the part of the output kept"},
                 "output": {"values": "a logit per class and pixel (softmax over axis 1: probabilities), cropped to "
                                      "the image's size; defects by the result's threshold_<class> and "
                                      "min_pixels_<class>"}}
@@ -283,10 +290,9 @@ class StemDefectsTask(Task):
             raise SkipImage(f"wrong dtype {image.dtype}; expected integer or floating-point pixels")
         if image.ndim != 2:
             raise SkipImage(f"shape {image.shape}; expected a 2-D grayscale image")
-        side = 2 ** (genome.depth - 1)
-        if min(image.shape) < max(side, 2 * self.options.min_pixels):
+        if min(image.shape) < 2 * self.options.min_pixels:
             raise SkipImage(f"{image.shape[0]}×{image.shape[1]} is smaller than the network accepts "
-                            f"({max(side, 2 * self.options.min_pixels)} pixels a side)")
+                            f"({2 * self.options.min_pixels} pixels a side)")
         if not np.isfinite(image).all():
             raise SkipImage("contains NaN or infinite pixels")
         if float(image.std()) == 0.0:
@@ -304,6 +310,12 @@ class StemDefectsTask(Task):
         side = 2 ** (genome.depth - 1)
         h, w = x.shape[-2:]
         return F.pad(x, (0, -w % side, 0, -h % side), mode="reflect") if (h % side or w % side) else x
+
+    def outputs(self, model: torch.nn.Module, genome: Genome, x: torch.Tensor) -> torch.Tensor:
+        """Logits for whole images of any size and aspect (`tiling.segment`): mirror-padded to the network's
+        stride, and above `tiling.WINDOW` pixels a side in overlapping windows, each image's edges meeting the
+        network's zero padding as in training and validation."""
+        return tiling.segment(model, x, 2 ** (genome.depth - 1), tiling.receptive_radius(genome.layers))
 
     def interpret(self, output: torch.Tensor, size: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
         """The argmax class map and the defects found by `detect` of each image."""
