@@ -1,12 +1,24 @@
-"""HAADF-STEM images of a 1H transition-metal dichalcogenide monolayer with point defects and exact labels.
+"""HAADF-STEM images of a 1H transition-metal dichalcogenide monolayer with point defects and exact labels: the
+fast simulator (milliseconds per image); `physics.multislice` makes slower, physics-grade images of the same
+specimens.
 
 The model, in projection along the c axis: metal columns (one atom) and chalcogen columns (two stacked atoms)
 on the two sublattices of a honeycomb of lattice constant a. A column scatters onto the HAADF detector a share of
-the beam proportional to the sum of Z^n over its atoms (incoherent Z-contrast, n ~ 1.7). The image of the columns
-is their sum of probe intensities (a Gaussian core plus an optional Airy pattern, whose rings are the tail), at
-the column positions after a random rotation, strain, scan drift and row jitter; the counts are then Poisson at
-the given dose, plus Gaussian read noise. Defects are drawn per site; their positions go through the same
-geometry, so the label disks and the coordinate table sit exactly where the image shows them.
+the beam proportional to the sum of Z^n over its atoms (incoherent Z-contrast, n ~ 1.7), chalcogen columns times
+`chalcogen_contrast`. The image of the columns is their sum of probe intensities (a Gaussian core plus a tail: an
+Airy pattern, or a wider Gaussian), at the column positions after a random rotation, strain, scan drift and row
+jitter, on a background with linear gradients; the counts are then Poisson at the given dose, plus Gaussian read
+noise. Defects are drawn per site; their positions go through the same geometry, so the label disks and the
+coordinate table sit exactly where the image shows them.
+
+Assumptions of the intensity model, and what it leaves out: each column scatters independently of its
+neighbours and of the probe's position inside it (no channelling, no cross-talk between columns, no dependence on
+thickness, voltage, convergence or detector angles beyond what Z^n and `chalcogen_contrast` stand for: multislice
+images of WSe2 give Se2 columns at about 0.96 of W, where Z^1.7 sums give 0.54); the probe is one fixed
+incoherent shape (no aberrations, no defocus spread, no source-size blur apart from what its width says); atoms do
+not vibrate and do not relax around defects; the dose is spread evenly, without scan distortion other than a
+smooth drift and per-row jitter. `randomize` (see `randomized`) draws these settings per image over ranges, so a
+network trained on them does not learn one contrast model.
 
 Rendering is exact at sub-pixel positions and costs one FFT: each column is splatted as a small sampled Gaussian
 (width sigma_1 <= 1 px) and the spectrum is multiplied by probe / Gaussian(sigma_1), so the result is the
@@ -52,12 +64,17 @@ class StemSettings:
     material: str = "WSe2"              # WSe2, WS2 or MoS2
     dopant: str | None = None           # metal-site dopant; None: Mo in W hosts, W in Mo hosts
     z_exponent: float = 1.7             # a column scatters as sum of Z^n over its atoms
-    image_size: int = 256               # pixels on a side
+    chalcogen_contrast: float = 1.0     # chalcogen columns scatter this times their Z^n sum (channelling, angles)
+    image_size: int = 256               # pixels on a side (the height when image_width is set)
+    image_width: int | None = None      # pixels across; None: image_size (square)
     pixel_size: float = 0.2             # Å
     probe_fwhm: float = 1.0             # Å, full width at half maximum of the probe intensity
-    tail_weight: float = 0.2            # share of the probe intensity in an Airy pattern of the same FWHM
+    tail_weight: float = 0.2            # share of the probe intensity in its tail
+    tail_fwhm: float = 0.0              # Å: the tail a Gaussian of this FWHM; 0: an Airy pattern of probe_fwhm
     atom_cross_section: float = 0.05    # Å^2, HAADF cross-section of a W atom; Z scales as (Z/74)^n
     background: float = 0.002           # share of the beam on the detector everywhere (support, contamination)
+    background_slope_y: float = 0.0     # change of that share from the top row to the bottom row
+    background_slope_x: float = 0.0     # change of that share from the left column to the right column
     dose: float = 1e5                   # electrons per Å^2
     read_noise: float = 2.0             # detector noise, standard deviation in counts
     chalcogen_vacancy_density: float = 0.01   # per chalcogen site: one of the two atoms missing
@@ -73,9 +90,9 @@ class StemSettings:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("material", "dopant"):
+            if f.name in ("material", "dopant") or (f.name == "image_width" and value is None):
                 continue
-            if f.name == "image_size":
+            if f.name in ("image_size", "image_width"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 16:
                     _bad(f.name, "must be an integer >= 16", value)
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -89,9 +106,14 @@ class StemSettings:
         _check(self, "probe_fwhm", self.probe_fwhm >= 2 * self.pixel_size,
                f"must be >= 2 pixels ({2 * self.pixel_size:g} Å)")
         _check(self, "tail_weight", 0 <= self.tail_weight <= 1, "must be in [0, 1]")
+        _check(self, "tail_fwhm", self.tail_fwhm == 0 or self.tail_fwhm >= self.probe_fwhm,
+               f"must be 0 (an Airy tail) or >= probe_fwhm ({self.probe_fwhm:g} Å)")
+        _check(self, "chalcogen_contrast", 0 < self.chalcogen_contrast <= 10, "must be in (0, 10]")
         _check(self, "atom_cross_section", self.atom_cross_section > 0, "must be > 0")
         for name in ("background", "read_noise", "drift", "jitter"):
             _check(self, name, getattr(self, name) >= 0, "must be >= 0")
+        _check(self, "background", self.background >= (abs(self.background_slope_y) + abs(self.background_slope_x)) / 2,
+               "must be >= half the sum of |background_slope_y| and |background_slope_x| (no negative background)")
         _check(self, "dose", self.dose > 0, "must be > 0")
         for name in ("chalcogen_vacancy_density", "double_vacancy_density", "dopant_density",
                      "metal_vacancy_density"):
@@ -104,6 +126,11 @@ class StemSettings:
         _check(self, "max_strain", 0 <= self.max_strain <= 0.1, "must be in [0, 0.1]")
         _check(self, "label_radius", self.label_radius >= self.pixel_size,
                f"must be >= pixel_size ({self.pixel_size:g} Å)")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the image in pixels."""
+        return self.image_size, self.image_width or self.image_size
 
     @property
     def dopant_element(self) -> str:
@@ -135,27 +162,31 @@ def column_intensity(settings: StemSettings, atoms) -> float:
 # ------------------------------------------------------------------------------------------------- render
 
 @functools.lru_cache(maxsize=8)
-def _canvas(settings: StemSettings) -> tuple[int, int, float, np.ndarray]:
-    """(margin, canvas size, splat sigma, transfer function): the image plus a margin wide enough for the
-    probe, padded to a fast FFT length; the transfer function is probe / splat kernel on the rfft2 grid."""
+def _canvas(settings: StemSettings) -> tuple[int, tuple[int, int], float, np.ndarray]:
+    """(margin, canvas shape, splat sigma, transfer function): the image plus a margin wide enough for the
+    probe, padded to fast FFT lengths; the transfer function is probe / splat kernel on the rfft2 grid."""
     px = settings.pixel_size
-    margin = math.ceil(4 * settings.probe_fwhm / px) + _SPLAT
-    size = scipy.fft.next_fast_len(settings.image_size + 2 * margin, real=True)
+    margin = math.ceil(4 * max(settings.probe_fwhm, settings.tail_fwhm) / px) + _SPLAT
+    shape = tuple(scipy.fft.next_fast_len(n + 2 * margin, real=True) for n in settings.shape)
     sigma = settings.probe_fwhm / px / math.sqrt(8 * math.log(2))
     sigma_1 = min(1.0, sigma / math.sqrt(2))
-    k2 = scipy.fft.fftfreq(size)[:, None] ** 2 + scipy.fft.rfftfreq(size)[None, :] ** 2   # cycles per pixel
+    k2 = scipy.fft.fftfreq(shape[0])[:, None] ** 2 + scipy.fft.rfftfreq(shape[1])[None, :] ** 2   # cycles per pixel
     gauss = np.exp(-2 * math.pi ** 2 * sigma ** 2 * k2)
-    # The Airy pattern's transfer function is the autocorrelation of a disk; its FWHM is 1.029 / cutoff.
-    s = np.minimum(np.sqrt(k2) * settings.probe_fwhm / px / 1.029, 1.0)
-    airy = 2 / math.pi * (np.arccos(s) - s * np.sqrt(1 - s * s))
-    probe = (1 - settings.tail_weight) * gauss + settings.tail_weight * airy
+    if settings.tail_fwhm > 0:
+        sigma_tail = settings.tail_fwhm / px / math.sqrt(8 * math.log(2))
+        tail = np.exp(-2 * math.pi ** 2 * sigma_tail ** 2 * k2)
+    else:  # the Airy pattern's transfer function is the autocorrelation of a disk; its FWHM is 1.029 / cutoff
+        s = np.minimum(np.sqrt(k2) * settings.probe_fwhm / px / 1.029, 1.0)
+        tail = 2 / math.pi * (np.arccos(s) - s * np.sqrt(1 - s * s))
+    probe = (1 - settings.tail_weight) * gauss + settings.tail_weight * tail
     transfer = probe / np.exp(-2 * math.pi ** 2 * sigma_1 ** 2 * k2)
-    return margin, size, sigma_1, transfer.astype(np.float32)
+    return margin, shape, sigma_1, transfer.astype(np.float32)
 
 
 def _render_canvas(settings: StemSettings, yx: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Expected counts on the whole canvas of columns at canvas positions ``yx`` (each _SPLAT px inside)."""
-    _, size, sigma_1, transfer = _canvas(settings)
+    """Expected counts on the whole canvas of columns at canvas positions ``yx`` (each _SPLAT px inside), without
+    the background."""
+    _, shape, sigma_1, transfer = _canvas(settings)
     taps = np.arange(1 - _SPLAT, _SPLAT + 1)
     base = np.floor(yx).astype(np.int64)
     kernel = np.exp(-0.5 * ((taps[None, None, :] - (yx - base)[:, :, None]) / sigma_1) ** 2)   # (K, 2, taps)
@@ -163,21 +194,29 @@ def _render_canvas(settings: StemSettings, yx: np.ndarray, counts: np.ndarray) -
     values = counts[:, None, None] * kernel[:, 0, :, None] * kernel[:, 1, None, :]
     rows = base[:, 0, None] + taps
     cols = base[:, 1, None] + taps
-    index = rows[:, :, None] * size + cols[:, None, :]
-    delta = np.bincount(index.ravel(), values.ravel(), size * size).astype(np.float32).reshape(size, size)
-    image = scipy.fft.irfft2(scipy.fft.rfft2(delta) * transfer, s=(size, size))
-    return image + settings.dose * settings.pixel_size ** 2 * settings.background
+    index = rows[:, :, None] * shape[1] + cols[:, None, :]
+    delta = np.bincount(index.ravel(), values.ravel(), shape[0] * shape[1]).astype(np.float32).reshape(shape)
+    return scipy.fft.irfft2(scipy.fft.rfft2(delta) * transfer, s=shape)
+
+
+def _background(settings: StemSettings) -> np.ndarray:
+    """Expected background counts of each pixel: the mean share plus its linear gradients."""
+    h, w = settings.shape
+    y = np.linspace(-0.5, 0.5, h)[:, None] * settings.background_slope_y
+    x = np.linspace(-0.5, 0.5, w)[None, :] * settings.background_slope_x
+    return settings.dose * settings.pixel_size ** 2 * (settings.background + y + x)
 
 
 def render(settings: StemSettings, yx, counts) -> np.ndarray:
     """Noiseless image (float32 counts, background included) of columns at pixel positions ``yx`` (K, 2) whose
     images integrate to ``counts`` (K,) (see column_intensity). Columns far outside the image are left out."""
-    margin, size, _, _ = _canvas(settings)
+    margin, shape, _, _ = _canvas(settings)
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2) + margin
     counts = np.asarray(counts, dtype=np.float64).reshape(-1)
-    inside = np.all((yx >= _SPLAT) & (yx < size - _SPLAT), axis=1)
-    h = settings.image_size
-    return _render_canvas(settings, yx[inside], counts[inside])[margin:margin + h, margin:margin + h]
+    inside = np.all((yx >= _SPLAT) & (yx < np.array(shape) - _SPLAT), axis=1)
+    h, w = settings.shape
+    return _render_canvas(settings, yx[inside], counts[inside])[margin:margin + h, margin:margin + w] \
+        + _background(settings)
 
 
 # ---------------------------------------------------------------------------------------------- structure
@@ -186,10 +225,11 @@ def render(settings: StemSettings, yx, counts) -> np.ndarray:
 def _lattice(settings: StemSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sites (N, 2) y, x in Å around the origin, is_metal (N,), cell basis (2, 2)): enough unit cells to cover
     the canvas under any rotation, the strain and the drift."""
-    _, size, _, _ = _canvas(settings)
+    _, shape, _, _ = _canvas(settings)
     a = MATERIALS[settings.material][2]
     basis = np.array([[0.0, a], [a * math.sqrt(3) / 2, a / 2]])     # rows: a1, a2 as (y, x)
-    reach = (size * settings.pixel_size / math.sqrt(2) + 4 * settings.drift + 2 * a) / (1 - 2 * settings.max_strain)
+    half_diagonal = max(shape) * settings.pixel_size / math.sqrt(2)
+    reach = (half_diagonal + 4 * settings.drift + 2 * a) / (1 - 2 * settings.max_strain)
     n = math.ceil(reach / (a * math.sqrt(3) / 2)) + 1
     i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
     metal = np.stack([i.ravel(), j.ravel()], axis=1) @ basis
@@ -206,6 +246,7 @@ def _site_counts(settings: StemSettings) -> np.ndarray:
     counts[0, 3] = column_intensity(settings, [settings.dopant_element])
     counts[1, 0] = column_intensity(settings, [chalcogen, chalcogen])
     counts[1, 1] = column_intensity(settings, [chalcogen])
+    counts[1] *= settings.chalcogen_contrast
     return counts
 
 
@@ -226,28 +267,28 @@ def specimen(settings: StemSettings, rng: np.random.Generator) -> Specimen:
     """Every column of one image as the scan records it: the lattice under a random rotation, strain, drift and
     row jitter, each site's class drawn from the defect densities. The random draws do not depend on the
     densities; columns up to a probe's reach outside the image are included."""
-    margin, size, _, _ = _canvas(settings)
+    margin, shape, _, _ = _canvas(settings)
     sites, is_metal, basis = _lattice(settings)
-    px, h = settings.pixel_size, settings.image_size
+    px, (h, w) = settings.pixel_size, settings.shape
 
     origin = rng.random(2) @ basis
     angle = math.radians(settings.max_rotation) * rng.uniform(-1, 1)
     strain = settings.max_strain * rng.uniform(-1, 1, 3)
     drift = settings.drift / px * rng.uniform(-1, 1, (2, 2))     # rows: linear, quadratic; columns: y, x
-    jitter = settings.jitter / px * rng.standard_normal(size)    # x offset of each canvas row
+    jitter = settings.jitter / px * rng.standard_normal(shape[0])    # x offset of each canvas row
     draw = rng.random(len(sites))
 
     # specimen positions in image pixels, then where the scan records them: row y' shows the specimen shifted by
     # the drift at that row's time t = y' / h, and by that row's jitter in x
-    yx = (sites + origin) @ _rotation_strain(angle, strain).T / px + (h - 1) / 2
+    yx = (sites + origin) @ _rotation_strain(angle, strain).T / px + np.array([h - 1, w - 1]) / 2
     y = yx[:, 0].copy()
     for _ in range(_DRIFT_STEPS):
         t = y / h
         y = yx[:, 0] + drift[0, 0] * t + drift[1, 0] * t * t
     t = y / h
-    row = np.clip(np.rint(y).astype(np.int64) + margin, 0, size - 1)
+    row = np.clip(np.rint(y).astype(np.int64) + margin, 0, shape[0] - 1)
     yx = np.stack([y, yx[:, 1] + drift[0, 1] * t + drift[1, 1] * t * t + jitter[row]], axis=1) + margin
-    keep = np.all((yx >= _SPLAT) & (yx < size - _SPLAT), axis=1)
+    keep = np.all((yx >= _SPLAT) & (yx < np.array(shape) - _SPLAT), axis=1)
     yx, is_metal, draw = yx[keep], is_metal[keep], draw[keep]
 
     # a site's class from its one uniform draw u: u < p_a -> class a; p_a <= u < p_a + p_b -> class b; else 0
@@ -265,16 +306,16 @@ def simulate(settings: StemSettings, rng: np.random.Generator, *, noise: bool = 
     The random draws do not depend on the densities, and the noise is drawn last: the same ``rng`` state gives
     the same geometry for settings that differ only in densities or noise."""
     margin, _, _, _ = _canvas(settings)
-    h = settings.image_size
+    h, w = settings.shape
     columns = specimen(settings, rng)
     present = columns.counts > 0
     expected = _render_canvas(settings, columns.yx[present] + margin,
-                              columns.counts[present])[margin:margin + h, margin:margin + h]
+                              columns.counts[present])[margin:margin + h, margin:margin + w] + _background(settings)
 
     defect = columns.classes > 0
     where = columns.yx[defect]
-    labels = _paint(settings, where, columns.classes[defect])
-    inside = np.all((where >= -0.5) & (where < h - 0.5), axis=1)
+    labels = paint(settings.shape, settings.label_radius / settings.pixel_size, where, columns.classes[defect])
+    inside = np.all((where >= -0.5) & (where < np.array([h, w]) - 0.5), axis=1)
     table = np.concatenate([where[inside], columns.classes[defect][inside, None]], axis=1).astype(np.float32)
 
     if noise:
@@ -286,18 +327,78 @@ def simulate(settings: StemSettings, rng: np.random.Generator, *, noise: bool = 
     return Sample(image, labels, table)
 
 
-def _paint(settings: StemSettings, yx: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Label map with a disk of label_radius around each defect (pixel centres within the radius)."""
-    h = settings.image_size
-    labels = np.zeros((h, h), dtype=np.uint8)
-    radius = settings.label_radius / settings.pixel_size
+def paint(shape: tuple[int, int], radius: float, yx: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Label map of ``shape`` with a disk of ``radius`` pixels around each defect (pixel centres within it)."""
+    h, w = shape
+    labels = np.zeros(shape, dtype=np.uint8)
     reach = math.ceil(radius) + 1
     offsets = np.arange(-reach, reach + 1)
     centre = np.rint(yx).astype(np.int64)
     rows = centre[:, 0, None, None] + offsets[None, :, None]
     cols = centre[:, 1, None, None] + offsets[None, None, :]
     inside = ((rows - yx[:, 0, None, None]) ** 2 + (cols - yx[:, 1, None, None]) ** 2 <= radius * radius) \
-        & (rows >= 0) & (rows < h) & (cols >= 0) & (cols < h)
+        & (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     which = np.broadcast_to(classes[:, None, None], inside.shape)
     labels[np.broadcast_to(rows, inside.shape)[inside], np.broadcast_to(cols, inside.shape)[inside]] = which[inside]
     return labels
+
+
+# ------------------------------------------------------------------------------------------ randomization
+
+RANDOMIZED_INTEGERS = ("image_size", "image_width")
+
+
+def check_ranges(settings: StemSettings, ranges: dict, where: str = "task.options.randomize") -> dict:
+    """Validated ranges of domain randomization, {field: (low, high, log)}, from a mapping of StemSettings fields
+    to [low, high] (uniform; integers for the image size) or [low, high, "log"] (log-uniform). Raises UserError
+    naming the field when a range is malformed or reaches settings that are not valid."""
+    if not isinstance(ranges, dict):
+        raise UserError(f"{where}: must be a mapping of simulator fields to [low, high], got {ranges!r}")
+    numeric = [f.name for f in dataclasses.fields(StemSettings) if f.name not in ("material", "dopant")]
+    out = {}
+    for name in sorted(ranges):
+        value = ranges[name]
+        if name not in numeric:
+            raise UserError(f"{where}.{name}: not a randomizable simulator field (expected among: "
+                            f"{', '.join(numeric)})")
+        integer = name in RANDOMIZED_INTEGERS
+        number = int if integer else (int, float)
+        ok = isinstance(value, (list, tuple)) and len(value) in (2, 3) \
+            and all(isinstance(v, number) and not isinstance(v, bool) and math.isfinite(v) for v in value[:2]) \
+            and value[0] <= value[1] and (len(value) == 2 or (value[2] == "log" and value[0] > 0))
+        if not ok:
+            kind = "integers" if integer else "numbers"
+            raise UserError(f"{where}.{name}: must be [low, high] ({kind}, low <= high) or [low, high, \"log\"] "
+                            f"(low > 0), got {value!r}")
+        out[name] = (value[0], value[1], len(value) == 3)
+    lo = {k: r[0] for k, r in out.items()}
+    hi = {k: r[1] for k, r in out.items()}
+    widest = {k: max(abs(r[0]), abs(r[1])) for k, r in out.items()}
+    corners = [lo, hi,
+               {k: v for k, v in {"pixel_size": hi.get("pixel_size"), "probe_fwhm": lo.get("probe_fwhm"),
+                                  "label_radius": lo.get("label_radius"), "background": lo.get("background"),
+                                  "background_slope_y": widest.get("background_slope_y"),
+                                  "background_slope_x": widest.get("background_slope_x")}.items() if v is not None},
+               {k: v for k, v in {"probe_fwhm": hi.get("probe_fwhm"), "tail_fwhm": lo.get("tail_fwhm")}.items()
+                if v is not None}]
+    for corner in corners:
+        try:
+            dataclasses.replace(settings, **corner)
+        except UserError as exc:
+            raise UserError(f"{where}: the ranges reach settings that are not valid ({exc})") from None
+    return out
+
+
+def randomized(settings: StemSettings, ranges: dict, rng: np.random.Generator) -> StemSettings:
+    """``settings`` with each field of ``ranges`` (as check_ranges returns them) drawn from its range, in the
+    order of the field names: one image's microscope, contrast and scan."""
+    drawn = {}
+    for name in sorted(ranges):
+        low, high, log = ranges[name]
+        if name in RANDOMIZED_INTEGERS:
+            drawn[name] = int(round(math.exp(rng.uniform(math.log(low), math.log(high))))) if log \
+                else int(rng.integers(low, high + 1))
+        else:
+            drawn[name] = float(math.exp(rng.uniform(math.log(low), math.log(high))) if log
+                                else rng.uniform(low, high))
+    return dataclasses.replace(settings, **drawn)

@@ -1,6 +1,9 @@
 """The STEM data set: simulated images of every split with their exact labels, made over the ranks of a share.
 
 Image i of a split comes from its own generator (seed, split, i), so the file is the same for any number of ranks.
+With domain randomization the training images each have their own settings, drawn from that generator before the
+image; when their sizes vary the split is stored ragged (see `_write`). Each split's group says which simulator
+made it (attribute `source`).
 """
 from __future__ import annotations
 
@@ -19,12 +22,16 @@ from menndl_py.tasks.making import item_rng, parallel_h5
 CHUNK = 8  # images per message to the writer
 
 
-def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int, share: Solo = Solo()) -> dict:
+def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int, share: Solo = Solo(),
+                 randomize: dict | None = None, copied: dict | None = None) -> dict:
     """Write an HDF5 file of simulated images: groups train/val/test with ``images`` (N, H, W) float32,
     ``labels`` (N, H, W) uint8 and ``defects`` (M, 4) float32 (image index, y, x, class); attributes
     ``settings`` (JSON), ``classes`` and ``seed``.
 
     Image i of a split comes from item_rng(seed, split, i), so the file is the same for any number of ranks.
+    ``randomize`` (ranges as `stem_sim.check_ranges` returns them) draws each training image's settings from that
+    generator first; the drawn settings are kept (``settings``, JSON per image). ``copied`` maps splits to HDF5
+    files holding a group of that name made elsewhere (multislice), which is copied in instead of simulated.
     Over a ``share`` of several ranks, rank r simulates images i = r (mod size) and hands them to rank 0 in chunks
     of a few images; rank 0 writes. The file is written to a temporary name of its own and renamed at the end.
     Returns, on every rank, {split: {"images": N, class name: number of defects, ...}}.
@@ -37,21 +44,34 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
             f.attrs["seed"] = seed
             result = {}
         for split in SPLITS:
+            if split in (copied or {}):
+                if f is not None:
+                    with h5py.File(copied[split], "r") as source:
+                        source.copy(source[split], f, split)
+                    result[split] = summary(f[split])
+                continue
             n = counts.get(split, 0)
+            ranges = randomize if split == "train" else None
             own = share.mine(list(range(n)))
-            chunks = share.to_root(_chunks(_simulated(settings, seed, split, own)), n - len(own))
+            chunks = share.to_root(_chunks(_simulated(settings, ranges, seed, split, own)), n - len(own))
             if f is not None:
-                result[split] = _write(f.create_group(split), settings, n, (item for c in chunks for item in c))
+                group = f.create_group(split)
+                group.attrs["source"] = "stem_sim (fast simulator" + (", randomized: " + ", ".join(
+                    f"{k} in [{lo:g}, {hi:g}]{' log' if log else ''}" for k, (lo, hi, log) in ranges.items())
+                    if ranges else "") + ")"
+                result[split] = _write(group, settings, n, (item for c in chunks for item in c), ranges)
             else:
                 for _ in chunks:  # sent to rank 0
                     pass
     return share.bcast(result)
 
 
-def _simulated(settings: StemSettings, seed: int, split: str, indices):
-    """(index, Sample) for each image index."""
+def _simulated(settings: StemSettings, ranges: dict | None, seed: int, split: str, indices):
+    """(index, (Sample, its settings)) for each image index."""
     for i in indices:
-        yield i, stem_sim.simulate(settings, item_rng(seed, split, i))
+        rng = item_rng(seed, split, i)
+        own = stem_sim.randomized(settings, ranges, rng) if ranges else settings
+        yield i, (stem_sim.simulate(own, rng), own)
 
 
 def _chunks(items, size: int = CHUNK):
@@ -66,17 +86,46 @@ def _chunks(items, size: int = CHUNK):
         yield chunk
 
 
-def _write(group, settings: StemSettings, n: int, items) -> dict:
-    h = settings.image_size
-    chunks = (1, h, h) if n else None
-    images = group.create_dataset("images", (n, h, h), np.float32, chunks=chunks)
-    labels = group.create_dataset("labels", (n, h, h), np.uint8, chunks=chunks, compression="lzf" if n else None)
+def _write(group, settings: StemSettings, n: int, items, ranges: dict | None = None) -> dict:
+    """Store a split. Images of one size: ``images`` and ``labels`` (N, H, W). Images whose size is randomized are
+    stored ragged, not padded: ``images`` and ``labels`` (N,) of flattened pixels with their ``shapes`` (N, 2), so
+    no pixel is stored or trained on that is not an image's, and the loss needs no ignore label."""
+    ragged = bool(ranges) and any(k in ranges for k in stem_sim.RANDOMIZED_INTEGERS)
+    if ragged:
+        images = group.create_dataset("images", (n,), h5py.vlen_dtype(np.float32))
+        labels = group.create_dataset("labels", (n,), h5py.vlen_dtype(np.uint8))
+        shapes = group.create_dataset("shapes", (n, 2), np.int64)
+    else:
+        h, w = settings.shape
+        chunks = (1, h, w) if n else None
+        images = group.create_dataset("images", (n, h, w), np.float32, chunks=chunks)
+        labels = group.create_dataset("labels", (n, h, w), np.uint8, chunks=chunks, compression="lzf" if n else None)
+    drawn = group.create_dataset("settings", (n,), h5py.string_dtype("utf-8")) if ranges else None
     tables = [np.zeros((0, 4), np.float32)] * n
-    for i, sample in items:
-        images[i] = sample.image
-        labels[i] = sample.labels
+    for i, (sample, own) in items:
+        if ragged:
+            images[i], labels[i], shapes[i] = sample.image.ravel(), sample.labels.ravel(), sample.image.shape
+        else:
+            images[i], labels[i] = sample.image, sample.labels
+        if drawn is not None:
+            drawn[i] = json.dumps(dataclasses.asdict(own), sort_keys=True)
         tables[i] = np.concatenate([np.full((len(sample.defects), 1), i, np.float32), sample.defects], axis=1)
-    defects = np.concatenate(tables) if tables else np.zeros((0, 4), np.float32)
-    group.create_dataset("defects", data=defects)
+    group.create_dataset("defects", data=np.concatenate(tables) if tables else np.zeros((0, 4), np.float32))
+    return summary(group)
+
+
+def summary(group) -> dict:
+    """{"images": N, class name: number of defects, ...} of a stored split."""
+    defects = group["defects"][()]
     found = np.bincount(defects[:, 3].astype(np.int64), minlength=len(CLASSES))
-    return {"images": n, **{name: int(found[c]) for c, name in enumerate(CLASSES) if c > 0}}
+    return {"images": len(group["images"]), **{name: int(found[c]) for c, name in enumerate(CLASSES) if c > 0}}
+
+
+def read(group, rows) -> tuple[list | np.ndarray, list | np.ndarray]:
+    """(images, labels) of the given rows of a split: arrays (N, H, W), or lists of 2-D arrays when ragged."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if "shapes" not in group:
+        return group["images"][rows], group["labels"][rows]
+    shapes = group["shapes"][()]
+    images, labels = group["images"], group["labels"]
+    return ([images[r].reshape(shapes[r]) for r in rows], [labels[r].reshape(shapes[r]) for r in rows])

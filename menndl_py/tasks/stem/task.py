@@ -1,17 +1,22 @@
 """STEM atomic-defect identification (the MENNDL task): a per-pixel class map of every point defect in HAADF
 images of a TMD monolayer, from fully convolutional encoder–decoder networks.
 
-Data: images made by `stem_sim` with exact labels. Training uses tiles of the images (the networks are fully
-convolutional); validation and test use whole images. Fitness: the mean over defect types of the object-level F1
-(a predicted defect counts when it lies within `match_radius` of a true one of the same type). A trained network's
-defects are read with per-class probability thresholds and minimum sizes calibrated for the best F1 on training
-images, as the Fourier-filtering baseline's are; the thresholds are recorded in its metrics (result.json).
+Data: images made by `stem_sim` with exact labels, training images optionally under domain randomization
+(`randomize`: each image its own contrast, probe, background, pixel size, dose, noise, scan and size); validation
+and test images by `stem_sim`, or by multislice (`multislice`: abTEM, each split with its own microscope, so the
+test set can be imaged by a microscope the training never saw). Training uses tiles of the images (the networks
+are fully convolutional); validation and test use whole images. Fitness: the mean over defect types of the
+object-level F1 (a predicted defect counts when it lies within `match_radius` of a true one of the same type). A
+trained network's defects are read with per-class probability thresholds and minimum sizes calibrated for the best
+F1 on training images, as the Fourier-filtering baseline's are; the thresholds are recorded in its metrics
+(result.json).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+import time
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import h5py
@@ -24,16 +29,18 @@ from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.conv import ENCODER_DECODER_GENES, ENCODER_DECODER_TRAINING, EncoderDecoder
-from menndl_py.physics import stem_analysis, stem_sim
+from menndl_py.physics import multislice, stem_analysis, stem_sim
 from menndl_py.records import Outcome, Status
 from menndl_py.tasks.base import SPLITS, SkipImage, Task, settings_option
 from menndl_py.tasks.stem import data as stem_data
 from menndl_py.tasks.stem import fourier as fourier_method
-from menndl_py.tasks.stem import tiling
+from menndl_py.tasks.stem import multislice_data, tiling
 from menndl_py.train.trainer import agreed, score
 
 LATENCY_SIDE = 256  # latency is timed on whole images of this many pixels a side
 CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection thresholds are tuned
+PAD_MULTIPLE = 16  # images of other sizes are padded (reflect) to a multiple of this: 2 ** (deepest depth - 1)
+MULTISLICE_SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class StemDefectsOptions:
     test_images: int = setting(100, min=1, max=1_000_000)
     seed: int = setting(0, min=0, max=2**63 - 1)
     simulator: dict = setting(factory=dict)  # StemSettings fields: material, dose, probe_fwhm, ...
+    randomize: dict = setting(factory=dict)  # training images: StemSettings field -> [low, high] (or [.., "log"])
+    multislice: dict = setting(factory=dict)  # val/test -> Microscope fields and StemSettings overrides
     tile: int = setting(128, min=16, max=4096)  # training tiles of tile × tile pixels
     match_radius: float = setting(1.0, min=0.0)  # Å: how far a detection may lie from the defect it finds
     min_pixels: int = setting(3, min=1, max=1_000_000)  # smaller argmax blobs are not defects (uncalibrated networks)
@@ -68,16 +77,69 @@ class StemDefectsTask(Task):
         if self.options.loss not in ("cross_entropy", "focal"):
             raise UserError(f"task.options.loss: must be 'cross_entropy' or 'focal', got {self.options.loss!r}")
         self.settings = settings_option("simulator", self.options.simulator, stem_sim.StemSettings)
+        self.ranges = stem_sim.check_ranges(self.settings, self.options.randomize)
+        smallest = min(self.ranges.get(k, (n,))[0] for k, n in zip(stem_sim.RANDOMIZED_INTEGERS, self.settings.shape))
+        if self.options.tile > smallest:
+            raise UserError(f"task.options.tile: {self.options.tile} is larger than the smallest training image "
+                            f"({smallest} pixels a side)")
+        self.multislice = self._multislice_sets(self.options.multislice)
         self.radius_px = self.options.match_radius / self.settings.pixel_size
         self._weights = None
         self._calibration_sets: dict[tuple[int, int], tuple] = {}
         self.rule: stem_analysis.DetectionRule | None = None  # the network's calibrated detection, once known
 
+    def _multislice_sets(self, blocks) -> dict[str, tuple[stem_sim.StemSettings, multislice.Microscope]]:
+        """{split: (specimen and imaging settings, microscope)} of the splits made by multislice."""
+        where = "task.options.multislice"
+        if not isinstance(blocks, dict) or not set(blocks) <= set(MULTISLICE_SPLITS):
+            raise UserError(f"{where}: must map 'val' and/or 'test' to microscope settings, got {blocks!r}")
+        scope = {f.name for f in fields(multislice.Microscope)}
+        imaging = {f.name for f in fields(stem_sim.StemSettings)} - {"pixel_size", "label_radius", "image_size",
+                                                                      "image_width"}
+        sets = {}
+        for split, block in blocks.items():
+            if not isinstance(block, dict):
+                raise UserError(f"{where}.{split}: must be a mapping of microscope and simulator settings, "
+                                f"got {block!r}")
+            unknown = set(block) - scope - imaging
+            if unknown:
+                raise UserError(f"{where}.{split}.{sorted(unknown)[0]}: unknown (expected microscope settings "
+                                f"{', '.join(sorted(scope))}, or simulator settings {', '.join(sorted(imaging))})")
+            try:
+                settings = replace(self.settings, **{k: v for k, v in block.items() if k in imaging})
+                microscope = multislice.Microscope(**{"size_multiple": PAD_MULTIPLE,
+                                                      **{k: v for k, v in block.items() if k in scope}})
+            except UserError as exc:
+                text = str(exc).replace("task.options.", f"{where}.{split}.", 1)
+                raise UserError(text.replace("multislice.", f"{where}.{split}.", 1) if text.startswith(
+                    "multislice.") else text) from None
+            sets[split] = (settings, microscope)
+        return sets
+
     # -- data ----------------------------------------------------------------------------------------
     def _recipe(self) -> dict:
         o = self.options
-        return {"settings": asdict(self.settings), "seed": o.seed,
-                "counts": {"train": o.train_images, "val": o.val_images, "test": o.test_images}}
+        recipe = {"settings": asdict(self.settings), "seed": o.seed,
+                  "counts": {"train": o.train_images, "val": o.val_images, "test": o.test_images}}
+        if self.ranges:
+            recipe["randomize"] = self.ranges
+        if self.multislice:
+            recipe["multislice"] = {split: self._multislice_recipe(split) for split in self.multislice}
+        return recipe
+
+    def _multislice_recipe(self, split: str) -> dict:
+        settings, microscope = self.multislice[split]
+        return {"settings": asdict(settings), "microscope": asdict(microscope), "seed": self.options.seed,
+                "split": split, "count": self._count(split)}
+
+    def _count(self, split: str) -> int:
+        return {"train": self.options.train_images, "val": self.options.val_images,
+                "test": self.options.test_images}[split]
+
+    def multislice_path(self, split: str) -> Path:
+        """The multislice file of a split, named by its own recipe, so configs that share it make it once."""
+        text = json.dumps(self._multislice_recipe(split), sort_keys=True)
+        return self.data_dir / f"stem_multislice-{hashlib.sha1(text.encode()).hexdigest()[:10]}.h5"
 
     @property
     def data_path(self) -> Path:
@@ -86,10 +148,29 @@ class StemDefectsTask(Task):
         return self.data_dir / f"{self.name}-{digest}.h5"
 
     def make_data(self, share: Solo = Solo()) -> str:
+        """The multislice splits first (each its own resumable file, reused when it is there), then the data file,
+        into which they are copied. The summary names the simulator of each split and the multislice times."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         recipe = self._recipe()
-        counts = stem_data.make_dataset(self.data_path, self.settings, recipe["counts"], recipe["seed"], share)
-        return f"{self.data_path}: {json.dumps(counts)}"
+        times = {}
+        for split, (settings, microscope) in self.multislice.items():
+            path = self.multislice_path(split)
+            if not path.exists():
+                start = time.perf_counter()
+                multislice_data.make_dataset(path, settings, microscope, split, self._count(split),
+                                             self.options.seed, share)
+                times[split] = time.perf_counter() - start
+        copied = {split: self.multislice_path(split) for split in self.multislice}
+        counts = stem_data.make_dataset(self.data_path, self.settings, recipe["counts"], recipe["seed"], share,
+                                        self.ranges, copied)
+        made = "; ".join(f"{split} made in {t:.0f} s on {share.size} rank(s)" for split, t in times.items())
+        sources = "; ".join(f"{split}: {source}" for split, source in self.data_sources().items())
+        return f"{self.data_path}: {json.dumps(counts)}; " + (f"multislice {made}; " if made else "") + sources
+
+    def data_sources(self) -> dict[str, str]:
+        """{split: the simulator that made it} from the data file."""
+        with h5py.File(self.data_path, "r") as f:
+            return {split: str(f[split].attrs.get("source", "stem_sim (fast simulator)")) for split in SPLITS}
 
     def check_data(self) -> None:
         try:
@@ -99,9 +180,14 @@ class StemDefectsTask(Task):
                     if n < self._recipe()["counts"][split]:
                         raise UserError(f"{self.data_path}: {split} has {n} images, expected "
                                         f"{self._recipe()['counts'][split]}")
-                    if f[split]["images"].shape[1:] != (self.settings.image_size,) * 2:
-                        raise UserError(f"{self.data_path}: {split} images are not "
-                                        f"{self.settings.image_size}×{self.settings.image_size}")
+                    if split in self.multislice:
+                        shape = multislice.image_shape(*self.multislice[split])
+                    elif split == "train" and "shapes" in f[split]:
+                        continue
+                    else:
+                        shape = self.settings.shape
+                    if f[split]["images"].shape[1:] != shape:
+                        raise UserError(f"{self.data_path}: {split} images are not {shape[0]}×{shape[1]}")
         except (OSError, KeyError) as exc:
             raise UserError(f"{self.data_path}: unreadable or incomplete STEM data set ({exc}); make it again "
                             f"with 'menndl data make stem_defects --force'") from None
@@ -110,9 +196,14 @@ class StemDefectsTask(Task):
         with h5py.File(self.data_path, "r") as f:
             n = self._recipe()["counts"][split]
             rows = np.arange(shard[0], n, shard[1])
-            images, labels = f[split]["images"][rows], f[split]["labels"][rows]
+            images, labels = stem_data.read(f[split], rows)
             if split == "train" and self._weights is None:
                 self._weights = self._class_weights(f["train"]["labels"])
+        if isinstance(images, list):  # ragged: images of many sizes, tiled one by one
+            tile = self.options.tile
+            x = np.concatenate([tiles(standardize(i)[None, None], tile) for i in images])
+            y = np.concatenate([tiles(t[None, None], tile)[:, 0] for t in labels]).astype(np.int64)
+            return x, y
         x = standardize(images)[:, None]
         y = labels.astype(np.int64)
         if split == "train":
@@ -123,7 +214,9 @@ class StemDefectsTask(Task):
         """(f_lattice / f_class) ** power from the whole training split's pixel counts (the same on every rank)."""
         counts = np.zeros(len(self.class_names))
         for start in range(0, len(labels), 64):
-            counts += np.bincount(labels[start:start + 64].ravel(), minlength=len(self.class_names))
+            block = labels[start:start + 64]
+            pixels = np.concatenate(list(block)) if block.dtype == object else block.ravel()
+            counts += np.bincount(pixels, minlength=len(self.class_names))
         return (counts[0] / np.maximum(counts, 1)) ** self.options.class_weight_power
 
     # -- model ---------------------------------------------------------------------------------------
@@ -198,22 +291,34 @@ class StemDefectsTask(Task):
     def _threshold_counts(self, model: torch.nn.Module, shard: tuple[int, int], device: torch.device,
                           batch: int) -> np.ndarray:
         """This shard's counts of `stem_analysis.threshold_counts` over the threshold and size grids."""
-        x, tables = self._calibration_set(shard)
+        x, tables, radii = self._calibration_set(shard)
         counts = np.zeros((len(self.class_names) - 1, len(stem_analysis.THRESHOLD_GRID),
                            len(stem_analysis.MIN_PIXELS_GRID), 3))
         model.eval()
         with torch.no_grad():
-            for start in range(0, len(x), batch):
-                output = model(torch.from_numpy(x[start:start + batch]).to(device))
-                for p, true in zip(torch.softmax(output.float(), 1).cpu().numpy(), tables[start:start + batch]):
-                    counts += stem_analysis.threshold_counts(p, true, self.radius_px)
+            step = batch if isinstance(x, np.ndarray) else 1   # images of many sizes: one at a time
+            for start in range(0, len(x), step):
+                images = x[start:start + batch] if isinstance(x, np.ndarray) else x[start][None]
+                h, w = images.shape[-2:]
+                padded = F.pad(torch.from_numpy(images), (0, -w % PAD_MULTIPLE, 0, -h % PAD_MULTIPLE), mode="reflect")
+                output = model(padded.to(device))[..., :h, :w]
+                for p, true, radius in zip(torch.softmax(output.float(), 1).cpu().numpy(),
+                                           tables[start:start + len(images)], radii[start:start + len(images)]):
+                    counts += stem_analysis.threshold_counts(p, true, radius)
         return counts
 
-    def _calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray, list]:
-        """Standardized images (N×1×H×W) and true defect tables of a shard of the calibration images (cached)."""
+    def _calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray | list, list, np.ndarray]:
+        """Standardized images (N×1×H×W, or a list of 1×H×W of many sizes), true defect tables and match radii in
+        pixels (each image's own pixel size, when randomized) of a shard of the calibration images (cached)."""
         if shard not in self._calibration_sets:
             images, labels = self._calibration_images(shard)
-            self._calibration_sets[shard] = (standardize(images)[:, None], [true_defects(t) for t in labels])
+            x = [standardize(i)[None] for i in images] if isinstance(images, list) else standardize(images)[:, None]
+            rows = np.arange(shard[0], min(CALIBRATION_IMAGES, self.options.train_images), shard[1])
+            with h5py.File(self.data_path, "r") as f:
+                drawn = f["train"]["settings"][rows] if "settings" in f["train"] else [None] * len(rows)
+            radii = np.array([self.options.match_radius / json.loads(d)["pixel_size"] if d else self.radius_px
+                              for d in drawn])
+            self._calibration_sets[shard] = (x, [true_defects(t) for t in labels], radii)
         return self._calibration_sets[shard]
 
     def _calibration_images(self, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +326,7 @@ class StemDefectsTask(Task):
         (rank, size)."""
         rows = np.arange(shard[0], min(CALIBRATION_IMAGES, self.options.train_images), shard[1])
         with h5py.File(self.data_path, "r") as f:
-            return f["train"]["images"][rows], f["train"]["labels"][rows]
+            return stem_data.read(f["train"], rows)
 
     def rule_record(self) -> dict:
         """The calibrated rule as metrics: `threshold_<class>` and `min_pixels_<class>` per defect class."""
