@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""STEM defects on other microscopes: a run's network against Fourier filtering, per defect kind and mean F1.
+
+The image sets (each scored by both methods, same images, same matching radius):
+  - the fast simulator at the task's own settings (its "own" test split: `stem_sim`, no randomization),
+  - multislice, the validation microscope (A), without and with scan-row jitter,
+  - multislice, the test microscope (B: settings no training or validation image had), without and with jitter.
+Sets the data file holds are read from it; the others are made here by `multislice_data.make_dataset` (over the
+ranks of an mpirun, kept beside the data file, named by recipe: a second run reuses them). The same seed and
+split as the data file's give the same specimens and noise, so a jittered set differs from its steady twin only
+by the jitter.
+
+Fourier filtering runs twice: with the thresholds `menndl baseline` tuned on training images (RUN/baselines/
+fourier.json; what the network's detection thresholds are tuned on too), and with thresholds tuned here on the
+multislice validation images (the images the search selected its network on). The script reports; it does not
+assert.
+
+    mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network final --jitter 0.3
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
+
+from menndl_py.commands.predict import load_best  # noqa: E402
+from menndl_py.engine.transport import mpi  # noqa: E402
+from menndl_py.physics import stem_analysis, stem_sim  # noqa: E402
+from menndl_py.tasks.making import item_rng  # noqa: E402
+from menndl_py.tasks.stem import multislice_data  # noqa: E402
+from menndl_py.tasks.stem.fourier import FourierMethod  # noqa: E402
+from menndl_py.tasks.stem.task import standardize, true_defects  # noqa: E402
+
+
+def image_sets(task, jitter: float, fast_images: int, share) -> dict[str, tuple[list, list]]:
+    """{name: (images, label maps)} of every set; the multislice ones made (over `share`) where missing."""
+    sets = {}
+    if share.rank == 0:
+        samples = [stem_sim.simulate(task.settings, item_rng(task.options.seed, "test", i)) for i in
+                   range(fast_images)]
+        sets[f"fast simulator, task settings (jitter {task.settings.jitter:g} Å)"] = (
+            [s.image for s in samples], [s.labels for s in samples])
+    for split, name in (("val", "A (validation)"), ("test", "B (test, unseen)")):
+        settings, microscope = task.multislice[split]
+        for j in (0.0, jitter):
+            path = task.data_dir / f"stem_transfer-{split}-jitter{j:g}-{task.multislice_path(split).stem}.h5"
+            own = dataclasses.replace(settings, jitter=j)
+            if own == settings:
+                path = task.data_path  # the data file holds this set
+            elif not path.exists():
+                count = getattr(task.options, f"{split}_images")
+                multislice_data.make_dataset(path, own, microscope, split, count, task.options.seed, share)
+            if share.rank == 0:
+                with h5py.File(path, "r") as f:
+                    sets[f"multislice {name}, jitter {j:g} Å"] = (list(f[split]["images"][()]),
+                                                                   list(f[split]["labels"][()]))
+    return sets
+
+
+@torch.no_grad()
+def network_defects(task, genome, model, image: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(standardize(image)[None, None])
+    return task.interpret(task.outputs(model, genome, x), image.shape)[0][1]
+
+
+def scores(task, find, images: list, labels: list) -> tuple[dict[str, float], float]:
+    """({f1_<kind>: F1, defect_f1: mean}, CPU ms per image) of a detector `find` (image -> defect table)."""
+    n = len(task.class_names)
+    counts = np.zeros((n - 1, 3), np.int64)
+    start = time.process_time()
+    for image, t in zip(images, labels):
+        counts += stem_analysis.match_counts(find(image), true_defects(t), task.radius_px, n)
+    ms = 1000 * (time.process_time() - start) / len(images)
+    f1 = stem_analysis.f1_scores(counts.ravel(), task.class_names[1:])
+    return {k: v for k, v in f1.items() if k.startswith("f1_") or k == "defect_f1"}, ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--network", help="best, final or a Pareto front member's id (default: as predict)")
+    parser.add_argument("--jitter", type=float, default=0.3, help="Å of scan-row jitter of the jittered sets")
+    parser.add_argument("--fast-images", type=int, default=36, help="fast-simulator images at the task settings")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    share = mpi.share()
+    task, genome, model = load_best(args.run_dir, quiet=share.rank != 0, network=args.network)
+    sets = image_sets(task, args.jitter, args.fast_images, share)
+    if share.rank != 0:
+        return
+    print(f"stem_transfer: {code_version()}\n  network: {args.run_dir} ({args.network or 'default'}), "
+          f"genome {genome.key}")
+    trained = FourierMethod(args.run_dir)
+    steady_val = sets["multislice A (validation), jitter 0 Å"]
+    tuned = stem_analysis.FourierFilterBaseline(trained.fourier.disk_radius)
+    tuned.fit(steady_val[0], [true_defects(t) for t in steady_val[1]], task.radius_px)
+    methods = {"network": lambda image: network_defects(task, genome, model, image),
+               "Fourier (tuned on train)": lambda image: trained.fourier.predict(image.astype(np.float64)),
+               "Fourier (tuned on val)": lambda image: tuned.predict(image.astype(np.float64))}
+    kinds = [f"f1_{c}" for c in task.class_names[1:]]
+    rows, speed = [], {}
+    for name, (images, labels) in sets.items():
+        for method, find in methods.items():
+            f1, ms = scores(task, find, images, labels)
+            speed.setdefault(method, []).append(ms)
+            rows.append([name if method == "network" else "", method, len(images),
+                         *(f"{f1[k]:.3f}" for k in kinds), f"{f1['defect_f1']:.3f}"])
+    print(table(["images", "method", "n", *(k[3:] for k in kinds), "mean F1"], rows,
+                "\nF1 per defect kind (a detection within match_radius of a true defect of its kind)"))
+    print("\nCPU ms per image (this process, one thread): " + ", ".join(
+        f"{m} {np.mean(v):.1f}" for m, v in speed.items()))
+    print("microscopes: " + json.dumps({split: task.data_sources()[split] for split in ("val", "test")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
