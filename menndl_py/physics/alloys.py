@@ -19,6 +19,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.neighborlist import neighbor_list
 from ase.optimize import FIRE
+from ase.parallel import DummyMPI
 from scipy.optimize import minimize_scalar
 
 ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")  # the elements of ASE's EMT
@@ -65,11 +66,13 @@ def reference_energy(symbol: str) -> float:
 
 
 def energy(atoms: Atoms, relax_steps: int = 0, fmax: float = 0.05) -> float:
-    """EMT energy (eV) of a copy of `atoms`, after at most `relax_steps` FIRE steps on the positions."""
+    """EMT energy (eV) of a copy of `atoms`, after at most `relax_steps` FIRE steps on the positions. The relaxation
+    is this process's alone (`DummyMPI`): ASE's default communicator would start MPI in a process that has imported
+    mpi4py without a launcher (a singleton beside any real job), which can take the process down."""
     atoms = atoms.copy()
     atoms.calc = EMT()
     if relax_steps:
-        FIRE(atoms, logfile=None).run(fmax=fmax, steps=relax_steps)
+        FIRE(atoms, logfile=None, comm=DummyMPI()).run(fmax=fmax, steps=relax_steps)
     return float(atoms.get_potential_energy())
 
 

@@ -1,5 +1,9 @@
 """EMT alloy labels and crystal graphs: a pure element's formation energy is 0; an ordered structure's label is
 invariant to translation, to the order of its atoms and to a supercell of itself; graph features are periodic."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -70,3 +74,15 @@ def test_random_alloys_vary_and_stay_within_their_settings():
 def test_an_element_outside_emt_is_refused():
     with pytest.raises(ValueError, match="Fe"):
         formation_energy(bulk("Fe", "bcc", a=2.87))
+
+
+def test_relaxing_does_not_start_mpi_where_mpi4py_is_imported_without_a_launcher():
+    """ASE's default communicator would initialise MPI (a singleton) in such a process, e.g. a test session where
+    another library imported mpi4py; that singleton once took the whole test session down."""
+    script = ("import sys, mpi4py\nfrom ase.build import bulk\nfrom menndl_py.physics.alloys import energy\n"
+              "atoms = bulk('Cu', 'fcc', a=3.6, cubic=True)\natoms.positions[0] += 0.1\n"
+              "energy(atoms, relax_steps=3)\nprint('mpi4py.MPI' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
