@@ -243,7 +243,7 @@ def read_structures(inputs: list[str]) -> list[tuple[str, object]]:
                 found.append((str(file), "no such file or folder"))
                 continue
             try:
-                frames = ase.io.read(file, index=":")
+                frames = ase.io.read(file, index=":", parallel=False)  # no hidden MPI broadcast (ASE's default)
             except Exception as exc:  # noqa: BLE001 - any reader error is the file's fault: say it in one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 found.append((str(file), f"cannot read as a structure ({first[:200]})"))
