@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,21 @@ def merged(base: dict, over: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _mpi_initialised() -> bool:
+    mpi = sys.modules.get("mpi4py.MPI")
+    return mpi is not None and mpi.Is_initialized()
+
+
+@pytest.fixture(autouse=True)
+def no_mpi_in_the_test_process():
+    """The test process is never an MPI rank. A library that initialises MPI in it (ASE's optimizers and readers
+    do, once anything has imported mpi4py) makes it a singleton, which took a whole session down later with its
+    output lost: the test that started MPI fails instead, by name."""
+    before = _mpi_initialised()
+    yield
+    assert before or not _mpi_initialised(), "this test initialised MPI in the test process (see conftest.py)"
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ a short search in one process."""
 import shutil
 from pathlib import Path
 
-import ase.io
 import h5py
 import numpy as np
 import pandas as pd
@@ -12,6 +11,9 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from ase.io.cif import write_cif
+from ase.io.extxyz import write_extxyz
+from ase.io.vasp import write_vasp
 from launchers import make_data_on_two_ranks, menndl
 
 from menndl_py.errors import UserError
@@ -149,12 +151,13 @@ def test_a_short_search_in_one_process_then_predict_on_structure_files(tmp_path)
     folder.mkdir()
     ordered = bulk("Cu", "fcc", a=3.75, cubic=True)
     ordered.symbols[0] = "Au"
-    ase.io.write(folder / "Cu3Au.cif", ordered)
-    ase.io.write(folder / "POSCAR", bulk("Ni", "fcc", a=3.52, cubic=True), format="vasp")
-    ase.io.write(folder / "frames.extxyz", [ordered.repeat((2, 1, 1)), bulk("Fe", "bcc", a=2.87, cubic=True)])
+    # each format's own writer: ase.io.write asks ASE's MPI world, which would start MPI in this process
+    write_cif(folder / "Cu3Au.cif", [ordered])
+    write_vasp(folder / "POSCAR", bulk("Ni", "fcc", a=3.52, cubic=True))
+    write_extxyz(folder / "frames.extxyz", [ordered.repeat((2, 1, 1)), bulk("Fe", "bcc", a=2.87, cubic=True)])
     (folder / "broken.cif").write_text("data_x\n_cell_length_a nonsense\n")
     isolated = Atoms("Cu2", positions=[[0, 0, 0], [12, 0, 0]], cell=[24, 24, 24], pbc=True)  # 12 Å apart
-    ase.io.write(tmp_path / "isolated.extxyz", isolated)
+    write_extxyz(tmp_path / "isolated.extxyz", [isolated])
     found = menndl("predict", "runs/crystal_graph-tiny", "structures", "isolated.extxyz", "--output", "e.csv",
                    "--no-progress", cwd=tmp_path)
     assert found.returncode == 1, found.stderr[-3000:]
