@@ -10,10 +10,10 @@ ranks of an mpirun, kept beside the data file, named by recipe: a second run reu
 split as the data file's give the same specimens and noise, so a jittered set differs from its steady twin only
 by the jitter.
 
-Fourier filtering runs twice: with the thresholds `menndl baseline` tuned on training images (RUN/baselines/
-fourier.json; what the network's detection thresholds are tuned on too), and with thresholds tuned here on the
-multislice validation images (the images the search selected its network on). The script reports; it does not
-assert.
+Both methods run twice: with the detection thresholds tuned on training images (the network's as the task tunes
+them, Fourier filtering's in RUN/baselines/fourier.json from `menndl baseline`), and with thresholds tuned here on
+the steady multislice validation images (the images the search selected its network on; the test microscope's
+images stay unseen). The script reports; it does not assert.
 
     mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network final --jitter 0.3
 """
@@ -64,9 +64,17 @@ def image_sets(task, jitter: float, fast_images: int, share) -> dict[str, tuple[
 
 
 @torch.no_grad()
-def network_defects(task, genome, model, image: np.ndarray) -> np.ndarray:
+def probabilities(task, genome, model, image: np.ndarray) -> np.ndarray:
+    """The network's softmax outputs (C×H×W) for one image."""
     x = torch.from_numpy(standardize(image)[None, None])
-    return task.interpret(task.outputs(model, genome, x), image.shape)[0][1]
+    return torch.softmax(task.outputs(model, genome, x).float(), 1)[0].numpy()
+
+
+def rule_tuned_on(task, genome, model, images: list, labels: list) -> stem_analysis.DetectionRule:
+    """The network's detection thresholds tuned on these images, as the task tunes them on training images."""
+    counts = sum(stem_analysis.threshold_counts(probabilities(task, genome, model, image), true_defects(t),
+                                                task.radius_px) for image, t in zip(images, labels))
+    return stem_analysis.calibrate(counts)
 
 
 def scores(task, find, images: list, labels: list) -> tuple[dict[str, float], float]:
@@ -100,7 +108,10 @@ def main() -> None:
     steady_val = sets["multislice A (validation), jitter 0 Å"]
     tuned = stem_analysis.FourierFilterBaseline(trained.fourier.disk_radius)
     tuned.fit(steady_val[0], [true_defects(t) for t in steady_val[1]], task.radius_px)
-    methods = {"network": lambda image: network_defects(task, genome, model, image),
+    val_rule = rule_tuned_on(task, genome, model, *steady_val)
+    methods = {"network": lambda image: task.detect(probabilities(task, genome, model, image)),
+               "network (tuned on val)": lambda image: stem_analysis.threshold_defects(
+                   probabilities(task, genome, model, image), val_rule),
                "Fourier (tuned on train)": lambda image: trained.fourier.predict(image.astype(np.float64)),
                "Fourier (tuned on val)": lambda image: tuned.predict(image.astype(np.float64))}
     kinds = [f"f1_{c}" for c in task.class_names[1:]]
