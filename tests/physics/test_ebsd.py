@@ -78,11 +78,28 @@ def test_noise_is_poisson_at_the_set_count():
     noisy, pcs = ebsd.record(s, q, rng(5))
     assert expected.mean() == pytest.approx(400, rel=0.1)
     # the residual against the expected counts of the same jittered geometry has the Poisson variance
-    s_fixed = EbsdSettings(pattern_height=32, pattern_width=32, counts=400.0, pc_jitter=0.0, background_shift=0.0)
+    s_fixed = EbsdSettings(pattern_height=32, pattern_width=32, counts=400.0, pc_jitter=0.0, background_shift=0.0,
+                           yield_variation=0.0)
     noisy, _ = ebsd.record(s_fixed, q, rng(5))
     expected, _ = ebsd.record(s_fixed, q)
     z = (noisy - expected) / np.sqrt(expected)
     assert z.mean() == pytest.approx(0, abs=0.05) and z.var() == pytest.approx(1, abs=0.05)
+
+
+def test_yield_varies_smoothly_up_to_the_set_amount():
+    s = EbsdSettings(pattern_height=40, pattern_width=40, yield_variation=0.1, yield_scale=0.05)
+    fields = ebsd.yield_fields(s, 300, rng(2))
+    spread = (fields - 1).std(axis=(1, 2))
+    assert spread.max() <= 0.1 + 1e-9 and spread.mean() == pytest.approx(0.05, rel=0.15)
+    # smooth: neighbouring pixels nearly equal (a correlation length of 1 to 4 px)
+    neighbours = np.corrcoef((fields[:, :, 1:] - 1).ravel(), (fields[:, :, :-1] - 1).ravel())[0, 1]
+    assert neighbours > 0.85
+    # and it reaches the patterns: with it their counts vary more around the same expected pattern
+    q = ebsd.random_quaternions(8, rng())
+    still = dict(pattern_height=40, pattern_width=40, pc_jitter=0.0, background_shift=0.0, counts=1e6)
+    plain, varied = (ebsd.record(EbsdSettings(**still, yield_variation=v), q, rng(3))[0] for v in (0.0, 0.1))
+    expected = ebsd.record(EbsdSettings(**still), q)[0]
+    assert np.std(varied / expected - 1) > 3 * np.std(plain / expected - 1)
 
 
 def test_projection_centres_are_jittered_by_the_set_amount():
