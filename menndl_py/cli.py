@@ -133,7 +133,7 @@ def cmd_retrain(args) -> int:
         raise UserError(f"--budget: must be a finite number of seconds <= {SECONDS_PER_WEEK}, got {args.budget!r}")
     if args.epochs > 1_000_000:
         raise UserError(f"--epochs: must be <= 1000000, got {args.epochs}")
-    retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule, args.network)
+    retrain(config_of_run(args.run_dir), args.budget, args.epochs, args.lr_schedule, args.network, args.warm_start)
     return 0
 
 
@@ -193,14 +193,17 @@ def parser() -> argparse.ArgumentParser:
                           help="train each baseline network this long (default: a candidate's budget)")
     baseline.set_defaults(func=cmd_baseline)
 
-    retrain = sub.add_parser("retrain", help="train a run's best network again, from scratch and for longer "
-                                              "(into RUN/final/, which predict then uses)")
+    retrain = sub.add_parser("retrain", help="train a run's best network again, from scratch (or on from its "
+                                              "weights) and for longer (into RUN/final/, which predict then uses)")
     retrain.add_argument("run_dir")
     retrain.add_argument("--budget", type=float, default=600.0, help="seconds of training (default 600)")
     retrain.add_argument("--epochs", type=int, default=10_000, help="at most this many epochs")
     retrain.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                          help="the learning rate falls to 0 along the budget (cosine, default) or stays (constant)")
     retrain.add_argument("--network", metavar="ID", help="a Pareto front member's id (default: the best network)")
+    retrain.add_argument("--warm-start", action="store_true",
+                         help="start from the network's trained weights (a fresh optimizer), not from scratch: "
+                              "to train it on for longer, or on the run's data after its task settings changed")
     retrain.set_defaults(func=cmd_retrain)
 
     predict = sub.add_parser("predict", help="run a run's best network over a table or images (shards over MPI "

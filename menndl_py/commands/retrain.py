@@ -1,4 +1,4 @@
-"""Train a run's best network again, from scratch and for longer.
+"""Train a run's best network again, from scratch (or on from its weights) and for longer.
 
 A search ranks candidates on short training budgets; its winner then earns a full one. `menndl retrain RUN
 --budget SECONDS` trains the best genome of RUN on the run's own data and task settings in this one process
@@ -6,6 +6,9 @@ A search ranks candidates on short training budgets; its winner then earns a ful
 STEM task's detection thresholds), scores it on the validation and test splits with that calibration, and saves it
 as the run's retrained network (with its metrics and calibration), which `menndl predict` then prefers to the
 search's best. With several objectives, `--network ID` retrains a member of the Pareto front (pareto/ID/) instead.
+`--warm-start` starts from the network's trained weights with a fresh optimizer (the learning rate from its gene,
+on the schedule along the new budget): to train a network on where a search left it, or on the run's data after
+the task's settings changed (the data file follows the run's config).
 """
 from __future__ import annotations
 
@@ -20,16 +23,17 @@ from menndl_py.errors import UserError
 from menndl_py.records import Status
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.layout import GENOME
-from menndl_py.rundir.networks import read_genome, save_network
+from menndl_py.rundir.networks import load_network, read_genome, save_network
 from menndl_py.train.device import pick_device, set_threads
 from menndl_py.train.group import LocalGroup
-from menndl_py.train.trainer import score_split
+from menndl_py.train.trainer import Stage, score_split
 
 
-def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine", network: Optional[str] = None) \
-        -> dict:
+def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine", network: Optional[str] = None,
+            warm_start: bool = False) -> dict:
     """Train `cfg.run_dir`'s best genome (or the Pareto front member `network`'s) for `budget` seconds or `epochs`
-    epochs, the learning rate on `lr_schedule`; returns the record written beside the network."""
+    epochs, the learning rate on `lr_schedule`, from scratch or (`warm_start`) from its trained weights; returns
+    the record written beside the network."""
     run = RunDir(cfg.run_dir)
     if network is not None and not network.isdigit():
         raise UserError(f"--network: must be the id of a Pareto front member, got {network!r}")
@@ -46,16 +50,21 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
     task = task_of(cfg)
     ensure_data(task)
     genome = read_genome(source)
+    stage = None
+    if warm_start:
+        genome, model, _ = load_network(source, task.space().restricted(cfg.search.space))
+        stage = Stage("seconds", budget, state={"model": model.state_dict(), "epochs": 0.0, "seconds": 0.0})
     threads = set_threads(cfg.cluster.threads_per_rank, 1)
     say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
-        f"rate ({threads} threads)")
+        f"rate, from {'its trained weights' if warm_start else 'scratch'} ({threads} threads)")
     started = time.time()
-    outcome = task.evaluate(genome, make_trainer(cfg, task, LocalGroup(), pick_device(0)))
+    outcome = task.evaluate(genome, make_trainer(cfg, task, LocalGroup(), pick_device(0)), stage=stage)
     if outcome.status != Status.OK:
         raise UserError(f"{cfg.run_dir}: retraining the best network ended with status {outcome.status}: "
                         f"{outcome.message}")
     test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size, cfg.training.precision)
-    result = {"genome_hash": genome.key, "source": source.name, "budget_seconds": budget, "lr_schedule": lr_schedule,
+    result = {"genome_hash": genome.key, "source": source.name, "warm_start": warm_start, "budget_seconds": budget,
+              "lr_schedule": lr_schedule,
               "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "threads": threads, "started": started,
               "params": sum(p.numel() for p in outcome.model.parameters()),
               **outcome.metrics, **{f"test_{k}": v for k, v in test.items()}, "curve": outcome.curve}

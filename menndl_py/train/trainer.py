@@ -72,7 +72,8 @@ class Stage:
     unit: str
     budget: float
     data: float = 1.0
-    state: Optional[dict] = None  # {"model", "optimizer" (and "scaler", fp16): state dicts; "epochs", "seconds"}
+    state: Optional[dict] = None  # {"model", "optimizer" (a fresh one without it; "scaler", fp16): state dicts;
+    #                                "epochs", "seconds"}
     keep: bool = False
 
 
@@ -213,7 +214,7 @@ class Trainer:
         genes = genome.training
         optimizer = make_optimizer(genes["optimizer"], model.parameters(), genes["learning_rate"],
                                    genes["weight_decay"])
-        if stage is not None and stage.state is not None:
+        if stage is not None and stage.state is not None and "optimizer" in stage.state:
             optimizer.load_state_dict(stage.state["optimizer"])
             for g in optimizer.param_groups:  # a cosine stage ended at 0: each stage starts from the gene's rate
                 g["lr"] = genes["learning_rate"]

@@ -1,4 +1,5 @@
-"""`menndl retrain`: the best network of a run trained again from scratch into RUN/final/, with clear errors."""
+"""`menndl retrain`: the best network of a run trained again from scratch (or on from its weights) into RUN/final/,
+with clear errors."""
 import json
 
 import pytest
@@ -25,6 +26,13 @@ def test_retrain_writes_a_scored_final_network_and_bad_calls_are_one_line(tmp_pa
         (tmp_path / "runs" / "h" / "best" / "genome.json").read_text())
     assert (final / "model.pt").stat().st_size > 0
     assert "written to runs/h/final" in out.stdout + out.stderr
+    # on from the search's weights: its first epoch starts where the search left the network (from scratch, the
+    # same seed would give the very same first epoch)
+    out = menndl("retrain", "runs/h", "--budget", "30", "--epochs", "1", "--warm-start", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    warm = json.loads((final / "result.json").read_text())
+    assert warm["warm_start"] and not result["warm_start"]
+    assert warm["curve"][0]["train_loss"] < result["curve"][0]["train_loss"]
     assert one_line_error(menndl("retrain", "runs/h", "--budget", "0", cwd=tmp_path)) == \
         "--budget: must be > 0 seconds, got 0.0"
     assert one_line_error(menndl("retrain", "elsewhere", cwd=tmp_path)).startswith("elsewhere/config.yaml: missing")
