@@ -34,10 +34,12 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
+def item_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
     """The generator of item `index` (an image, a block) of `split`: the same whatever process makes it, so a
-    simulated data set is the same for any number of ranks."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), index)))
+    simulated data set is the same for any number of ranks. Streams other than 0 are independent sets of the same
+    split (each multislice microscope of a training split its own)."""
+    key = (SPLITS.index(split), index) + ((stream,) if stream else ())
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 def split_blocks(n: int, block: int, share: Solo) -> tuple[list[int], list[int]]:

@@ -1,13 +1,17 @@
 """The stem_defects task's data for transfer: randomized training images of many sizes (stored ragged, tiled one by
 one, calibrated at their own pixel sizes) and multislice validation and test sets, each split its own microscope,
-made over 2 MPI ranks and resumed after a failure."""
+made over 2 MPI ranks and resumed after a failure; multislice training images of other microscopes after the
+simulated ones."""
 import json
+import math
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from launchers import PYTHON, mpirun, results_of
+import yaml
+from launchers import MENNDL, PYTHON, mpirun, results_of
 
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
@@ -17,6 +21,7 @@ from menndl_py.physics.stem_sim import StemSettings
 from menndl_py.tasks import make_task
 from menndl_py.tasks.making import item_rng
 from menndl_py.tasks.stem import multislice_data
+from menndl_py.tasks.stem.task import standardize
 
 SPECIMEN = StemSettings(pixel_size=0.3, chalcogen_vacancy_density=0.2, metal_vacancy_density=0.2)
 SMALL = Microscope(cells_x=2, cells_y=1, sampling=0.06, prism_interpolation=1)
@@ -26,6 +31,10 @@ OPTIONS = {"train_images": 4, "val_images": 1, "test_images": 1, "tile": 32, "si
                          "chalcogen_contrast": [0.8, 2.0]},
            "multislice": {"val": dict(MICROSCOPE), "test": dict(MICROSCOPE, voltage=60.0, detector_inner=80.0,
                                                                      jitter=0.0)}}
+# two training microscopes, neither the validation's nor the test's: 2 images of C, 1 of D (at a lower dose)
+TRAINING = [dict(MICROSCOPE, voltage=120.0, convergence=28.0, detector_inner=70.0, detector_outer=180.0, count=2),
+            dict(MICROSCOPE, voltage=200.0, convergence=20.0, detector_inner=50.0, detector_outer=130.0,
+                 dose=500.0, count=1)]
 LEVEL = {"filters": 4, "kernel": 3, "convs": 1, "activation": "relu", "norm": "none", "down": "max",
          "up": "nearest", "skip": True, "dropout": 0.0}
 
@@ -119,7 +128,18 @@ def test_validation_and_test_come_from_their_own_microscopes(task):
 
 
 @pytest.mark.parametrize("multislice, message", [
-    ({"train": {}}, "task.options.multislice: must map 'val' and/or 'test'"),
+    ({"training": {}}, "task.options.multislice: must map 'val' and/or 'test'"),
+    ({"train": {"voltage": 200.0}}, "task.options.multislice.train: must be a list"),
+    ({"train": [dict(TRAINING[0], probe=1.0)]}, "task.options.multislice.train[0].probe: unknown"),
+    ({"train": [TRAINING[0], dict(TRAINING[1], count=0)]}, "task.options.multislice.train[1].count: must be an "
+                                                           "integer in [1, 100000]"),
+    ({"train": [dict(TRAINING[0], count="ten")]}, "task.options.multislice.train[0].count: must be an integer"),
+    ({"train": [{k: v for k, v in TRAINING[0].items() if k != "count"}]},
+     "task.options.multislice.train[0].count: must be an integer"),
+    ({"train": [dict(TRAINING[0], detector_outer=400.0)]},
+     "task.options.multislice.train[0].detector_outer: 400 mrad is beyond"),
+    ({**OPTIONS["multislice"], "train": [TRAINING[0], dict(OPTIONS["multislice"]["test"], defocus=20.0, count=1)]},
+     "task.options.multislice.train[1]: has the test microscope's voltage, convergence, detector_inner"),
     ({"test": {"voltage": 5.0}}, "task.options.multislice.test.voltage: must be >= 10"),
     ({"val": {"pixel_size": 0.2}}, "task.options.multislice.val.pixel_size: unknown"),
     ({"val": {"dose": -1.0}}, "task.options.multislice.val.dose: must be > 0"),
@@ -133,3 +153,112 @@ def test_bad_multislice_settings_name_the_key(multislice, message, tmp_path):
 def test_a_tile_larger_than_the_smallest_randomized_image_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"task.options.tile: 64 is larger than the smallest training image \(48"):
         make_task("stem_defects", {**OPTIONS, "tile": 64}, tmp_path)
+
+
+def test_a_tile_larger_than_the_multislice_training_images_is_refused(tmp_path):
+    options = {**OPTIONS, "tile": 40, "multislice": {"train": TRAINING}}
+    with pytest.raises(UserError, match=r"task.options.tile: 40 is larger than the smallest training image \(32"):
+        make_task("stem_defects", options, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained(task):
+    """The task's data with the TRAINING microscopes' images after the simulated ones (val and test files reused),
+    two rolled copies of each per epoch."""
+    options = {**OPTIONS, "multislice_repeat": 2, "multislice": {**OPTIONS["multislice"], "train": TRAINING}}
+    t = make_task("stem_defects", options, task.data_dir)
+    t.summary_line = t.make_data()
+    t.check_data()
+    return t
+
+
+def test_multislice_training_images_follow_the_simulated_ones_with_their_labels(task, trained):
+    n = OPTIONS["train_images"]
+    with h5py.File(trained.data_path, "r") as f, h5py.File(task.data_path, "r") as before:
+        train = f["train"]
+        shapes, defects = train["shapes"][()], train["defects"][()]
+        assert len(shapes) == n + 3 and shapes[n:].tolist() == [[40, 32]] * 3
+        np.testing.assert_array_equal(shapes[:n], before["train"]["shapes"][()])
+        for i in range(n):   # the simulated images are those of the data file without multislice training
+            np.testing.assert_array_equal(train["images"][i], before["train"]["images"][i])
+        row = n
+        for k, block in enumerate(TRAINING):
+            with h5py.File(trained.multislice_path("train", k), "r") as made:
+                group = made["train"]
+                pixel = math.sqrt(np.prod(group.attrs["pixel_size"]))
+                for i in range(block["count"]):
+                    np.testing.assert_array_equal(train["images"][row].reshape(40, 32), group["images"][i])
+                    np.testing.assert_array_equal(train["labels"][row].reshape(40, 32), group["labels"][i])
+                    np.testing.assert_array_equal(defects[defects[:, 0] == row, 1:],
+                                                  group["defects"][()][group["defects"][:, 0] == i, 1:])
+                    own = json.loads(train["settings"][row])
+                    assert own["pixel_size"] == pytest.approx(pixel) and own["dose"] == block.get("dose", 100000.0)
+                    row += 1
+        source = train.attrs["source"]
+        image = train["images"][n + 2].reshape(40, 32)
+    assert (defects[:, 0] >= n).sum() > 0   # the tiny cells do hold defects
+    assert source.startswith("images 0-3: stem_sim (fast simulator, randomized: ")
+    assert "; images 4-5: abTEM PRISM (interpolation 1): 120 kV" in source and "; image 6: abTEM PRISM" in source
+    assert "train: images 0-3" in trained.summary_line and "train[1] made in" in trained.summary_line
+    settings, microscope, _ = trained.multislice_train[1]
+    again = multislice.simulate(settings, microscope, item_rng(0, "train", 0, 2))   # block 1: its own stream
+    np.testing.assert_array_equal(image, again.image)
+
+
+def test_the_data_file_is_named_by_its_training_microscopes_each_file_by_its_own(task, trained):
+    assert trained.data_path != task.data_path
+    assert [trained.multislice_path(s) for s in ("val", "test")] == [task.multislice_path(s) for s in ("val", "test")]
+    paths = [trained.multislice_path("train", k) for k in range(2)]
+    assert all(p.exists() for p in paths) and paths[0] != paths[1]
+    more = make_task("stem_defects", {**OPTIONS, "multislice": {**OPTIONS["multislice"], "train": [
+        TRAINING[0], dict(TRAINING[1], count=2)]}}, task.data_dir)
+    assert more.multislice_path("train", 0) == paths[0] and more.multislice_path("train", 1) != paths[1]
+    assert more.data_path not in (task.data_path, trained.data_path)
+    same = make_task("stem_defects", {**OPTIONS, "multislice": {**OPTIONS["multislice"], "train": TRAINING}},
+                     task.data_dir)
+    assert same.data_path == trained.data_path   # the repeat is how the images are used, not what they are
+
+
+def test_multislice_training_images_give_rolled_tiles_and_calibrate_detection(trained):
+    n = OPTIONS["train_images"]
+    with h5py.File(trained.data_path, "r") as f:
+        shapes = f["train"]["shapes"][()]
+        image, labels = f["train"]["images"][n].reshape(40, 32), f["train"]["labels"][n].reshape(40, 32)
+        pixels = [json.loads(s)["pixel_size"] for s in f["train"]["settings"][n:]]
+    x, y = trained.load("train")
+    simulated = sum((h // 32) * (w // 32) for h, w in shapes[:n])
+    assert len(x) == len(y) == simulated + 2 * 3   # each 40×32 image: one 32×32 tile, in 2 rolled copies
+    np.testing.assert_array_equal(x[simulated, 0], standardize(image)[:32, :32])
+    np.testing.assert_array_equal(x[simulated + 1, 0], np.roll(standardize(image), (20, 16), (0, 1))[:32, :32])
+    np.testing.assert_array_equal(y[simulated + 1], np.roll(labels, (20, 16), (0, 1))[:32, :32])
+    assert trained._calibration_rows().tolist() == [n, n + 1, n + 2]
+    images, _ = trained._calibration_images()
+    assert [i.shape for i in images] == [(40, 32)] * 3
+    _, _, radii = trained._calibration_set((0, 1))
+    np.testing.assert_allclose(radii, [trained.options.match_radius / p for p in pixels])
+
+
+@pytest.mark.mpi
+def test_a_multislice_training_image_made_on_two_ranks_by_menndl_data_make(tmp_path, task, trained):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("val", "test"):   # made already: reused, not made again
+        shutil.copy(task.multislice_path(split), data)
+    options = {**OPTIONS, "multislice": {**OPTIONS["multislice"], "train": [dict(TRAINING[0], count=1)]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"task": {"name": "stem_defects", "data_dir": "data",
+                                                               "options": options}}))
+    done = mpirun(2, MENNDL, "data", "make", "stem_defects", "--config", "c.yaml", timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train[0] made in" in done.stdout and "val made" not in done.stdout
+    made = make_task("stem_defects", options, data)
+    assert sorted(p.name for p in data.iterdir()) == sorted(
+        p.name for p in (made.data_path, made.multislice_path("train", 0), task.multislice_path("val"),
+                         task.multislice_path("test")))
+    n = OPTIONS["train_images"]
+    with h5py.File(made.data_path, "r") as f, h5py.File(trained.data_path, "r") as g:
+        assert len(f["train"]["images"]) == n + 1
+        for i in range(n + 1):   # the same image i: the simulated ones, then block 0's first
+            np.testing.assert_array_equal(f["train"]["images"][i], g["train"]["images"][i])
+            np.testing.assert_array_equal(f["train"]["labels"][i], g["train"]["labels"][i])
+        for split in ("val", "test"):
+            np.testing.assert_array_equal(f[split]["images"][()], g[split]["images"][()])

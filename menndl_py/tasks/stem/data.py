@@ -2,13 +2,16 @@
 
 Image i of a split comes from its own generator (seed, split, i), so the file is the same for any number of ranks.
 With domain randomization the training images each have their own settings, drawn from that generator before the
-image; when their sizes vary the split is stored ragged (see `_write`). Each split's group says which simulator
-made it (attribute `source`).
+image; when their sizes vary the split is stored ragged (see `_write`). Multislice training images (each file one
+microscope) follow the simulated ones in the training split, which is then ragged too. Each split's group says
+which simulator made which images (attribute `source`).
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 
 import h5py
 import numpy as np
@@ -23,7 +26,7 @@ CHUNK = 8  # images per message to the writer
 
 
 def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int, share: Solo = Solo(),
-                 randomize: dict | None = None, copied: dict | None = None) -> dict:
+                 randomize: dict | None = None, copied: dict | None = None, appended: tuple = ()) -> dict:
     """Write an HDF5 file of simulated images: groups train/val/test with ``images`` (N, H, W) float32,
     ``labels`` (N, H, W) uint8 and ``defects`` (M, 4) float32 (image index, y, x, class); attributes
     ``settings`` (JSON), ``classes`` and ``seed``.
@@ -32,6 +35,8 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
     ``randomize`` (ranges as `stem_sim.check_ranges` returns them) draws each training image's settings from that
     generator first; the drawn settings are kept (``settings``, JSON per image). ``copied`` maps splits to HDF5
     files holding a group of that name made elsewhere (multislice), which is copied in instead of simulated.
+    ``appended`` lists multislice files (a group ``train`` each) whose images follow the simulated training images,
+    in that order; each keeps its settings with its own pixel size and shape (``settings``).
     Over a ``share`` of several ranks, rank r simulates images i = r (mod size) and hands them to rank 0 in chunks
     of a few images; rank 0 writes. The file is written to a temporary name of its own and renamed at the end.
     Returns, on every rank, {split: {"images": N, class name: number of defects, ...}}.
@@ -52,14 +57,22 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
                 continue
             n = counts.get(split, 0)
             ranges = randomize if split == "train" else None
+            extra = appended if split == "train" else ()
             own = share.mine(list(range(n)))
             chunks = share.to_root(_chunks(_simulated(settings, ranges, seed, split, own)), n - len(own))
             if f is not None:
                 group = f.create_group(split)
-                group.attrs["source"] = "stem_sim (fast simulator" + (", randomized: " + ", ".join(
+                parts = [(n, "stem_sim (fast simulator" + (", randomized: " + ", ".join(
                     f"{k} in [{lo:g}, {hi:g}]{' log' if log else ''}" for k, (lo, hi, log) in ranges.items())
-                    if ranges else "") + ")"
-                result[split] = _write(group, settings, n, (item for c in chunks for item in c), ranges)
+                    if ranges else "") + ")")]
+                for path in extra:
+                    with h5py.File(path, "r") as source:
+                        parts.append((len(source["train"]["images"]), source["train"].attrs["source"]))
+                group.attrs["source"] = _sources(parts)
+                items = itertools.chain((item for c in chunks for item in c), _multislice_images(extra, n))
+                ragged = bool(extra) or bool(ranges) and any(k in ranges for k in stem_sim.RANDOMIZED_INTEGERS)
+                result[split] = _write(group, settings, sum(k for k, _ in parts), items, ragged,
+                                       bool(ranges or extra))
             else:
                 for _ in chunks:  # sent to rank 0
                     pass
@@ -74,6 +87,31 @@ def _simulated(settings: StemSettings, ranges: dict | None, seed: int, split: st
         yield i, (stem_sim.simulate(own, rng), own)
 
 
+def _multislice_images(paths, first: int):
+    """(index, (Sample, its settings)) for each image of the multislice training files, numbered from `first`; the
+    settings are the file's with its pixel size (the mean of the pixel's two sides) and image size."""
+    index = first
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            group = f["train"]
+            defects = group["defects"][()]
+            for i, (image, labels) in enumerate(zip(group["images"], group["labels"])):
+                own = dataclasses.replace(StemSettings(**json.loads(group.attrs["settings"])),
+                                          pixel_size=math.sqrt(float(np.prod(group.attrs["pixel_size"]))),
+                                          image_size=int(image.shape[0]), image_width=int(image.shape[1]))
+                yield index, (stem_sim.Sample(image, labels, defects[defects[:, 0] == i, 1:]), own)
+                index += 1
+
+
+def _sources(parts: list[tuple[int, str]]) -> str:
+    """The split's `source`: the simulator, or with several, which images each made."""
+    if len(parts) == 1:
+        return parts[0][1]
+    starts = np.cumsum([0] + [n for n, _ in parts])
+    return "; ".join(f"{f'images {a}-{a + n - 1}' if n > 1 else f'image {a}'}: {text}"
+                     for a, (n, text) in zip(starts, parts) if n)
+
+
 def _chunks(items, size: int = CHUNK):
     """Lists of up to `size` items."""
     chunk = []
@@ -86,11 +124,11 @@ def _chunks(items, size: int = CHUNK):
         yield chunk
 
 
-def _write(group, settings: StemSettings, n: int, items, ranges: dict | None = None) -> dict:
-    """Store a split. Images of one size: ``images`` and ``labels`` (N, H, W). Images whose size is randomized are
-    stored ragged, not padded: ``images`` and ``labels`` (N,) of flattened pixels with their ``shapes`` (N, 2), so
-    no pixel is stored or trained on that is not an image's, and the loss needs no ignore label."""
-    ragged = bool(ranges) and any(k in ranges for k in stem_sim.RANDOMIZED_INTEGERS)
+def _write(group, settings: StemSettings, n: int, items, ragged: bool = False, per_image: bool = False) -> dict:
+    """Store a split. Images of one size: ``images`` and ``labels`` (N, H, W). Images of many sizes (``ragged``)
+    are stored as they are, not padded: ``images`` and ``labels`` (N,) of flattened pixels with their ``shapes``
+    (N, 2), so no pixel is stored or trained on that is not an image's, and the loss needs no ignore label.
+    ``per_image``: each image's settings too (``settings``, JSON)."""
     if ragged:
         images = group.create_dataset("images", (n,), h5py.vlen_dtype(np.float32))
         labels = group.create_dataset("labels", (n,), h5py.vlen_dtype(np.uint8))
@@ -100,7 +138,7 @@ def _write(group, settings: StemSettings, n: int, items, ranges: dict | None = N
         chunks = (1, h, w) if n else None
         images = group.create_dataset("images", (n, h, w), np.float32, chunks=chunks)
         labels = group.create_dataset("labels", (n, h, w), np.uint8, chunks=chunks, compression="lzf" if n else None)
-    drawn = group.create_dataset("settings", (n,), h5py.string_dtype("utf-8")) if ranges else None
+    drawn = group.create_dataset("settings", (n,), h5py.string_dtype("utf-8")) if per_image else None
     tables = [np.zeros((0, 4), np.float32)] * n
     for i, (sample, own) in items:
         if ragged:

@@ -21,10 +21,10 @@ from menndl_py.tasks.making import item_rng, temp_path
 
 
 def make_dataset(path, settings: StemSettings, microscope: Microscope, split: str, count: int, seed: int,
-                 share: Solo = Solo(), say=lambda text: None) -> dict:
+                 share: Solo = Solo(), say=lambda text: None, stream: int = 0) -> dict:
     """Write an HDF5 file with one group ``split`` of ``count`` multislice images (``images`` (N, H, W) float32,
     ``labels`` (N, H, W) uint8, ``defects`` (M, 4) float32: image index, y, x, class; attributes ``source``,
-    ``settings``, ``microscope``, ``pixel_size``), image i from item_rng(seed, split, i).
+    ``settings``, ``microscope``, ``pixel_size``), image i from item_rng(seed, split, i, stream).
 
     Resumable: rank 0 keeps every finished image in ``<path>.resume`` (a name fixed by the path) and a new call
     with the same recipe simulates only the missing ones. Every other image index is spread over the ranks of
@@ -33,7 +33,8 @@ def make_dataset(path, settings: StemSettings, microscope: Microscope, split: st
     path = Path(path)
     shape = image_shape(settings, microscope)
     recipe = json.dumps({"settings": dataclasses.asdict(settings), "microscope": dataclasses.asdict(microscope),
-                         "split": split, "count": count, "seed": seed}, sort_keys=True)
+                         "split": split, "count": count, "seed": seed, **({"stream": stream} if stream else {})},
+                        sort_keys=True)
     resume = path.with_name(path.name + ".resume")
     done, error = None, None
     if share.rank == 0:
@@ -48,7 +49,7 @@ def make_dataset(path, settings: StemSettings, microscope: Microscope, split: st
     if share.rank == 0 and done:
         say(f"{path.name}: {len(done)} of {count} {split} images made before; making the rest")
     own = share.mine(remaining)
-    made = ([(i, simulate(settings, microscope, item_rng(seed, split, i)))] for i in own)
+    made = ([(i, simulate(settings, microscope, item_rng(seed, split, i, stream)))] for i in own)
     arrived = share.to_root(made, len(remaining) - len(own))
     result = None
     if share.rank == 0:

@@ -4,12 +4,13 @@ images of a TMD monolayer, from fully convolutional encoder–decoder networks.
 Data: images made by `stem_sim` with exact labels, training images optionally under domain randomization
 (`randomize`: each image its own contrast, probe, background, pixel size, dose, noise, scan and size); validation
 and test images by `stem_sim`, or by multislice (`multislice`: abTEM, each split with its own microscope, so the
-test set can be imaged by a microscope the training never saw). Training uses tiles of the images (the networks
-are fully convolutional); validation and test use whole images. Fitness: the mean over defect types of the
+test set can be imaged by a microscope the training never saw; `multislice.train` adds multislice training images
+of other microscopes after the simulated ones). Training uses tiles of the images (the networks are fully
+convolutional); validation and test use whole images. Fitness: the mean over defect types of the
 object-level F1 (a predicted defect counts when it lies within `match_radius` of a true one of the same type). A
 trained network's defects are read with per-class probability thresholds and minimum sizes calibrated for the best
-F1 on training images, as the Fourier-filtering baseline's are; the thresholds are recorded in its metrics
-(result.json).
+F1 on training images (the multislice ones, when there are any), as the Fourier-filtering baseline's are; the
+thresholds are recorded in its metrics (result.json).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from menndl_py.train.trainer import agreed, score
 
 LATENCY_SIDE = 256  # latency is timed on whole images of this many pixels a side
 CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection thresholds are tuned
+MAX_MULTISLICE_TRAIN = 100_000  # images of one training microscope
 PAD_MULTIPLE = 16  # images of other sizes are padded (reflect) to a multiple of this: 2 ** (deepest depth - 1)
 MULTISLICE_SPLITS = ("val", "test")
 
@@ -51,7 +53,9 @@ class StemDefectsOptions:
     seed: int = setting(0, min=0, max=2**63 - 1)
     simulator: dict = setting(factory=dict)  # StemSettings fields: material, dose, probe_fwhm, ...
     randomize: dict = setting(factory=dict)  # training images: StemSettings field -> [low, high] (or [.., "log"])
-    multislice: dict = setting(factory=dict)  # val/test -> Microscope fields and StemSettings overrides
+    multislice: dict = setting(factory=dict)  # val/test -> Microscope fields and StemSettings overrides; train ->
+    #                                           a list of such blocks, each with a count of images
+    multislice_repeat: int = setting(1, min=1, max=100)  # tiles per multislice training image and epoch (rolled)
     tile: int = setting(128, min=16, max=4096)  # training tiles of tile × tile pixels
     match_radius: float = setting(1.0, min=0.0)  # Å: how far a detection may lie from the defect it finds
     min_pixels: int = setting(3, min=1, max=1_000_000)  # smaller argmax blobs are not defects (uncalibrated networks)
@@ -78,43 +82,71 @@ class StemDefectsTask(Task):
             raise UserError(f"task.options.loss: must be 'cross_entropy' or 'focal', got {self.options.loss!r}")
         self.settings = settings_option("simulator", self.options.simulator, stem_sim.StemSettings)
         self.ranges = stem_sim.check_ranges(self.settings, self.options.randomize)
-        smallest = min(self.ranges.get(k, (n,))[0] for k, n in zip(stem_sim.RANDOMIZED_INTEGERS, self.settings.shape))
+        self.multislice = self._multislice_sets(self.options.multislice)
+        self.multislice_train = self._multislice_train(self.options.multislice.get("train", []))
+        smallest = min([self.ranges.get(k, (n,))[0] for k, n in zip(stem_sim.RANDOMIZED_INTEGERS, self.settings.shape)]
+                       + [min(multislice.image_shape(s, m)) for s, m, _ in self.multislice_train])
         if self.options.tile > smallest:
             raise UserError(f"task.options.tile: {self.options.tile} is larger than the smallest training image "
                             f"({smallest} pixels a side)")
-        self.multislice = self._multislice_sets(self.options.multislice)
         self.radius_px = self.options.match_radius / self.settings.pixel_size
         self._weights = None
         self._calibration_sets: dict[tuple[int, int], tuple] = {}
         self.rule: stem_analysis.DetectionRule | None = None  # the network's calibrated detection, once known
 
     def _multislice_sets(self, blocks) -> dict[str, tuple[stem_sim.StemSettings, multislice.Microscope]]:
-        """{split: (specimen and imaging settings, microscope)} of the splits made by multislice."""
+        """{split: (specimen and imaging settings, microscope)} of the validation and test splits made by
+        multislice."""
         where = "task.options.multislice"
-        if not isinstance(blocks, dict) or not set(blocks) <= set(MULTISLICE_SPLITS):
-            raise UserError(f"{where}: must map 'val' and/or 'test' to microscope settings, got {blocks!r}")
+        if not isinstance(blocks, dict) or not set(blocks) <= {"train", *MULTISLICE_SPLITS}:
+            raise UserError(f"{where}: must map 'val' and/or 'test' to microscope settings (and 'train' to a list "
+                            f"of them), got {blocks!r}")
+        return {split: self._microscope(f"{where}.{split}", block) for split, block in blocks.items()
+                if split != "train"}
+
+    def _microscope(self, where: str, block, extra: tuple = ()) -> tuple[stem_sim.StemSettings, multislice.Microscope]:
+        """(specimen and imaging settings, microscope) of a config block of Microscope fields and StemSettings
+        overrides (and the `extra` keys, left to the caller)."""
         scope = {f.name for f in fields(multislice.Microscope)}
         imaging = {f.name for f in fields(stem_sim.StemSettings)} - {"pixel_size", "label_radius", "image_size",
                                                                       "image_width"}
-        sets = {}
-        for split, block in blocks.items():
-            if not isinstance(block, dict):
-                raise UserError(f"{where}.{split}: must be a mapping of microscope and simulator settings, "
-                                f"got {block!r}")
-            unknown = set(block) - scope - imaging
-            if unknown:
-                raise UserError(f"{where}.{split}.{sorted(unknown)[0]}: unknown (expected microscope settings "
-                                f"{', '.join(sorted(scope))}, or simulator settings {', '.join(sorted(imaging))})")
-            try:
-                settings = replace(self.settings, **{k: v for k, v in block.items() if k in imaging})
-                microscope = multislice.Microscope(**{"size_multiple": PAD_MULTIPLE,
-                                                      **{k: v for k, v in block.items() if k in scope}})
-            except UserError as exc:
-                text = str(exc).replace("task.options.", f"{where}.{split}.", 1)
-                raise UserError(text.replace("multislice.", f"{where}.{split}.", 1) if text.startswith(
-                    "multislice.") else text) from None
-            sets[split] = (settings, microscope)
-        return sets
+        if not isinstance(block, dict):
+            raise UserError(f"{where}: must be a mapping of microscope and simulator settings, got {block!r}")
+        unknown = set(block) - scope - imaging - set(extra)
+        if unknown:
+            raise UserError(f"{where}.{sorted(unknown)[0]}: unknown (expected microscope settings "
+                            f"{', '.join(sorted(scope))}, or simulator settings {', '.join(sorted(imaging))}"
+                            f"{''.join(', or ' + e for e in extra)})")
+        try:
+            settings = replace(self.settings, **{k: v for k, v in block.items() if k in imaging})
+            microscope = multislice.Microscope(**{"size_multiple": PAD_MULTIPLE,
+                                                  **{k: v for k, v in block.items() if k in scope}})
+        except UserError as exc:
+            text = str(exc).replace("task.options.", f"{where}.", 1)
+            raise UserError(text.replace("multislice.", f"{where}.", 1) if text.startswith("multislice.")
+                            else text) from None
+        return settings, microscope
+
+    def _multislice_train(self, blocks) -> list[tuple[stem_sim.StemSettings, multislice.Microscope, int]]:
+        """[(settings, microscope, count)] of the multislice training microscopes; none may be the test
+        microscope (its voltage, convergence and detector angles), which must stay unseen."""
+        where = "task.options.multislice.train"
+        if not isinstance(blocks, list):
+            raise UserError(f"{where}: must be a list of microscope settings, each with a count, got {blocks!r}")
+        instrument = ("voltage", "convergence", "detector_inner", "detector_outer")
+        test = self.multislice.get("test")
+        made = []
+        for k, block in enumerate(blocks):
+            settings, microscope = self._microscope(f"{where}[{k}]", block, ("count",))
+            count = block.get("count")
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_MULTISLICE_TRAIN:
+                raise UserError(f"{where}[{k}].count: must be an integer in [1, {MAX_MULTISLICE_TRAIN}] (the "
+                                f"number of images of this microscope), got {count!r}")
+            if test and all(getattr(microscope, n) == getattr(test[1], n) for n in instrument):
+                raise UserError(f"{where}[{k}]: has the test microscope's {', '.join(instrument)} "
+                                f"(multislice.test), which no training image may have")
+            made.append((settings, microscope, count))
+        return made
 
     # -- data ----------------------------------------------------------------------------------------
     def _recipe(self) -> dict:
@@ -125,6 +157,9 @@ class StemDefectsTask(Task):
             recipe["randomize"] = self.ranges
         if self.multislice:
             recipe["multislice"] = {split: self._multislice_recipe(split) for split in self.multislice}
+        if self.multislice_train:
+            recipe.setdefault("multislice", {})["train"] = [self._train_recipe(k) for k in
+                                                            range(len(self.multislice_train))]
         return recipe
 
     def _multislice_recipe(self, split: str) -> dict:
@@ -132,14 +167,26 @@ class StemDefectsTask(Task):
         return {"settings": asdict(settings), "microscope": asdict(microscope), "seed": self.options.seed,
                 "split": split, "count": self._count(split)}
 
+    def _train_recipe(self, block: int) -> dict:
+        """The recipe of training microscope `block`'s file: its images come from generator stream block + 1."""
+        settings, microscope, count = self.multislice_train[block]
+        return {"settings": asdict(settings), "microscope": asdict(microscope), "seed": self.options.seed,
+                "split": "train", "count": count, "stream": block + 1}
+
     def _count(self, split: str) -> int:
         return {"train": self.options.train_images, "val": self.options.val_images,
                 "test": self.options.test_images}[split]
 
-    def multislice_path(self, split: str) -> Path:
-        """The multislice file of a split, named by its own recipe, so configs that share it make it once."""
-        text = json.dumps(self._multislice_recipe(split), sort_keys=True)
+    def multislice_path(self, split: str, block: int | None = None) -> Path:
+        """The multislice file of a split (of a training microscope's `block`), named by its own recipe, so
+        configs that share it make it once."""
+        recipe = self._multislice_recipe(split) if block is None else self._train_recipe(block)
+        text = json.dumps(recipe, sort_keys=True)
         return self.data_dir / f"stem_multislice-{hashlib.sha1(text.encode()).hexdigest()[:10]}.h5"
+
+    def _stored(self, split: str) -> int:
+        """Images of a split in the data file: the training split's multislice images after the simulated ones."""
+        return self._count(split) + (sum(n for _, _, n in self.multislice_train) if split == "train" else 0)
 
     @property
     def data_path(self) -> Path:
@@ -148,21 +195,27 @@ class StemDefectsTask(Task):
         return self.data_dir / f"{self.name}-{digest}.h5"
 
     def make_data(self, share: Solo = Solo()) -> str:
-        """The multislice splits first (each its own resumable file, reused when it is there), then the data file,
-        into which they are copied. The summary names the simulator of each split and the multislice times."""
+        """The multislice sets first (each its own resumable file, reused when it is there), then the data file,
+        into which the validation and test sets are copied and the training microscopes' images appended. The
+        summary names the simulator of each split and the multislice times."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         recipe = self._recipe()
+        sets = [(split, None, settings, microscope, self._count(split))
+                for split, (settings, microscope) in self.multislice.items()]
+        sets += [("train", k, settings, microscope, count)
+                 for k, (settings, microscope, count) in enumerate(self.multislice_train)]
         times = {}
-        for split, (settings, microscope) in self.multislice.items():
-            path = self.multislice_path(split)
+        for split, block, settings, microscope, count in sets:
+            path = self.multislice_path(split, block)
             if not path.exists():
                 start = time.perf_counter()
-                multislice_data.make_dataset(path, settings, microscope, split, self._count(split),
-                                             self.options.seed, share)
-                times[split] = time.perf_counter() - start
+                multislice_data.make_dataset(path, settings, microscope, split, count, self.options.seed, share,
+                                             stream=0 if block is None else block + 1)
+                times[split if block is None else f"train[{block}]"] = time.perf_counter() - start
         copied = {split: self.multislice_path(split) for split in self.multislice}
+        appended = tuple(self.multislice_path("train", k) for k in range(len(self.multislice_train)))
         counts = stem_data.make_dataset(self.data_path, self.settings, recipe["counts"], recipe["seed"], share,
-                                        self.ranges, copied)
+                                        self.ranges, copied, appended)
         made = "; ".join(f"{split} made in {t:.0f} s on {share.size} rank(s)" for split, t in times.items())
         sources = "; ".join(f"{split}: {source}" for split, source in self.data_sources().items())
         return f"{self.data_path}: {json.dumps(counts)}; " + (f"multislice {made}; " if made else "") + sources
@@ -177,9 +230,8 @@ class StemDefectsTask(Task):
             with h5py.File(self.data_path, "r") as f:
                 for split in SPLITS:
                     n = len(f[split]["images"])
-                    if n < self._recipe()["counts"][split]:
-                        raise UserError(f"{self.data_path}: {split} has {n} images, expected "
-                                        f"{self._recipe()['counts'][split]}")
+                    if n < self._stored(split):
+                        raise UserError(f"{self.data_path}: {split} has {n} images, expected {self._stored(split)}")
                     if split in self.multislice:
                         shape = multislice.image_shape(*self.multislice[split])
                     elif split == "train" and "shapes" in f[split]:
@@ -194,21 +246,31 @@ class StemDefectsTask(Task):
 
     def load(self, split: str, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
         with h5py.File(self.data_path, "r") as f:
-            n = self._recipe()["counts"][split]
-            rows = np.arange(shard[0], n, shard[1])
+            rows = np.arange(shard[0], self._stored(split), shard[1])
             images, labels = stem_data.read(f[split], rows)
             if split == "train" and self._weights is None:
                 self._weights = self._class_weights(f["train"]["labels"])
         if isinstance(images, list):  # ragged: images of many sizes, tiled one by one
             tile = self.options.tile
-            x = np.concatenate([tiles(standardize(i)[None, None], tile) for i in images])
-            y = np.concatenate([tiles(t[None, None], tile)[:, 0] for t in labels]).astype(np.int64)
-            return x, y
+            x, y = [], []
+            for row, image, label in zip(rows, images, labels):
+                for image, label in self._copies(row, standardize(image), label):
+                    x.append(tiles(image[None, None], tile))
+                    y.append(tiles(label[None, None], tile)[:, 0])
+            return np.concatenate(x), np.concatenate(y).astype(np.int64)
         x = standardize(images)[:, None]
         y = labels.astype(np.int64)
         if split == "train":
             x, y = tiles(x, self.options.tile), tiles(y[:, None], self.options.tile)[:, 0]
         return x, y
+
+    def _copies(self, row: int, image: np.ndarray, labels: np.ndarray):
+        """(image, labels) of a training image, or, for a multislice one (a periodic cell), `multislice_repeat`
+        copies rolled by 1/repeat of its height and width each, so its tiles cover the whole cell."""
+        repeat = self.options.multislice_repeat if row >= self.options.train_images else 1
+        for k in range(repeat):
+            shift = (k * image.shape[0] // repeat, k * image.shape[1] // repeat)
+            yield np.roll(image, shift, (0, 1)), np.roll(labels, shift, (0, 1))
 
     def _class_weights(self, labels: h5py.Dataset) -> np.ndarray:
         """(f_lattice / f_class) ** power from the whole training split's pixel counts (the same on every rank)."""
@@ -281,7 +343,7 @@ class StemDefectsTask(Task):
         return replace(outcome, fitness=metrics[f"val_{self.metric}"], metrics=metrics)
 
     def calibrate(self, model: torch.nn.Module, group, device: torch.device, batch: int) -> stem_analysis.DetectionRule:
-        """The rule of the best F1 per defect class on the first CALIBRATION_IMAGES training images (whole, not
+        """The rule of the best F1 per defect class on the calibration images (`_calibration_rows`, whole, not
         tiles), from the grids of `stem_analysis.calibrate`. Each rank of `group` takes its share of the images and
         the counts are summed over the group, so every rank chooses the same rule (or every rank raises
         GroupFailure, when counting failed on any)."""
@@ -313,7 +375,7 @@ class StemDefectsTask(Task):
         if shard not in self._calibration_sets:
             images, labels = self._calibration_images(shard)
             x = [standardize(i)[None] for i in images] if isinstance(images, list) else standardize(images)[:, None]
-            rows = np.arange(shard[0], min(CALIBRATION_IMAGES, self.options.train_images), shard[1])
+            rows = self._calibration_rows()[shard[0]::shard[1]]
             with h5py.File(self.data_path, "r") as f:
                 drawn = f["train"]["settings"][rows] if "settings" in f["train"] else [None] * len(rows)
             radii = np.array([self.options.match_radius / json.loads(d)["pixel_size"] if d else self.radius_px
@@ -321,10 +383,17 @@ class StemDefectsTask(Task):
             self._calibration_sets[shard] = (x, [true_defects(t) for t in labels], radii)
         return self._calibration_sets[shard]
 
+    def _calibration_rows(self) -> np.ndarray:
+        """The training images detection is calibrated on: every multislice training image when there are any
+        (the closest to real microscopes', and small), else the first CALIBRATION_IMAGES simulated ones."""
+        if self.multislice_train:
+            return np.arange(self.options.train_images, self._stored("train"))
+        return np.arange(min(CALIBRATION_IMAGES, self.options.train_images))
+
     def _calibration_images(self, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
-        """Raw images and label maps of the first CALIBRATION_IMAGES training images, rows rank::size for shard
+        """Raw images and label maps of the calibration images (`_calibration_rows`), rows rank::size for shard
         (rank, size)."""
-        rows = np.arange(shard[0], min(CALIBRATION_IMAGES, self.options.train_images), shard[1])
+        rows = self._calibration_rows()[shard[0]::shard[1]]
         with h5py.File(self.data_path, "r") as f:
             return stem_data.read(f["train"], rows)
 
@@ -355,7 +424,7 @@ class StemDefectsTask(Task):
         return {"U-Net (hand-designed)": Genome(layers, training)}
 
     def other_baselines(self, train: tuple, evals: dict[str, tuple]) -> dict[str, dict[str, float]]:
-        """The Fourier-filtering method, its thresholds tuned on the CALIBRATION_IMAGES training images (its
+        """The Fourier-filtering method, its thresholds tuned on the calibration images (`_calibration_rows`; its
         parameters in the row's `method`, for `menndl predict --method fourier`)."""
         images, labels = self._calibration_images()
         fourier = stem_analysis.FourierFilterBaseline(disk_radius=self.settings.label_radius / self.settings.pixel_size)
