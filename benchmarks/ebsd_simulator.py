@@ -151,8 +151,8 @@ def main(argv=None) -> int:
     for name, patterns, against in (
             ("experimental (9)", data["patterns"], clean),
             ("simulated, noise alone", repeated(still), reference),
-            ("simulated, defaults without yield variation", repeated(dataclasses.replace(settings, yield_variation=0.0)),
-             reference),
+            ("simulated, defaults without yield variation",
+             repeated(dataclasses.replace(settings, yield_variation=0.0)), reference),
             (f"simulated, defaults (yield variation up to {settings.yield_variation:g})", repeated(settings),
              reference)):
         powers, ncc = band_powers(patterns, against)

@@ -244,7 +244,8 @@ def record(settings: EbsdSettings, quaternions, rng: np.random.Generator | None 
     yields = 1 if rng is None or settings.yield_variation == 0 else yield_fields(settings, n, rng)
     kikuchi = project(settings, quaternions, None if rng is None or settings.pc_jitter == 0 else pcs)
     kikuchi = (kikuchi - kikuchi.mean(axis=(1, 2), keepdims=True)) / kikuchi.std(axis=(1, 2), keepdims=True)
-    expected = settings.counts * background(settings, shifts) * yields * np.maximum(1 + settings.kikuchi_contrast * kikuchi, 0)
+    signal = np.maximum(1 + settings.kikuchi_contrast * kikuchi, 0)
+    expected = settings.counts * background(settings, shifts) * yields * signal
     counts = expected if rng is None else rng.poisson(expected)
     return counts.astype(np.float32), pcs
 
