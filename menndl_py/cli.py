@@ -117,9 +117,10 @@ def cmd_baseline(args) -> int:
         raw = {"task": {"name": args.target}, "run": {"name": args.name or f"{args.target}-baselines"}}
         cfg = config.from_dict(_overrides(raw, args.set))
     results = run_baselines(cfg, args.budget)
-    task = task_of(cfg)
-    print(format_baselines(results, task.metric, task.unit))
-    print(f"[menndl] written to {RunDir(cfg.run_dir).baselines}")
+    if results:  # rank 0's
+        task = task_of(cfg)
+        print(format_baselines(results, task.metric, task.unit))
+        print(f"[menndl] written to {RunDir(cfg.run_dir).baselines}")
     return 0
 
 

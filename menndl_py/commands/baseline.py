@@ -4,7 +4,8 @@ candidate (with rungs: the top rung's), or under a budget of seconds given for a
 Each baseline network is kept as a run directory of its own (RUN/baselines/<name>/, its network in best/ with its
 calibration) that `menndl predict` takes like a search's run; a method that is not a network and can be run again
 (the STEM task's Fourier filtering) has its tuned parameters written to RUN/baselines/<method>.json, which
-`menndl predict --method <method>` reads."""
+`menndl predict --method <method>` reads. Launched on several ranks, each network trains data-parallel over all of
+them with Horovod, and rank 0 fits the other methods and writes everything."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,43 +13,47 @@ import re
 from typing import Optional
 
 from menndl_py import config as config_module
-from menndl_py.commands.common import ensure_data, say, task_of
+from menndl_py.commands.common import ensure_data, launched_group, say, task_of
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
 from menndl_py.errors import UserError
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.layout import write_json_atomic
 from menndl_py.rundir.networks import save_network
-from menndl_py.train.device import pick_device, set_threads
-from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import Stage, score_split
 
 MAX_EPOCHS = 1_000_000  # with a budget of seconds, the time decides
 
 
 def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dict]:
-    """Train the task's published networks like a candidate (or for `seconds` each), fit its other baselines;
-    write them to the run directory. Each row says the budget it had."""
+    """Train the task's published networks like a candidate (or for `seconds` each), data-parallel over the ranks
+    this command was launched on, fit its other baselines; write them to the run directory. Each row says the
+    budget it had. Returns the rows on rank 0 ({} elsewhere)."""
     cfg = baseline_config(cfg, seconds)
     task = task_of(cfg)
-    ensure_data(task)
-    threads = set_threads(cfg.cluster.threads_per_rank, 1)
-    trainer = make_trainer(cfg, task, LocalGroup(), pick_device(0))
+    group, threads, device = launched_group(cfg)
+    ensure_data(task, group.size)
+    trainer = make_trainer(cfg, task, group, device)
     stage, budget = _budget(cfg)
+    budget += f", {group.size} ranks with Horovod, {threads} threads each" if group.size > 1 else f", {threads} threads"
     outputs = RunDir(cfg.run_dir).baseline_outputs
     results: dict[str, dict] = {}
     for name, genome in task.baseline_genomes().items():
-        say(f"training baseline {name} ({threads} threads, {budget})")
+        if group.rank == 0:
+            say(f"training baseline {name} ({budget})")
         outcome = task.evaluate(genome, trainer, None, stage)
+        if group.rank != 0:
+            continue
         row = {"status": str(outcome.status), "message": outcome.message, "epochs": outcome.epochs,
-               "train_seconds": round(outcome.train_seconds, 2), "budget": f"{budget}, {threads} threads",
-               **outcome.metrics}
+               "train_seconds": round(outcome.train_seconds, 2), "budget": budget, **outcome.metrics}
         if outcome.model is not None:
             test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size, cfg.training.precision)
             row.update({f"test_{k}": v for k, v in test.items()})
             row["params"] = sum(p.numel() for p in outcome.model.parameters())
             row["run"] = str(_save_run(cfg, outputs / _slug(name), genome, outcome.model, row))
         results[name] = row
+    if group.rank != 0:
+        return {}
     say("fitting the non-network baselines")
     evals = {"val": task.load("val"), "test": task.load("test")}
     for name, row in task.other_baselines(task.load("train"), evals).items():

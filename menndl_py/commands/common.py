@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from menndl_py.config import Config
+from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
 from menndl_py.rundir.layout import RunDir
 from menndl_py.tasks import make_task
 from menndl_py.tasks.base import Task
 from menndl_py.tasks.making import make_unless_made
+from menndl_py.train.device import pick_device, set_threads
+from menndl_py.train.group import HorovodGroup, LocalGroup
 
 
 def say(text: str) -> None:
@@ -18,6 +21,14 @@ def say(text: str) -> None:
 
 def task_of(cfg: Config) -> Task:
     return make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+
+
+def launched_group(cfg: Config) -> tuple:
+    """The ranks this command was launched on as one group that trains a network data-parallel (Horovod over all
+    of them; this process alone without a launcher), with this rank's CPU threads and device."""
+    share = mpi.share()
+    group = HorovodGroup(share.comm) if share.size > 1 else LocalGroup()
+    return group, set_threads(cfg.cluster.threads_per_rank, share.ranks_on_node), pick_device(share.local_rank)
 
 
 def ensure_data(task: Task, ranks: int = 1) -> None:

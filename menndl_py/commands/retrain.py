@@ -1,11 +1,13 @@
 """Train a run's best network again, from scratch (or on from its weights) and for longer.
 
 A search ranks candidates on short training budgets; its winner then earns a full one. `menndl retrain RUN
---budget SECONDS` trains the best genome of RUN on the run's own data and task settings in this one process
-(all its threads unless `cluster.threads_per_rank` says otherwise), calibrates it as a search candidate is (the
+--budget SECONDS` trains the best genome of RUN on the run's own data and task settings (each rank with its share
+of the node's cores unless `cluster.threads_per_rank` says otherwise), calibrates it as a search candidate is (the
 STEM task's detection thresholds), scores it on the validation and test splits with that calibration, and saves it
 as the run's retrained network (with its metrics and calibration), which `menndl predict` then prefers to the
-search's best. With several objectives, `--network ID` retrains a member of the Pareto front (pareto/ID/) instead.
+search's best. Launched on several ranks (`srun -n 4 menndl retrain RUN`), they train it together, data-parallel
+with Horovod like a search's worker group, and rank 0 scores and writes it. With several objectives, `--network ID`
+retrains a member of the Pareto front (pareto/ID/) instead.
 `--warm-start` starts from the network's trained weights with a fresh optimizer (the learning rate from its gene,
 on the schedule along the new budget): to train a network on where a search left it, or on the run's data after
 the task's settings changed (the data file follows the run's config).
@@ -16,7 +18,7 @@ import dataclasses
 import time
 from typing import Optional
 
-from menndl_py.commands.common import describe, ensure_data, say, task_of
+from menndl_py.commands.common import describe, ensure_data, launched_group, say, task_of
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
 from menndl_py.errors import UserError
@@ -24,16 +26,14 @@ from menndl_py.records import Status
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.layout import GENOME
 from menndl_py.rundir.networks import load_network, read_genome, save_network
-from menndl_py.train.device import pick_device, set_threads
-from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import Stage, score_split
 
 
 def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine", network: Optional[str] = None,
             warm_start: bool = False) -> dict:
     """Train `cfg.run_dir`'s best genome (or the Pareto front member `network`'s) for `budget` seconds or `epochs`
-    epochs, the learning rate on `lr_schedule`, from scratch or (`warm_start`) from its trained weights; returns
-    the record written beside the network."""
+    epochs, the learning rate on `lr_schedule`, from scratch or (`warm_start`) from its trained weights, on every
+    rank this command was launched on; returns the record written beside the network (on rank 0; {} elsewhere)."""
     run = RunDir(cfg.run_dir)
     if network is not None and not network.isdigit():
         raise UserError(f"--network: must be the id of a Pareto front member, got {network!r}")
@@ -48,24 +48,30 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
         cfg, training=dataclasses.replace(cfg.training, time_budget=budget, epochs=epochs, lr_schedule=lr_schedule),
         cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout, 2 * budget)))
     task = task_of(cfg)
-    ensure_data(task)
-    genome = read_genome(source)
+    group, threads, device = launched_group(cfg)
+    ensure_data(task, group.size)
     stage = None
     if warm_start:
         genome, model, _ = load_network(source, task.space().restricted(cfg.search.space))
         stage = Stage("seconds", budget, state={"model": model.state_dict(), "epochs": 0.0, "seconds": 0.0})
-    threads = set_threads(cfg.cluster.threads_per_rank, 1)
-    say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
-        f"rate, from {'its trained weights' if warm_start else 'scratch'} ({threads} threads)")
+    else:
+        genome = read_genome(source)
+    if group.rank == 0:
+        ranks = f"{group.size} ranks with Horovod, {threads} threads each" if group.size > 1 else f"{threads} threads"
+        say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
+            f"rate, from {'its trained weights' if warm_start else 'scratch'} ({ranks})")
     started = time.time()
-    outcome = task.evaluate(genome, make_trainer(cfg, task, LocalGroup(), pick_device(0)), stage=stage)
-    if outcome.status != Status.OK:
+    outcome = task.evaluate(genome, make_trainer(cfg, task, group, device), stage=stage)
+    if outcome.status != Status.OK:  # the same on every rank
         raise UserError(f"{cfg.run_dir}: retraining the best network ended with status {outcome.status}: "
                         f"{outcome.message}")
+    if group.rank != 0:
+        return {}
     test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size, cfg.training.precision)
     result = {"genome_hash": genome.key, "source": source.name, "warm_start": warm_start, "budget_seconds": budget,
               "lr_schedule": lr_schedule,
-              "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "threads": threads, "started": started,
+              "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "ranks": group.size, "threads": threads,
+              "started": started,
               "params": sum(p.numel() for p in outcome.model.parameters()),
               **outcome.metrics, **{f"test_{k}": v for k, v in test.items()}, "curve": outcome.curve}
     save_network(run.final, genome, outcome.model.state_dict(), result)

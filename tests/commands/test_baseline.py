@@ -3,6 +3,8 @@ under a budget of seconds given for all of them, each row saying which."""
 import json
 
 import pytest
+import yaml
+from launchers import MENNDL, mpirun
 
 from menndl_py.commands.baseline import baseline_config, run_baselines
 from menndl_py.commands.common import format_baselines
@@ -51,3 +53,19 @@ def test_a_baseline_trained_to_a_top_rung_of_seconds_has_a_timeout_above_it(make
 def test_a_budget_must_be_positive(make_config, elemnet_data_dir):
     with pytest.raises(UserError, match="--budget: must be > 0 seconds, got 0"):
         run_baselines(config(make_config, elemnet_data_dir), seconds=0)
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_on_two_ranks_each_network_trains_on_both_and_rank_0_writes(tmp_path):
+    options = {"size": 9, "train_volumes": 24, "val_volumes": 6, "test_volumes": 6}
+    cfg = {"run": {"name": "h", "directory": "runs"}, "task": {"name": "homogenization", "options": options},
+           "training": {"epochs": 2, "eval_batch_size": 8}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = mpirun(2, MENNDL, "baseline", "c.yaml", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("training baseline ") == 1 and out.stdout.count("written to runs/h") == 1
+    rows = json.loads((tmp_path / "runs" / "h" / "baselines.json").read_text())
+    network = rows["3-D CNN (hand-designed, after Yang et al. 2018)"]
+    assert network["status"] == "ok" and network["epochs"] == 2 and "2 ranks with Horovod" in network["budget"]
+    assert network["test_mae_pct"] > 0 and rows["rule of mixtures (Voigt)"]["test_mae_pct"] > 0

@@ -1,14 +1,15 @@
 """`menndl retrain`: the best network of a run trained again from scratch (or on from its weights) into RUN/final/,
-with clear errors."""
+in one process or data-parallel over the ranks it was launched on, with clear errors."""
 import json
 
 import pytest
 import yaml
-from launchers import menndl, one_line_error
+from launchers import MENNDL, menndl, mpirun, one_line_error
 
 
 @pytest.mark.slow
-def test_retrain_writes_a_scored_final_network_and_bad_calls_are_one_line(tmp_path):
+@pytest.mark.mpi
+def test_retrain_writes_a_scored_final_network_on_one_or_two_ranks_and_bad_calls_are_one_line(tmp_path):
     options = {"size": 9, "train_volumes": 24, "val_volumes": 6, "test_volumes": 6}
     cfg = {"run": {"name": "h", "directory": "runs"}, "task": {"name": "homogenization", "options": options},
            "search": {"population": 2, "max_evaluations": 2, "space": {"depth": [1, 2]},
@@ -33,6 +34,13 @@ def test_retrain_writes_a_scored_final_network_and_bad_calls_are_one_line(tmp_pa
     warm = json.loads((final / "result.json").read_text())
     assert warm["warm_start"] and not result["warm_start"]
     assert warm["curve"][0]["train_loss"] < result["curve"][0]["train_loss"]
+    # launched on two ranks: one network trained by both (Horovod), written once by rank 0
+    out = mpirun(2, MENNDL, "retrain", "runs/h", "--budget", "30", "--epochs", "2", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("retraining ") == 1 and "2 ranks with Horovod" in out.stdout
+    assert out.stdout.count("written to runs/h/final") == 1
+    both = json.loads((final / "result.json").read_text())
+    assert both["ranks"] == 2 and both["epochs"] == 2 and both["test_mae_pct"] > 0 and not both["warm_start"]
     assert one_line_error(menndl("retrain", "runs/h", "--budget", "0", cwd=tmp_path)) == \
         "--budget: must be > 0 seconds, got 0.0"
     assert one_line_error(menndl("retrain", "elsewhere", cwd=tmp_path)).startswith("elsewhere/config.yaml: missing")

@@ -184,16 +184,22 @@ def receive(comm, source: int, tag: int, interrupt: Optional[Callable[[], bool]]
         delay = min(delay * 1.25, max_delay)
 
 
+def node_place(comm) -> tuple[int, int]:
+    """This rank's rank among the ranks of `comm` on its node, and their number."""
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    place = node.rank, node.size
+    node.Free()
+    return place
+
+
 class MPIShare(Solo):
     """The share of one rank of a communicator (see `Solo` for what each call does)."""
 
     def __init__(self, comm):
-        from mpi4py import MPI
-
         self.comm, self.rank, self.size = comm, comm.rank, comm.size
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        self.local_rank = node.rank
-        node.Free()
+        self.local_rank, self.ranks_on_node = node_place(comm)
         self.streams = 0
 
     def bcast(self, value: Any) -> Any:
@@ -261,15 +267,11 @@ def check_geometry(size: int, k: int) -> None:
 
 
 def make_layout(comm, k: int) -> Layout:
-    from mpi4py import MPI
-
     check_geometry(comm.size, k)
     rank = comm.rank
     group_index = None if rank == 0 else (rank - 1) // k
     group = comm.Split(0 if rank == 0 else 1 + group_index, rank)
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    layout = Layout(rank, comm.size, k, group_index, group, node.rank, node.size)
-    node.Free()
+    layout = Layout(rank, comm.size, k, group_index, group, *node_place(comm))
     layout.hosts = comm.gather(socket.gethostname(), root=0)
     return layout
 

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator
 class Solo:
     """The share of a job of one process: every item is this rank's, every collective is the identity."""
 
-    rank, size, local_rank = 0, 1, 0
+    rank, size, local_rank, ranks_on_node = 0, 1, 0, 1
 
     def mine(self, items: list) -> list:
         """This rank's items: every size-th, from its rank."""
