@@ -13,7 +13,7 @@ import re
 from typing import Optional
 
 from menndl_py import config as config_module
-from menndl_py.commands.common import ensure_data, launched_group, say, task_of
+from menndl_py.commands.common import ensure_data, group_words, launched_group, say, task_of
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
 from menndl_py.errors import UserError
@@ -35,7 +35,7 @@ def run_baselines(cfg: Config, seconds: Optional[float] = None) -> dict[str, dic
     ensure_data(task, group.size)
     trainer = make_trainer(cfg, task, group, device)
     stage, budget = _budget(cfg)
-    budget += f", {group.size} ranks with Horovod, {threads} threads each" if group.size > 1 else f", {threads} threads"
+    budget += f", {group_words(group, threads)}"
     outputs = RunDir(cfg.run_dir).baseline_outputs
     results: dict[str, dict] = {}
     for name, genome in task.baseline_genomes().items():

@@ -31,6 +31,12 @@ def launched_group(cfg: Config) -> tuple:
     return group, set_threads(cfg.cluster.threads_per_rank, share.ranks_on_node), pick_device(share.local_rank)
 
 
+def group_words(group, threads: int) -> str:
+    """'2 ranks with Horovod, 1 thread each' or '2 threads': who trains, in words."""
+    each = f"{threads} thread{'s' * (threads != 1)}"
+    return f"{group.size} ranks with Horovod, {each} each" if group.size > 1 else each
+
+
 def ensure_data(task: Task, ranks: int = 1) -> None:
     """Make the task's data set in this process if it is missing (or wait for the job making it); check it, and
     that each split leaves every rank of a group of `ranks` enough rows."""

@@ -18,7 +18,7 @@ import dataclasses
 import time
 from typing import Optional
 
-from menndl_py.commands.common import describe, ensure_data, launched_group, say, task_of
+from menndl_py.commands.common import describe, ensure_data, group_words, launched_group, say, task_of
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
 from menndl_py.errors import UserError
@@ -57,9 +57,8 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
     else:
         genome = read_genome(source)
     if group.rank == 0:
-        ranks = f"{group.size} ranks with Horovod, {threads} threads each" if group.size > 1 else f"{threads} threads"
         say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
-            f"rate, from {'its trained weights' if warm_start else 'scratch'} ({ranks})")
+            f"rate, from {'its trained weights' if warm_start else 'scratch'} ({group_words(group, threads)})")
     started = time.time()
     outcome = task.evaluate(genome, make_trainer(cfg, task, group, device), stage=stage)
     if outcome.status != Status.OK:  # the same on every rank
