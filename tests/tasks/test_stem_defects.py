@@ -85,6 +85,21 @@ def test_tiles_cover_the_image_in_order():
     assert np.array_equal(t[1, 0], image[0, 0, 0:2, 2:4]) and np.array_equal(t[6, 0], image[1, 0, 0:2, 0:2])
 
 
+def test_flips_mirror_tiles_and_labels_alike_and_keep_rows_rows(task):
+    x, y = (torch.from_numpy(a) for a in task.load("train"))
+    assert task.augment(x, y, torch.Generator().manual_seed(0)) == (x, y)  # off by default
+    flipping = make_task("stem_defects", {**OPTIONS, "flips": True}, task.data_dir)
+    fx, fy = flipping.augment(x, y, torch.Generator().manual_seed(0))
+    seen = set()
+    for i in range(len(x)):
+        kind = next(k for k, dims in {"none": (), "rows": (-2,), "columns": (-1,), "both": (-2, -1)}.items()
+                    if torch.equal(fx[i], x[i].flip(dims)) and torch.equal(fy[i], y[i].flip(dims)))
+        seen.add(kind)
+        # a scan row of the input stays one row (reversed or not) of the flipped tile
+        assert any(torch.equal(fx[i, 0, 0], x[i, 0, r].flip(d)) for r in (0, -1) for d in ((), (-1,)))
+    assert seen == {"none", "rows", "columns", "both"}  # every one of the four turns up in a training split
+
+
 def test_rare_defect_classes_weigh_more_in_the_loss(task):
     task.load("train")
     w = task._weights

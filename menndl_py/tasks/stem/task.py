@@ -56,6 +56,7 @@ class StemDefectsOptions:
     multislice: dict = setting(factory=dict)  # val/test -> Microscope fields and StemSettings overrides; train ->
     #                                           a list of such blocks, each with a count of images
     multislice_repeat: int = setting(1, min=1, max=100)  # tiles per multislice training image and epoch (rolled)
+    flips: bool = setting(False)  # mirror each training tile's rows and/or columns at random (rows stay scan rows)
     tile: int = setting(128, min=16, max=4096)  # training tiles of tile × tile pixels
     match_radius: float = setting(1.0, min=0.0)  # Å: how far a detection may lie from the defect it finds
     min_pixels: int = setting(3, min=1, max=1_000_000)  # smaller argmax blobs are not defects (uncalibrated networks)
@@ -287,6 +288,19 @@ class StemDefectsTask(Task):
             layer_genes=ENCODER_DECODER_GENES, training_genes=ENCODER_DECODER_TRAINING,
             depth=(1, 5), network=EncoderDecoder(len(self.class_names)),
             input_shape=(1, self.options.tile, self.options.tile), max_params=4_000_000)
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
+        """With `flips`, each tile (and its labels) mirrored top to bottom and left to right, each with
+        probability 1/2: the image of the mirrored specimen (a monolayer's mirror image is a monolayer), scanned
+        along the same rows, so row jitter stays row jitter (a transpose would not keep that)."""
+        if not self.options.flips:
+            return x, y
+        coins = (torch.rand((len(x), 2), generator=generator) < 0.5).to(x.device)
+        for axis, dims in enumerate(((-2,), (-1,))):
+            flip = coins[:, axis]
+            x = torch.where(flip[:, None, None, None], x.flip(dims), x)
+            y = torch.where(flip[:, None, None], y.flip(dims), y)
+        return x, y
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self._weights is None:
