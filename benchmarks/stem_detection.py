@@ -4,7 +4,8 @@
 The network is the one `menndl predict` would use (RUN/final/ after `menndl retrain`, else RUN/best/). Its
 softmax outputs on the validation and test images are read twice: by argmax components of at least
 `task.options.min_pixels` pixels (how networks were scored before calibration), and by the rule the task
-calibrates on the first 40 training images (whole), as a search candidate's is (`StemDefectsTask.calibrate`).
+calibrates on its calibration images (whole: the multislice training images when the config has any, else the
+first 40 simulated ones), as a search candidate's is (`StemDefectsTask.calibrate`).
 Per split and detection: precision, recall and F1 per defect class and the mean F1 (the task's fitness). One torch
 thread. The script reports; it does not assert.
 
@@ -53,8 +54,7 @@ def main(argv=None) -> int:
 
     print(f"\nrule recorded with the network: {describe(task.rule)}")
     rule = task.calibrate(model, LocalGroup(), torch.device("cpu"), 8)
-    print(f"rule calibrated now on the first {min(CALIBRATION_IMAGES, task.options.train_images)} training "
-          f"images: {describe(rule)}")
+    print(f"rule calibrated now on the task's calibration images: {describe(rule)}")
 
     def probabilities(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     detections = {"argmax": lambda q: stem_analysis.extract_defects(q, task.options.min_pixels),
                   "calibrated": lambda q: stem_analysis.threshold_defects(q, rule)}
-    splits = {"train (calibration)": ("train", min(CALIBRATION_IMAGES, task.options.train_images)),
+    splits = {"train (first simulated)": ("train", min(CALIBRATION_IMAGES, task.options.train_images)),
               "val": ("val", task.options.val_images),
               "test": ("test", 20 if args.quick else task.options.test_images)}
     rows = []
