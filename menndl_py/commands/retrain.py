@@ -22,10 +22,10 @@ from menndl_py.commands.common import describe, ensure_data, group_words, launch
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
 from menndl_py.errors import UserError
-from menndl_py.records import Status
+from menndl_py.records import Status, better
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.layout import GENOME
-from menndl_py.rundir.networks import load_network, read_genome, save_network
+from menndl_py.rundir.networks import load_network, read_genome, read_record, save_network
 from menndl_py.train.trainer import Stage, score_split
 
 
@@ -75,6 +75,10 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
               **outcome.metrics, **{f"test_{k}": v for k, v in test.items()}, "curve": outcome.curve}
     save_network(run.final, genome, outcome.model.state_dict(), result)
     say(f"{outcome.epochs} epochs in {outcome.train_seconds:.0f} s: validation {task.metric} "
-        f"{outcome.metrics[f'val_{task.metric}']:.4f} {task.unit}, test {task.metric} {test[task.metric]:.4f} "
+        f"{outcome.fitness:.4f} {task.unit}, test {task.metric} {test[task.metric]:.4f} "
         f"{task.unit}; written to {run.final}")
+    searched = read_record(source).get(f"val_{task.metric}")
+    if searched is not None and better(searched, outcome.fitness, task.higher_is_better):
+        say(f"note: that validation {task.metric} is worse than the search's {searched:.4f} for this network; "
+            f"`menndl predict` takes {run.final.name}/ now, `--network {source.name}` the search's")
     return result

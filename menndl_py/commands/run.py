@@ -184,7 +184,8 @@ def _search_mpi(comm, cfg: Config, resume: bool, progress: bool, lock: RunLock) 
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
             plural = "s" * (layout.n_groups != 1)
             say(f"{'resuming' if state == 'resume' else 'starting'} {cfg.run_dir}: {comm.size} ranks = master + "
-                f"{layout.n_groups} group{plural} of {k}{' (Horovod)' if k > 1 else ''}, {threads} threads per rank")
+                f"{layout.n_groups} group{plural} of {k}{' (Horovod)' if k > 1 else ''}, {threads} "
+                f"thread{'s' * (threads != 1)} per rank")
             write_run_json(cfg, task, world_size=comm.size, groups=layout.n_groups, ranks_per_candidate=k,
                            hosts=sorted(set(hosts)), ranks_per_node={h: hosts.count(h) for h in sorted(set(hosts))},
                            gpus_per_rank=min(gpus, 1), threads_per_rank=threads, scheduler=scheduler_facts(),

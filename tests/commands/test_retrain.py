@@ -41,6 +41,11 @@ def test_retrain_writes_a_scored_final_network_on_one_or_two_ranks_and_bad_calls
     assert out.stdout.count("written to runs/h/final") == 1
     both = json.loads((final / "result.json").read_text())
     assert both["ranks"] == 2 and both["epochs"] == 2 and both["test_mae_pct"] > 0 and not both["warm_start"]
+    # a retrained network that validates worse than the search's is said to
+    record = tmp_path / "runs" / "h" / "best" / "result.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "m:val_mae_pct": 1e-9}))
+    out = menndl("retrain", "runs/h", "--budget", "30", "--epochs", "1", cwd=tmp_path, timeout=300)
+    assert out.returncode == 0 and "is worse than the search's 0.0000 for this network" in out.stdout, out.stderr
     assert one_line_error(menndl("retrain", "runs/h", "--budget", "0", cwd=tmp_path)) == \
         "--budget: must be > 0 seconds, got 0.0"
     assert one_line_error(menndl("retrain", "elsewhere", cwd=tmp_path)).startswith("elsewhere/config.yaml: missing")
