@@ -138,7 +138,7 @@ def multislice_columns(settings, microscope, split: str, index: int, seed: int):
     rng.integers(2**31)  # the abTEM seed
     shift = settings.jitter / pixel[1] * rng.standard_normal(shape[0])
     is_metal = np.arange(len(sites)) < 2 * microscope.cells_x * microscope.cells_y
-    return sites / pixel, (shift if settings.jitter > 0 else 0 * shift), classes, is_metal
+    return sites / pixel, shift, classes, is_metal
 
 
 def column_fit(image, yx, shift):
@@ -182,24 +182,18 @@ def multislice_observer(images, labels, split: str, settings, microscope, seed: 
 
 def multislice_rows(config: str, n: int) -> list[list]:
     """Table rows of the observer and of Fourier filtering on the first n images of each multislice set."""
-    import h5py
     import numpy as np
-    from stem_transfer import image_sets
+    from stem_transfer import fourier_on_fast_images, image_sets
 
     from menndl_py import config as config_module
     from menndl_py.engine.transport.share import Solo
     from menndl_py.physics import stem_analysis
     from menndl_py.tasks import make_task
-    from menndl_py.tasks.stem import data as stem_data
-    from menndl_py.tasks.stem.task import CALIBRATION_IMAGES, true_defects
+    from menndl_py.tasks.stem.task import true_defects
 
     cfg = config_module.load(config)
     task = make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
-    with h5py.File(task.data_path, "r") as f:
-        rows = np.arange(min(CALIBRATION_IMAGES, task.options.train_images))
-        fit_images, fit_labels = stem_data.read(f["train"], rows)
-    fourier = stem_analysis.FourierFilterBaseline(task.settings.label_radius / task.settings.pixel_size)
-    fourier.fit(list(fit_images), [true_defects(t) for t in fit_labels], task.radius_px)
+    fourier = fourier_on_fast_images(task, task.settings.label_radius / task.settings.pixel_size)
     rows = []
     for name, (images, labels, source) in image_sets(task, task.settings.jitter or 0.3, 0, Solo()).items():
         if not source:

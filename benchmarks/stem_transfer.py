@@ -69,6 +69,16 @@ def image_sets(task, jitter: float, fast_images: int, share) -> dict[str, tuple[
     return sets
 
 
+def fourier_on_fast_images(task, disk_radius: float) -> stem_analysis.FourierFilterBaseline:
+    """Fourier filtering tuned on the first 40 fast-simulator training images of the task's data file (as the
+    task tunes it without multislice training images): its best tuning for the multislice sets."""
+    with h5py.File(task.data_path, "r") as f:
+        images, labels = stem_data.read(f["train"], np.arange(min(CALIBRATION_IMAGES, task.options.train_images)))
+    fourier = stem_analysis.FourierFilterBaseline(disk_radius)
+    fourier.fit(list(images), [true_defects(t) for t in labels], task.radius_px)
+    return fourier
+
+
 @torch.no_grad()
 def probabilities(task, genome, model, image: np.ndarray) -> np.ndarray:
     """The network's softmax outputs (C×H×W) for one image."""
@@ -114,11 +124,7 @@ def main() -> None:
     steady_val = sets["multislice A (validation), jitter 0 Å"][:2]
     tuned = stem_analysis.FourierFilterBaseline(trained.fourier.disk_radius)
     tuned.fit(steady_val[0], [true_defects(t) for t in steady_val[1]], task.radius_px)
-    with h5py.File(task.data_path, "r") as f:
-        fast_images, fast_labels = stem_data.read(f["train"], np.arange(min(CALIBRATION_IMAGES,
-                                                                            task.options.train_images)))
-    on_fast = stem_analysis.FourierFilterBaseline(trained.fourier.disk_radius)
-    on_fast.fit(list(fast_images), [true_defects(t) for t in fast_labels], task.radius_px)
+    on_fast = fourier_on_fast_images(task, trained.fourier.disk_radius)
     val_rule = rule_tuned_on(task, genome, model, *steady_val)
     methods = {"network": lambda image: task.detect(probabilities(task, genome, model, image)),
                "network (tuned on val)": lambda image: stem_analysis.threshold_defects(

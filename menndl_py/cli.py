@@ -106,6 +106,7 @@ def cmd_baseline(args) -> int:
     from menndl_py import config
     from menndl_py.commands.baseline import run_baselines
     from menndl_py.commands.common import format_baselines, task_of
+    from menndl_py.engine.transport import mpi
     from menndl_py.rundir.layout import RunDir
 
     target = Path(args.target)
@@ -117,7 +118,7 @@ def cmd_baseline(args) -> int:
         raw = {"task": {"name": args.target}, "run": {"name": args.name or f"{args.target}-baselines"}}
         cfg = config.from_dict(_overrides(raw, args.set))
     results = run_baselines(cfg, args.budget)
-    if results:  # rank 0's
+    if mpi.launcher_rank() == 0:
         task = task_of(cfg)
         print(format_baselines(results, task.metric, task.unit))
         print(f"[menndl] written to {RunDir(cfg.run_dir).baselines}")
