@@ -1,4 +1,5 @@
 """What the benchmark scripts share: this checkout's menndl_py first on the path, and its version."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,8 @@ def table(header: list[str], rows: list[list], title: str = "") -> str:
         if n == 0:
             out.append("|".join("-" * (w + 2) for w in widths))
     return "\n".join(out)
+
+
+def machine_load() -> str:
+    """The load averages the figures were measured under."""
+    return "machine load (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -21,7 +21,7 @@ import time
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = "1"
 
-from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
+from common import code_version, machine_load, table  # noqa: E402 (puts this checkout first on sys.path)
 
 
 def timed(make, n: int) -> tuple[float, float]:
@@ -48,8 +48,7 @@ def main(argv=None) -> int:
     from menndl_py.tasks.making import item_rng
 
     print(f"crystal_graph_data: ASE {ase.__version__} (EMT, FIRE), one thread\n  {code_version()}")
-    print(f"  {n} structures; machine load (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-          flush=True)
+    print(f"  {n} structures; {machine_load()}", flush=True)
     settings = AlloySettings()
     for symbol in alloys.ELEMENTS:  # the references, computed once per process
         alloys.reference_energy(symbol)

@@ -30,7 +30,7 @@ import time
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_name] = "1"
 
-from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
+from common import code_version, machine_load, table  # noqa: E402 (puts this checkout first on sys.path)
 
 
 def timed(make, n: int) -> tuple[float, float]:
@@ -100,8 +100,7 @@ def main(argv=None) -> int:
     from menndl_py.physics.orientation import disorientation_degrees
 
     print(f"ebsd_simulator: kikuchipy {kikuchipy.__version__}, numpy {np.__version__}, one thread\n  {code_version()}")
-    print(f"  {n} patterns per size; machine load (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-          flush=True)
+    print(f"  {n} patterns per size; {machine_load()}", flush=True)
     rows = []
     for side in (60, 128):
         settings = ebsd.EbsdSettings(pattern_height=side, pattern_width=side)

@@ -38,13 +38,13 @@ def main(argv=None) -> int:
     from menndl_py.commands.predict import load_best
     from menndl_py.physics import stem_analysis
     from menndl_py.rundir import RunDir
-    from menndl_py.tasks.stem.task import CALIBRATION_IMAGES, standardize, true_defects
+    from menndl_py.tasks.stem.task import standardize, true_defects
     from menndl_py.train.group import LocalGroup
 
     torch.set_num_threads(1)
     start = time.perf_counter()
     run = Path(args.run)
-    task, _, model = load_best(run, quiet=True)
+    task, genome, model = load_best(run, quiet=True)
     print(f"stem_detection: {RunDir(run).network_to_use()}, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"one torch thread\n  {code_version()}")
     names = task.class_names[1:]
@@ -56,24 +56,26 @@ def main(argv=None) -> int:
     rule = task.calibrate(model, LocalGroup(), torch.device("cpu"), 8)
     print(f"rule calibrated now on the task's calibration images: {describe(rule)}")
 
-    def probabilities(images: np.ndarray) -> np.ndarray:
+    def probabilities(x: torch.Tensor) -> np.ndarray:
+        """Softmax outputs of one standardized image (1×H×W) of any size, as `menndl predict` computes them."""
         with torch.no_grad():
-            return np.concatenate([torch.softmax(model(torch.from_numpy(standardize(images[i:i + 8])[:, None])), 1)
-                                   .numpy() for i in range(0, len(images), 8)])
+            return torch.softmax(task.outputs(model, genome, x[None]), 1)[0].numpy()
 
     detections = {"argmax": lambda q: stem_analysis.extract_defects(q, task.options.min_pixels),
                   "calibrated": lambda q: stem_analysis.threshold_defects(q, rule)}
-    splits = {"train (first simulated)": ("train", min(CALIBRATION_IMAGES, task.options.train_images)),
-              "val": ("val", task.options.val_images),
-              "test": ("test", 20 if args.quick else task.options.test_images)}
-    rows = []
-    for label, (split, n) in splits.items():
+    x, truth, radii = task.calibration_set((0, 1))  # the calibration images: any sizes, each its match radius
+    sets = {"train (calibration images)": ([torch.from_numpy(np.asarray(i)) for i in x], truth, radii)}
+    for split, n in (("val", task.options.val_images), ("test", 20 if args.quick else task.options.test_images)):
         with h5py.File(task.data_path, "r") as f:
             images, labels = f[split]["images"][:n], f[split]["labels"][:n]
-        prob, truth = probabilities(images), [true_defects(t) for t in labels]
+        sets[split] = ([torch.from_numpy(standardize(i)[None]) for i in images], [true_defects(t) for t in labels],
+                       [task.radius_px] * len(images))
+    rows = []
+    for label, (images, truth, radii) in sets.items():
+        prob = [probabilities(i) for i in images]
         for detection, detect in detections.items():
-            counts = sum(stem_analysis.match_counts(detect(q), t, task.radius_px, len(task.class_names))
-                         for q, t in zip(prob, truth))
+            counts = sum(stem_analysis.match_counts(detect(q), t, r, len(task.class_names))
+                         for q, t, r in zip(prob, truth, radii))
             s = stem_analysis.f1_scores(counts, names)
             rows.append([f"{label}, {len(images)} images", detection, f"{s['defect_f1']:.3f}",
                          *(f"{s[f'precision_{n}']:.2f}/{s[f'recall_{n}']:.2f}/{s[f'f1_{n}']:.3f}" for n in names)])

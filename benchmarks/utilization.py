@@ -76,6 +76,16 @@ class Run:
         self.t0 = self.t1 = 0.0
         self.best = math.inf
 
+    def told(self, ga, genome, fitness, start: float, end: float) -> float:
+        """Tell the GA one evaluation's fitness and let it do its idle work; returns the evaluation's end."""
+        self.intervals.append((start, end))
+        ga.tell(genome, fitness)
+        while ga.idle_work():
+            pass
+        if fitness is not None:
+            self.best = min(self.best, fitness)
+        return end
+
     def figures(self, workers: int) -> dict:
         busy = sum(b - a for a, b in self.intervals)
         wall = self.t1 - self.t0
@@ -106,14 +116,7 @@ def run_async(durations, workers: int, seed: int, surrogate: bool) -> Run:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 t0 = time.perf_counter()
-                genome = pending.pop(future)
-                fitness, a, b = future.result()
-                run.intervals.append((a, b))
-                ga.tell(genome, fitness)
-                while ga.idle_work():
-                    pass
-                if fitness is not None:
-                    run.best = min(run.best, fitness)
+                b = run.told(ga, pending.pop(future), *future.result())
                 if asked < n:
                     g = ga.ask().genome
                     pending[pool.submit(evaluate, task, trainer, g, durations[asked])] = g
@@ -207,13 +210,7 @@ def run_generational(durations, workers: int, seed: int, surrogate: bool) -> Run
             wait([f for f, _ in batch], return_when=ALL_COMPLETED)
             t0 = time.perf_counter()
             for future, genome in batch:
-                fitness, a, b = future.result()
-                run.intervals.append((a, b))
-                ga.tell(genome, fitness)
-                while ga.idle_work():
-                    pass
-                if fitness is not None:
-                    run.best = min(run.best, fitness)
+                run.told(ga, genome, *future.result())
             tell_seconds = time.perf_counter() - t0
             run.master += [(ask_seconds + tell_seconds) / len(batch)] * len(batch)
             if asked < n:  # each worker idles from its own end until the next generation is sent

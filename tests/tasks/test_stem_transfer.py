@@ -103,12 +103,12 @@ def test_randomized_training_images_are_stored_ragged_and_tiled_one_by_one(task)
     x, y = task.load("train")
     assert len(x) == sum((h // 32) * (w // 32) for h, w in shapes) and x.shape[1:] == (1, 32, 32)
     assert y.shape == (len(x), 32, 32) and y.dtype == np.int64
-    _, _, radii = task._calibration_set((0, 1))
+    _, _, radii = task.calibration_set((0, 1))
     np.testing.assert_allclose(radii, [task.options.match_radius / d["pixel_size"] for d in drawn])
     model = task.space().build(Genome([LEVEL, dict(LEVEL, filters=8)], {"learning_rate": 1e-3, "batch_size": 4,
                                                                          "optimizer": "adam", "weight_decay": 0.0}))
     counts = task._threshold_counts(model, (0, 1), torch.device("cpu"), 4)
-    true = sum(len(t) for t in task._calibration_set((0, 1))[1])
+    true = sum(len(t) for t in task.calibration_set((0, 1))[1])
     assert counts[:, 0, 0, [0, 2]].sum() == true   # every true defect found or missed, images of every size
 
 
@@ -234,7 +234,7 @@ def test_multislice_training_images_give_rolled_tiles_and_calibrate_detection(tr
     assert trained._calibration_rows().tolist() == [n, n + 1, n + 2]
     images, _ = trained._calibration_images()
     assert [i.shape for i in images] == [(40, 32)] * 3
-    _, _, radii = trained._calibration_set((0, 1))
+    _, _, radii = trained.calibration_set((0, 1))
     np.testing.assert_allclose(radii, [trained.options.match_radius / p for p in pixels])
 
 

@@ -367,7 +367,7 @@ class StemDefectsTask(Task):
     def _threshold_counts(self, model: torch.nn.Module, shard: tuple[int, int], device: torch.device,
                           batch: int) -> np.ndarray:
         """This shard's counts of `stem_analysis.threshold_counts` over the threshold and size grids."""
-        x, tables, radii = self._calibration_set(shard)
+        x, tables, radii = self.calibration_set(shard)
         counts = np.zeros((len(self.class_names) - 1, len(stem_analysis.THRESHOLD_GRID),
                            len(stem_analysis.MIN_PIXELS_GRID), 3))
         model.eval()
@@ -383,7 +383,7 @@ class StemDefectsTask(Task):
                     counts += stem_analysis.threshold_counts(p, true, radius)
         return counts
 
-    def _calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray | list, list, np.ndarray]:
+    def calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray | list, list, np.ndarray]:
         """Standardized images (N×1×H×W, or a list of 1×H×W of many sizes), true defect tables and match radii in
         pixels (each image's own pixel size, when randomized) of a shard of the calibration images (cached)."""
         if shard not in self._calibration_sets:
