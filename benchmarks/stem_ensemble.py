@@ -17,7 +17,6 @@ assert.
 from __future__ import annotations
 
 import argparse
-import csv
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -29,39 +28,39 @@ from menndl_py.engine.transport.share import Solo  # noqa: E402
 from menndl_py.genome import Genome  # noqa: E402
 from menndl_py.physics import stem_analysis  # noqa: E402
 from menndl_py.rundir.layout import RunDir  # noqa: E402
+from menndl_py.rundir.results import read_rows  # noqa: E402
 from menndl_py.tasks.stem.task import standardize  # noqa: E402
 
-MIRRORINGS = {"-": ((),), "columns": ((), (-1,)), "rows and columns": ((), (-2,), (-1,), (-2, -1))}
+# the mirrored copies (flipped axes) averaged over; each tuple begins the last one, which `outputs` computes
+MIRRORINGS = {"-": ((),), "columns": ((), (-1,)), "rows and columns": ((), (-1,), (-2,), (-2, -1))}  # nested
 
 
 def stored_networks(run_dir: str, task, best: Genome, count: int) -> list[tuple[Genome, torch.nn.Module, str]]:
     """Up to `count` other networks of the run with a stored state, highest fitness (at their highest rung) first."""
     run = RunDir(run_dir)
-    latest: dict[int, dict] = {}
-    with open(run.results, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["status"] == "ok" and int(row["rung"]) >= int(latest.get(int(row["id"]), {"rung": -1})["rung"]):
-                latest[int(row["id"])] = row
-    kept = [i for i in latest if (run.states / f"{i}.pt").is_file() and latest[i]["genome_hash"] != best.key]
+    latest = {row["id"]: row for row in sorted(read_rows(run.results), key=lambda row: row["rung"])
+              if row["status"] == "ok"}
+    kept = [i for i, row in latest.items() if (run.states / f"{i}.pt").is_file() and row["genome_hash"] != best.key]
     networks = []
-    for i in sorted(kept, key=lambda i: -float(latest[i]["fitness"]))[:count]:
+    for i in sorted(kept, key=lambda i: -latest[i]["fitness"])[:count]:
         genome = Genome.from_json(latest[i]["genome"])
         model = task.space().build(genome)
         model.load_state_dict(torch.load(run.states / f"{i}.pt", map_location="cpu", weights_only=True)["model"])
-        networks.append((genome, model.eval(), f"{i} (rung {latest[i]['rung']}, {float(latest[i]['fitness']):.3f})"))
+        networks.append((genome, model.eval(), f"{i} (rung {latest[i]['rung']}, {latest[i]['fitness']:.3f})"))
     return networks
 
 
 @torch.no_grad()
-def averaged(task, networks: list, image: np.ndarray, flips: str) -> np.ndarray:
-    """Softmax outputs (C×H×W) averaged over the networks and over the image's mirrorings `MIRRORINGS[flips]`."""
+def outputs(task, networks: list, image: np.ndarray) -> np.ndarray:
+    """Softmax outputs (networks × mirrorings × C×H×W) of one image, each mirrored copy's mirrored back."""
     x = torch.from_numpy(standardize(image)[None, None])
-    total = 0
-    for genome, model in networks:
-        for dims in MIRRORINGS[flips]:
-            p = torch.softmax(task.outputs(model, genome, x.flip(dims)).float(), 1).flip(dims)
-            total = total + p[0]
-    return (total / total.sum(0, keepdim=True)).numpy()
+    return np.stack([[torch.softmax(task.outputs(model, genome, x.flip(dims)).float(), 1).flip(dims)[0].numpy()
+                      for dims in MIRRORINGS["rows and columns"]] for genome, model in networks])
+
+
+def averaged(probabilities: np.ndarray, k: int, flips: str) -> np.ndarray:
+    """The outputs of `outputs` averaged over the first k networks and the mirrorings `MIRRORINGS[flips]`."""
+    return probabilities[:k, :len(MIRRORINGS[flips])].mean((0, 1))
 
 
 def main() -> None:
@@ -78,14 +77,16 @@ def main() -> None:
     print(f"stem_ensemble: {code_version()}\n  {machine_load()}\n  networks: best/ ({best.key}), then "
           + ", ".join(name for _, _, name in others))
     networks = [(best, model)] + [(g, m) for g, m, _ in others]
+    calibration_outputs = [outputs(task, networks, x[0]) for x in calibration[0]]
+    set_outputs = [[outputs(task, networks, image) for image in images] for images, _, _ in sets.values()]
     rows = []
     for k in sorted({min(k, len(networks)) for k in args.networks}):
         for flips in MIRRORINGS:
-            find = lambda image: averaged(task, networks[:k], image, flips)  # noqa: E731
-            counts = sum(stem_analysis.threshold_counts(find(x[0]), t, r) for x, t, r in zip(*calibration))
+            counts = sum(stem_analysis.threshold_counts(averaged(p, k, flips), t, r)
+                         for p, t, r in zip(calibration_outputs, *calibration[1:]))
             rule = stem_analysis.calibrate(counts)
-            f1 = [scores(task, lambda image: stem_analysis.threshold_defects(find(image), rule), images, labels)[0]
-                  for images, labels, _ in sets.values()]
+            f1 = [scores(task, lambda p: stem_analysis.threshold_defects(averaged(p, k, flips), rule), found,
+                         labels)[0] for found, (_, labels, _) in zip(set_outputs, sets.values())]
             rows.append([k, flips, *(f"{s['defect_f1']:.3f}" for s in f1)])
     print(table(["networks", "flips", *sets], rows, "\nmean F1 of the averaged outputs"))
 
