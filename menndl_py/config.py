@@ -61,9 +61,10 @@ class SearchConfig:
     seed: int = setting(0, min=0, max=2**63 - 1)
     space: dict = setting(factory=dict)
     seed_genomes: list = setting(factory=list)  # "baselines", genome JSON files or run directories, evaluated first
-    seed_sweep: list = setting(factory=list)  # training genes each seed is also tried with every value of
+    seed_sweep: list = setting(factory=list)  # training genes each seed is also tried with, value by value
     objectives: list = setting(factory=lambda: ["metric"])  # "metric" and optionally "latency", "parameters"
-    max_latency: Optional[float] = setting(None, min=0.0, max=3600.0)  # seconds per sample: the default network's
+    max_latency: Optional[float] = setting(None, min=0.0, max=3600.0)  # seconds per sample, for best/
+    inherit: bool = setting(False)  # offspring start from their first parent's trained weights (training.rungs)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ class Config:
             d["search"].pop("max_latency")
         if d["training"]["precision"] == "fp32":  # the same
             d["training"].pop("precision")
+        if not d["search"]["inherit"]:  # the same
+            d["search"].pop("inherit")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -247,6 +250,8 @@ def from_dict(data: Any) -> Config:
     # runs made so, whose config.yaml holds it, must go on resuming)
     _check_rungs(cfg.training)
     _check_objectives(cfg.search)
+    if cfg.search.inherit and cfg.training.rungs is None:
+        raise UserError("search.inherit: needs training.rungs (the trained weights it hands on are kept per rung)")
     tournament = cfg.search.tournament_size
     if tournament > cfg.search.population and tournament != SearchConfig.tournament_size:
         raise UserError(f"search.tournament_size: must be at most search.population ({cfg.search.population}), "

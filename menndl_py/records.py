@@ -56,10 +56,12 @@ class Work:
     budget: Optional[float] = None  # ... its budget there, counted from scratch (training.rungs.unit)
     data: float = 1.0  # ... the share of the training rows it trains on
     state: Optional[bytes] = None  # ... the training state (rung - 1's) it continues from; never journalled
+    inherit: Optional[bytes] = None  # the first parent's training state, whose weights it starts from
+    #                                  (`search.inherit`); never journalled
 
     def to_json(self) -> dict:
-        """All but the training state, which the run directory keeps."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "state"}
+        """All but the training states, which the run directory keeps."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("state", "inherit")}
 
     @classmethod
     def from_json(cls, data: dict) -> "Work":

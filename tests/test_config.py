@@ -425,14 +425,14 @@ def test_rungs_set_the_budget_instead_of_time_budget():
         "training.time_budget: leave it unset with training.rungs (the rungs set the budget)"
 
 
-def test_a_run_made_before_rungs_and_precision_keeps_its_fingerprint():
+def test_a_run_made_before_rungs_precision_and_inheritance_keeps_its_fingerprint():
     cfg = from_dict({})
     assert cfg.fingerprint() != from_dict({"training": {"rungs": {}}}).fingerprint()
     data = cfg.to_dict()
     data.pop("run")
     data["training"].pop("rungs")
     data["training"].pop("precision")
-    for key in ("max_evaluations", "max_minutes", "algorithm", "objectives", "max_latency"):
+    for key in ("max_evaluations", "max_minutes", "algorithm", "objectives", "max_latency", "inherit"):
         data["search"].pop(key)
     assert cfg.fingerprint() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -462,6 +462,17 @@ def test_the_default_objectives_leave_the_fingerprint_as_it_was():
     assert config.from_dict({}).fingerprint() == config.from_dict({"search": {"objectives": ["metric"]}}).fingerprint()
     assert config.from_dict({}).fingerprint() != \
         config.from_dict({"search": {"objectives": ["metric", "latency"]}}).fingerprint()
+
+
+def test_inheritance_needs_rungs_and_enters_the_fingerprint_only_when_on():
+    assert error_of({"search": {"inherit": True}}) == \
+        "search.inherit: needs training.rungs (the trained weights it hands on are kept per rung)"
+    rungs = {"training": {"rungs": {"min_budget": 10, "max_budget": 90}}}
+    default = from_dict(rungs).fingerprint()
+    assert from_dict({**rungs, "search": {"inherit": False}}).fingerprint() == default
+    assert from_dict({**rungs, "search": {"inherit": True}}).fingerprint() != default
+
+
 def test_precision_is_fp32_unless_set_and_enters_the_fingerprint_only_when_set():
     assert from_dict({}).training.precision == "fp32"
     assert error_of({"training": {"precision": "half"}}) == \

@@ -56,7 +56,7 @@ class Evaluator:
 
     def __init__(self, cfg: Config, task: Task, group, device: torch.device,
                  interrupted: Callable[[], bool] = StopRequest.requested):
-        self.task, self.group, self.rungs = task, group, cfg.training.rungs
+        self.task, self.group, self.rungs, self.inherit = task, group, cfg.training.rungs, cfg.search.inherit
         self.trainer = make_trainer(cfg, task, group, device, interrupted)
         self.timed = "latency" in cfg.search.objectives  # the group's leader times inference at the first rung
         self.host = socket.gethostname()
@@ -94,15 +94,22 @@ class Evaluator:
             outcome.model = outcome.state = None
 
     def _stage(self, work: Work) -> Optional[Stage]:
-        """How far this training goes, with `training.rungs`: to the work's rung, on from the state it carries."""
+        """How far this training goes, with `training.rungs`: to the work's rung, on from the state it carries (or
+        from its parent's weights); the state at the end is kept below the top rung, and at it with
+        `search.inherit` (offspring may start from it)."""
         if self.rungs is None:
             return None
-        state = None if work.state is None else \
-            torch.load(io.BytesIO(work.state), map_location="cpu", weights_only=True)  # saved on any GPU: read to CPU
-        return Stage(self.rungs.unit, work.budget, work.data, state, keep=work.rung < len(self.rungs.budgets) - 1)
+        state, inherit = (None if data is None else _loaded(data) for data in (work.state, work.inherit))
+        return Stage(self.rungs.unit, work.budget, work.data, state,
+                     keep=self.inherit or work.rung < len(self.rungs.budgets) - 1,
+                     inherit=None if inherit is None else inherit["model"])
 
 
 def _saved(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def _loaded(data: bytes):
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # saved on any GPU: read to the CPU

@@ -70,7 +70,7 @@ class Master:
         self.checkpoints = Checkpoint(self.run.checkpoint)
         self.best: Optional[tuple[float, int, int]] = None  # (fitness, id, rung) of the best row
         self._best_key: Optional[tuple] = None  # (rung, Objectives.preference) of the best row
-        self.rungs = cfg.training.rungs
+        self.rungs, self.inherit = cfg.training.rungs, cfg.search.inherit
         self.ladder = Ladder(self.rungs.budgets if self.rungs else [0.0], self.rungs.eta if self.rungs else 2,
                              task.higher_is_better, self.objectives)
         self.states = States(self.run.states)
@@ -196,6 +196,7 @@ class Master:
             genome = Genome.from_json(work.genome)
             if work.rung > 0:
                 work.state = self.states.load(work.id)
+            work.inherit = self._inheritance(work)
         elif promotion is not None:
             work_id, rung = promotion
             row = self.store.rows[self._latest[work_id]]
@@ -217,6 +218,7 @@ class Master:
                         proposal.predicted, proposal.screened, proposal.params, proposal.flops)
             if self.rungs is not None:
                 work.budget, work.data = self.rungs.budgets[0], self.rungs.share(0)
+            work.inherit = self._inheritance(work)
             self.ids[genome.key] = self.next_id
             self.next_id += 1
         work.group, work.submit_time = group, self.clock()
@@ -332,15 +334,26 @@ class Master:
             return True
         return False
 
+    def _inheritance(self, work: Work) -> Optional[bytes]:
+        """With `search.inherit`, the training state a new genome starts from: its first parent's, if kept."""
+        if not self.inherit or work.rung > 0 or not work.parents:
+            return None
+        return self.states.load(work.parents[0])
+
     def _drop_states(self) -> bool:
         """Remove the training states of candidates that can no longer be promoted (not of work in flight), once
-        after each result."""
+        after each result; with `search.inherit`, not those of the search's possible parents, nor those that work
+        in flight or waiting to be sent again inherits."""
         if self._states_checked:
             return False
         self._states_checked = True
         waiting = {w.id for w in self.resend}
-        hopeless = [i for i in self.states.ids
-                    if i not in self.in_flight and i not in waiting and self.ladder.hopeless(i)]
+        parents = set()
+        if self.inherit:
+            parents = {self.ids[key] for key in self.search.parents()} | \
+                {w.parents[0] for w in (*self.in_flight.values(), *self.resend) if w.parents}
+        hopeless = [i for i in self.states.ids if i not in self.in_flight and i not in waiting and
+                    i not in parents and self.ladder.hopeless(i)]
         for work_id in hopeless:
             self.states.drop(work_id)
         return bool(hopeless)

@@ -68,6 +68,10 @@ class Search(ABC):
         Costly updates wait for `idle_work`."""
         self.seen.add(genome.key)
 
+    def parents(self) -> list[str]:
+        """The keys of the genomes that offspring may yet be bred from (none: this search breeds none)."""
+        return []
+
     def choose_promotion(self, genomes: Sequence[Genome]) -> int:
         """Which of these candidates, due for promotion from one rung, to train on first (an index); by default
         the first, the best at that rung."""

@@ -138,6 +138,10 @@ class AsyncGA(Search):
         elif rung == 1 and genome.key in self._first_rung:
             self.promotion_surrogate.observe(self._first_rung[genome.key], fitness, refit=False)
 
+    def parents(self) -> list[str]:
+        """The population's keys: tournaments draw parents from it."""
+        return [m.genome.key for m in self.population]
+
     def choose_promotion(self, genomes: Sequence[Genome]) -> int:
         """The candidate the promotion surrogate expects to do best at the next rung (the first, until it is
         fitted or if a candidate's first-rung features are missing)."""

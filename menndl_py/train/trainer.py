@@ -67,7 +67,8 @@ class Budget:
 class Stage:
     """One rung of a candidate's training: on from `state` (None: from scratch) until `budget`, counted from
     scratch in `unit` ("seconds" or "epochs"), on a `data` share of the training rows; the state at the end is
-    kept when `keep` (a higher rung may follow)."""
+    kept when `keep` (a higher rung may follow, or offspring may inherit it). A new candidate with `inherit` (its
+    parent's model state dict) starts from the parent's tensors wherever a name and shape match."""
 
     unit: str
     budget: float
@@ -75,6 +76,16 @@ class Stage:
     state: Optional[dict] = None  # {"model", "optimizer" (a fresh one without it; "scaler", fp16): state dicts;
     #                                "epochs", "seconds"}
     keep: bool = False
+    inherit: Optional[dict] = None
+
+
+def inherit_weights(model: torch.nn.Module, parent: dict) -> int:
+    """Copy into `model` the tensors of `parent` (a state dict) whose name and shape match its own; the number
+    copied."""
+    own = model.state_dict()
+    matching = {k: v for k, v in parent.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matching, strict=False)
+    return len(matching)
 
 
 def fault_plan(faults: FaultConfig, key: str, seed: int) -> Optional[str]:
@@ -208,6 +219,8 @@ class Trainer:
         model = self.space.build(genome)
         if stage is not None and stage.state is not None:
             model.load_state_dict(stage.state["model"])
+        elif stage is not None and stage.inherit is not None:
+            inherit_weights(model, stage.inherit)
         return model.to(self.device)
 
     def _optimizer(self, genome: Genome, model: torch.nn.Module, stage: Optional[Stage]) -> torch.optim.Optimizer:

@@ -7,6 +7,7 @@ from test_master import N, interrupt, run
 
 from menndl_py.commands.run import make_master
 from menndl_py.engine.transport.serial import run_serial
+from menndl_py.rundir import read_checkpoint
 from menndl_py.rundir.layout import RECORD
 
 RUNGS = {"unit": "epochs", "min_budget": 0.25, "max_budget": 1.0, "eta": 2}  # rungs at 0.25, 0.5 and 1 epoch
@@ -127,3 +128,33 @@ def test_with_rungs_in_seconds_the_winner_reaches_the_top_rung_within_the_time(m
     master.close()
     assert now[0] <= minutes * 60
     assert master.best[2] == len(budgets) - 1, "the winner stopped below the top rung"
+
+
+def test_with_inherit_offspring_start_from_their_first_parents_state(setup):
+    """`search.inherit`: a new offspring carries its first parent's stored state; the states of the population
+    (any parent to be) are kept, at the top rung too; a resumed run sends the offspring in flight with it again."""
+    cfg, task, evaluator = rung_setup(setup, inherit=True)
+    first = make_master(cfg, task, 1, progress=False)
+    inherited = 0
+    while (work := first.next_work(group=0)) is not None and not (inherited and work.parents and work.rung == 0):
+        if work.rung == 0 and work.parents:
+            assert work.inherit is not None and work.inherit == first.states.load(work.parents[0])
+            inherited += 1
+        else:
+            assert work.inherit is None
+        first.on_result(evaluator.evaluate(work))
+        while first.catch_up():
+            pass
+        assert {first.ids[key] for key in first.search.parents()} <= first.states.ids
+    assert inherited and work.inherit is not None
+    assert any(first.ladder.reached[i] == 2 for i in first.states.ids)  # a population member at the top rung
+    # the job dies with an offspring in flight
+
+    second = make_master(cfg, task, 1, progress=False)
+    again = second.next_work(group=0)
+    assert again.id == work.id and again.inherit == work.inherit
+    assert "inherit" not in json.dumps(read_checkpoint(cfg.run_dir / "checkpoint.json"))  # never journalled
+    second.on_result(evaluator.evaluate(again))
+    run_serial(second, evaluator)
+    second.close()
+    check_ladder(second.store.rows, top=2)

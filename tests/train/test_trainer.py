@@ -8,7 +8,7 @@ import torch
 from menndl_py.config import FaultConfig
 from menndl_py.genome import Genome
 from menndl_py.train.group import LocalGroup
-from menndl_py.train.trainer import Budget, Stage, Trainer, fault_plan
+from menndl_py.train.trainer import Budget, Stage, Trainer, fault_plan, inherit_weights
 
 
 def layer(width=32, activation="relu", dropout=0.0, batch_norm=False):
@@ -181,6 +181,30 @@ def test_a_stage_goes_on_from_its_state_to_a_budget_counted_from_scratch(make_tr
     assert again.curve == [] and again.fitness == first.fitness and again.state is None
     scratch = trainer.evaluate(g, stage=Stage("epochs", 1.5))
     assert scratch.fitness == first.fitness  # training is deterministic; a stage from scratch is the same training
+
+
+def test_inheriting_copies_the_tensors_whose_name_and_shape_match(task):
+    space = task.space()
+    parent = space.build(genome(depth=2, width=32))
+    child = space.build(genome(depth=3, width=32))  # a layer more: the input layer and the first hidden match
+    before = {k: v.clone() for k, v in child.state_dict().items()}
+    copied = inherit_weights(child, parent.state_dict())
+    own, theirs = child.state_dict(), parent.state_dict()
+    same = [k for k in own if torch.equal(own[k], theirs.get(k, torch.empty(0)))]
+    assert copied == len(same) > 0
+    assert all(theirs[k].shape == own[k].shape for k in same)
+    assert any(torch.equal(own[k], before[k]) for k in own if k not in same)  # the rest keeps its fresh values
+
+
+def test_a_new_candidate_with_an_inherited_parent_starts_where_the_parent_ended(make_trainer):
+    trainer = make_trainer(epochs=10)
+    parent = trainer.evaluate(genome(width=64), stage=Stage("epochs", 3.0, keep=True))
+    assert parent.status == "ok"
+    child = genome(width=64, learning_rate=3e-4)  # the parent's layers, another gene
+    inherited = trainer.evaluate(child, stage=Stage("epochs", 0.25, inherit=parent.state["model"]))
+    scratch = trainer.evaluate(child, stage=Stage("epochs", 0.25))
+    assert inherited.curve[-1]["epoch"] == scratch.curve[-1]["epoch"]  # the same training, from other weights
+    assert inherited.fitness < 0.9 * scratch.fitness, (inherited.fitness, scratch.fitness)
 
 
 def test_a_stage_in_seconds_stops_on_time_and_keeps_the_epoch_cap(make_trainer):
