@@ -32,7 +32,7 @@ from menndl_py.rundir.results import read_rows  # noqa: E402
 from menndl_py.tasks.stem.task import standardize  # noqa: E402
 
 # the mirrored copies (flipped axes) averaged over; each tuple begins the last one, which `outputs` computes
-MIRRORINGS = {"-": ((),), "columns": ((), (-1,)), "rows and columns": ((), (-1,), (-2,), (-2, -1))}  # nested
+MIRRORINGS = {"-": ((),), "columns": ((), (-1,)), "rows and columns": ((), (-1,), (-2,), (-2, -1))}
 
 
 def stored_networks(run_dir: str, task, best: Genome, count: int) -> list[tuple[Genome, torch.nn.Module, str]]:
