@@ -47,7 +47,7 @@ def main() -> None:
     space = task.space().restricted(cfg.search.space)
     per, what = task.latency_per
     hib = task.higher_is_better
-    members = {str(i): run.pareto_member(i) for i in run.pareto_ids()}
+    members = {str(i): run.pareto / str(i) for i in run.member_ids(run.pareto)}
     best_id = None
     if run.has_trained_network():
         best_id = str(load_network(run.best, space)[2].get("id"))
@@ -61,7 +61,7 @@ def main() -> None:
         latency = statistics.median(seconds_per_sample(model, batch) for _ in range(args.repeats))
         rows.append({"id": name, "params": record.get("params"), "val": record.get(f"val_{task.metric}"),
                      "test": test, "latency": latency * per, "searched": (record.get("latency") or float("nan")) * per,
-                     "front": name in {str(i) for i in run.pareto_ids()}, "default": name == best_id})
+                     "front": name in {str(i) for i in run.member_ids(run.pareto)}, "default": name == best_id})
     front = [r for r in rows if r["front"]] or rows
     accurate = max(front, key=lambda r: r["test"] if hib else -r["test"])
     within = [r for r in front if (accurate["test"] - r["test"] if hib else r["test"] - accurate["test"])

@@ -65,6 +65,7 @@ class SearchConfig:
     objectives: list = setting(factory=lambda: ["metric"])  # "metric" and optionally "latency", "parameters"
     max_latency: Optional[float] = setting(None, min=0.0, max=3600.0)  # seconds per sample, for best/
     inherit: bool = setting(False)  # offspring start from their first parent's trained weights (training.rungs)
+    keep_top: int = setting(0, min=0, max=1000)  # keep the networks of the K best at the top rung (ensemble/)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Config:
             d["training"].pop("precision")
         if not d["search"]["inherit"]:  # the same
             d["search"].pop("inherit")
+        d["search"].pop("keep_top")  # what the run keeps, not what it searches
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -252,6 +254,11 @@ def from_dict(data: Any) -> Config:
     _check_objectives(cfg.search)
     if cfg.search.inherit and cfg.training.rungs is None:
         raise UserError("search.inherit: needs training.rungs (the trained weights it hands on are kept per rung)")
+    if cfg.search.keep_top == 1:
+        raise UserError("search.keep_top: 0 (no ensemble) or at least 2 networks, got 1 (best/ keeps the best)")
+    if cfg.search.keep_top and len(cfg.search.objectives) > 1:
+        raise UserError("search.keep_top: one objective only (with several, the run keeps the Pareto front's "
+                        "networks in pareto/)")
     tournament = cfg.search.tournament_size
     if tournament > cfg.search.population and tournament != SearchConfig.tournament_size:
         raise UserError(f"search.tournament_size: must be at most search.population ({cfg.search.population}), "

@@ -202,7 +202,7 @@ def test_a_run_name_in_the_config_file_is_checked_the_same_way(tmp_path):
                                              "tournament_size, surrogate, screen_factor, explore_fraction, "
                                              "surrogate_min_results, surrogate_max_train, surrogate_refit_every, "
                                              "seed, space, seed_genomes, seed_sweep, objectives, max_latency, "
-                                             "inherit)"),
+                                             "inherit, keep_top)"),
 ])
 def test_a_malformed_config_or_set_value_is_one_line(tmp_path, text, args, expected):
     # these went round config.load's error handling and were tracebacks

@@ -425,14 +425,14 @@ def test_rungs_set_the_budget_instead_of_time_budget():
         "training.time_budget: leave it unset with training.rungs (the rungs set the budget)"
 
 
-def test_a_run_made_before_rungs_precision_and_inheritance_keeps_its_fingerprint():
+def test_a_run_made_before_rungs_precision_inheritance_and_keep_top_keeps_its_fingerprint():
     cfg = from_dict({})
     assert cfg.fingerprint() != from_dict({"training": {"rungs": {}}}).fingerprint()
     data = cfg.to_dict()
     data.pop("run")
     data["training"].pop("rungs")
     data["training"].pop("precision")
-    for key in ("max_evaluations", "max_minutes", "algorithm", "objectives", "max_latency", "inherit"):
+    for key in ("max_evaluations", "max_minutes", "algorithm", "objectives", "max_latency", "inherit", "keep_top"):
         data["search"].pop(key)
     assert cfg.fingerprint() == hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

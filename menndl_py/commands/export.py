@@ -37,7 +37,6 @@ from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Status
 from menndl_py.rundir import RunDir
-from menndl_py.rundir.layout import NETWORK_NAMES
 from menndl_py.rundir.networks import load_network
 from menndl_py.rundir.results import read_rows
 from menndl_py.tasks.base import Task
@@ -54,8 +53,6 @@ def export(run_dir: str, fmt: str, output: str, network: Optional[str] = None, o
         raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if network is not None and fmt not in NETWORK_FORMATS:
         raise UserError(f"--network: chooses the network of the formats {', '.join(NETWORK_FORMATS)}, not of {fmt}")
-    if network not in (None, *NETWORK_NAMES) and not network.isdigit():
-        raise UserError(f"--network: must be best, final or the id of a Pareto front member, got {network!r}")
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")

@@ -6,6 +6,9 @@ For maps, each rank takes every size-th image; rank 0 writes what all ranks find
 that cannot be used is skipped with a one-line reason; the others go on. The task reads the network's outputs with
 the calibration recorded beside its weights (for STEM defects, the detection thresholds in result.json).
 
+`--network ensemble` runs the run's ensemble (`search.keep_top`: the networks in ensemble/, their outputs combined
+as the task says, with the calibration in ensemble.json).
+
 `--method fourier` runs the STEM task's Fourier filtering instead, with the parameters `menndl baseline` tuned
 (RUN/baselines/fourier.json), and writes the same output, so that both can be compared on a user's images.
 """
@@ -30,8 +33,9 @@ from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
 from menndl_py.images import Reader, list_items
 from menndl_py.rundir import RunDir
-from menndl_py.rundir.networks import calibrated, load_network
+from menndl_py.rundir.networks import calibrated, kept_networks, load_network
 from menndl_py.train.device import pick_device
+from menndl_py.train.ensemble import Ensemble
 
 EXIT_SKIPPED = 1
 
@@ -112,11 +116,35 @@ def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None)
     return task, genome, model
 
 
+def load_ensemble(run_dir: Path, quiet: bool = False) -> tuple:
+    """(task, the first member's genome, Ensemble in eval mode on CPU) of a run's ensemble, the task calibrated for
+    it (ensemble.json, written when the search ended); UserError if the run has none, or ensemble/ has changed."""
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")
+    cfg = config_module.load(run.config)
+    task = task_of(cfg)
+    facts = run.read_json(run.ensemble_record)
+    if not facts:
+        raise UserError(f"{run.ensemble_record}: missing; a search with search.keep_top (2 or more) writes it when "
+                        f"it ends")
+    networks = kept_networks(run.ensemble, task.space().restricted(cfg.search.space), task.higher_is_better)
+    ids = [work_id for work_id, _, _ in networks]
+    if sorted(ids) != sorted(facts.get("members", [])):
+        raise UserError(f"{run.ensemble}: holds ids {ids or 'none'}, but {run.ensemble_record.name} is of ids "
+                        f"{facts.get('members')}; it is written again when the search ends ('menndl resume "
+                        f"{run_dir}')")
+    note = task.load_calibration(facts.get("calibration", {}))
+    if note and not quiet:
+        print(f"menndl: note: {run.ensemble_record}: {note}", file=sys.stderr, flush=True)
+    return task, networks[0][1], Ensemble(task, [(genome, model) for _, genome, model in networks]).eval()
+
+
 @torch.no_grad()
-def infer(model, task, genome, ready: list, device) -> list[tuple]:
-    """Run one batch through the network; class maps and defect tables per image."""
+def infer(outputs, task, ready: list, device) -> list[tuple]:
+    """Run one batch through `outputs` (a network's or an ensemble's); class maps and defect tables per image."""
     x = torch.from_numpy(np.stack([array for _, _, array in ready])).to(device)
-    found = task.interpret(task.outputs(model, genome, x), x.shape[-2:])
+    found = task.interpret(outputs(x), x.shape[-2:])
     return [(index, source, class_map, defects, "") for (index, source, _), (class_map, defects)
             in zip(ready, found)]
 
@@ -146,7 +174,12 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
         return predict_maps(share, inputs, output, dataset, fourier.about, fourier.class_names, fourier.prepare,
                             found, run_dir=fourier.path.parent, dims=2, batch_size=1, overwrite=overwrite,
                             progress=progress)
-    task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
+    if network == "ensemble":
+        task, genome, model = load_ensemble(Path(run_dir), quiet=share.rank != 0)
+        outputs, about = model.outputs, {"ensemble": json.dumps([g.canonical() for g in model.genomes])}
+    else:
+        task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
+        outputs, about = (lambda x: task.outputs(model, genome, x)), {"genome": genome.canonical()}
     device = pick_device(share.local_rank)
     model.to(device)
     if task.predicts in ("table", "images", "structures"):
@@ -155,9 +188,9 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
         return EXIT_SKIPPED if skipped else 0
     if task.predicts != "maps":
         raise UserError(f"task {task.name}: 'menndl predict' does not run its networks (use 'menndl export')")
-    return predict_maps(share, inputs, output, dataset, {"genome": genome.canonical()}, task.class_names,
+    return predict_maps(share, inputs, output, dataset, about, task.class_names,
                         lambda a: task.prepare_image(a, genome),
-                        lambda ready: infer(model, task, genome, ready, device), run_dir=Path(run_dir),
+                        lambda ready: infer(outputs, task, ready, device), run_dir=Path(run_dir),
                         dims=task.image_dims, batch_size=batch_size or 8, overwrite=overwrite, progress=progress)
 
 

@@ -23,12 +23,15 @@ from menndl_py.engine.transport import mpi
 from menndl_py.engine.transport.serial import run_serial
 from menndl_py.errors import UserError
 from menndl_py.rundir import Checkpoint, RunDir, RunLock, empty_state, read_checkpoint
-from menndl_py.rundir.networks import read_genome, read_record, score_on_test
+from menndl_py.rundir.layout import write_json_atomic
+from menndl_py.rundir.networks import kept_networks, read_genome, read_record, score_on_test
 from menndl_py.search import make_search
 from menndl_py.search.seeds import seed_genomes
 from menndl_py.tasks.base import Task
 from menndl_py.train.device import pick_device, set_threads
+from menndl_py.train.ensemble import Ensemble
 from menndl_py.train.group import HorovodGroup, LocalGroup
+from menndl_py.train.trainer import score_split
 
 LAUNCH_FILE = "MENNDL_LAUNCH_FILE"
 
@@ -102,6 +105,8 @@ def setup(cfg: Config, resume: bool, lock: RunLock, n_groups: int, progress: boo
     directory, open and check what it holds (the master, ready), make the data. Returns what to do ("new",
     "resume" or "finished"; a finished run's master is closed already). Raises UserError."""
     task = task_of(cfg)
+    if cfg.search.keep_top and not task.ensembled:
+        raise UserError(f"search.keep_top: task {task.name} makes no ensembles: {task.not_ensembled}")
     seed_genomes(cfg.search.seed_genomes, task.baseline_genomes(), space_of(cfg, task), cfg.search.seed_sweep)
     new = not cfg.run_dir.exists()
     if new:  # missing or bad data leaves no run directory behind
@@ -204,7 +209,7 @@ def _search_mpi(comm, cfg: Config, resume: bool, progress: bool, lock: RunLock) 
 
 def say_front(task: Task, master: Master) -> list[int]:
     """Print the Pareto front at the top rung, a network each; returns its ids."""
-    front = master.run.pareto_ids()
+    front = master.run.member_ids(master.run.pareto)
     per, what = task.latency_per
     rows = {row["id"]: row for row in master.store.rows if row["rung"] == master.ladder.top}
     parts = [f"id {i}: {task.metric} {rows[i]['fitness']:.4g}" +
@@ -213,6 +218,22 @@ def say_front(task: Task, master: Master) -> list[int]:
     say(f"Pareto front at the top rung ({', '.join(master.objectives.names)}): {len(front)} networks in "
         f"{master.run.pareto}" + "".join(f"\n  {p}" for p in parts))
     return front
+
+
+def say_ensemble(cfg: Config, task: Task, run: RunDir) -> dict:
+    """Calibrate and score the ensemble of the networks in ensemble/ (`search.keep_top`), write what `menndl predict
+    --network ensemble` reads (ensemble.json: its members, best first, its calibration and scores), print it."""
+    networks = kept_networks(run.ensemble, space_of(cfg, task), task.higher_is_better)
+    ensemble = Ensemble(task, [(genome, model) for _, genome, model in networks])
+    batch, precision = cfg.training.eval_batch_size, cfg.training.precision
+    record = {"members": [work_id for work_id, _, _ in networks], "calibration": task.calibration_of(ensemble, batch)}
+    for split in ("val", "test"):
+        record[f"{split}_{task.metric}"] = score_split(ensemble, task, split, batch, precision)[task.metric]
+    write_json_atomic(run.ensemble_record, record)
+    say(f"ensemble of the {len(networks)} best at the top rung (ids {', '.join(map(str, record['members']))}): "
+        f"validation {task.metric} {record[f'val_{task.metric}']:.4f} {task.unit}, test {task.metric} "
+        f"{record[f'test_{task.metric}']:.4f} {task.unit}; 'menndl predict --network ensemble' uses it")
+    return record
 
 
 def finish(cfg: Config, task: Task, master: Master) -> int:
@@ -255,6 +276,8 @@ def finish(cfg: Config, task: Task, master: Master) -> int:
             f"test {task.metric} {test[task.metric]:.4f} {task.unit}")
         if extra:  # the task's own checks of every trained network (EBSD: its experimental patterns)
             say("  " + ", ".join(f"{m} {v:.4f}" for m, v in extra.items()))
+        if len(RunDir.member_ids(run.ensemble)) > 1:
+            summary["ensemble"] = say_ensemble(cfg, task, run)
         baselines = run.read_baselines()
         if baselines:
             rows = {f"menndl_py search (best of {n})":

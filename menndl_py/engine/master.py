@@ -30,7 +30,7 @@ from menndl_py.rundir.networks import (
     discard_staged,
     install_network,
     remove_network,
-    settle_front,
+    settle_members,
     settle_networks,
     stage_network,
 )
@@ -70,7 +70,9 @@ class Master:
         self.checkpoints = Checkpoint(self.run.checkpoint)
         self.best: Optional[tuple[float, int, int]] = None  # (fitness, id, rung) of the best row
         self._best_key: Optional[tuple] = None  # (rung, Objectives.preference) of the best row
-        self.rungs, self.inherit = cfg.training.rungs, cfg.search.inherit
+        self.rungs, self.inherit, self.keep_top = cfg.training.rungs, cfg.search.inherit, cfg.search.keep_top
+        # networks kept besides best/, at the top rung: the Pareto front's (several objectives) or the K best's
+        self.kept = self.run.pareto if self.objectives.many else self.run.ensemble if self.keep_top else None
         self.ladder = Ladder(self.rungs.budgets if self.rungs else [0.0], self.rungs.eta if self.rungs else 2,
                              task.higher_is_better, self.objectives)
         self.states = States(self.run.states)
@@ -129,8 +131,8 @@ class Master:
                     self.search.mark_in_flight(genome)
         self.next_id = max([self.next_id, *(r["id"] + 1 for r in self.store.rows)])
         settle_networks(self.run.best, self.best and self.best[1])
-        if self.objectives.many:
-            settle_front(self.run, self._front())
+        if self.kept is not None:
+            settle_members(self.kept, self._kept_ids())
 
     def _store_crashed(self, work: Work, genome: Genome, crashes: int) -> None:
         now = self.clock()
@@ -222,9 +224,7 @@ class Master:
             self.ids[genome.key] = self.next_id
             self.next_id += 1
         work.group, work.submit_time = group, self.clock()
-        # a group sends the weights when its result beats this (at a higher rung than the best's, any result does;
-        # with several objectives, every result: any may join the front, and its latency is measured there)
-        work.best = self.best[0] if self.best and self.best[2] >= work.rung and not self.objectives.many else None
+        work.best = self._weights_wanted(work)
         self.in_flight[work.id] = work
         self._genomes[work.id] = genome
         self.attempts[work.id] = self.attempts.get(work.id, 0) + 1  # a journal line counts it on reading
@@ -279,9 +279,8 @@ class Master:
         beats = self._beats_best(row)
         staged = stage_network(self.run.best, genome, result.weights, _record(row)) \
             if beats and result.weights is not None else None
-        member = self.run.pareto_member(row["id"])
-        staged_member = stage_network(member, genome, result.weights, _record(row)) \
-            if self._may_join_front(row) and result.weights is not None else None
+        staged_member = stage_network(self.kept / str(row["id"]), genome, result.weights, _record(row)) \
+            if self._may_keep(row) and result.weights is not None else None
         try:
             if result.state is not None:  # before the row: a stored row at a lower rung always has its state
                 self.states.save(result.id, result.state)
@@ -298,8 +297,8 @@ class Master:
         if staged is not None:  # a crash before this is mended by settle_networks on resume
             install_network(staged, self.run.best)
         self.ladder.record(row["id"], row["rung"], row["fitness"], costs(row))
-        if staged_member is not None:  # the same, by settle_front
-            self._update_front(row["id"], staged_member)
+        if staged_member is not None:  # the same, by settle_members
+            self._update_kept(row["id"], staged_member)
         self.first_rung_rows += row["rung"] == 0
         self._states_checked = False
         self.search.tell(genome, row["fitness"], row["rung"], result.curve, costs(row))  # costly work waits
@@ -377,24 +376,37 @@ class Master:
         if self._beats_best(row):
             self.best, self._best_key = (row["fitness"], row["id"], row["rung"]), self._preference(row)
 
-    # -- the Pareto front (several objectives) --------------------------------------------------------------
-    def _front(self) -> list[int]:
-        """The ids of the non-dominated results at the top rung."""
-        return pareto_front(self.ladder.score[self.ladder.top]) if self.objectives.many else []
+    # -- the networks kept besides best/: the Pareto front (several objectives) or the K best -----------------
+    def _kept_ids(self) -> list[int]:
+        """The ids whose networks are kept: the non-dominated results at the top rung, or its `keep_top` best."""
+        if self.objectives.many:
+            return pareto_front(self.ladder.score[self.ladder.top])
+        return [i for _, i in self.ladder.ranked[self.ladder.top][:self.keep_top]]
 
-    def _may_join_front(self, row: dict) -> bool:
-        return self.objectives.many and row["status"] == Status.OK and row["rung"] == self.ladder.top
+    def _may_keep(self, row: dict) -> bool:
+        return self.kept is not None and row["status"] == Status.OK and row["rung"] == self.ladder.top
 
-    def _update_front(self, work_id: int, staged) -> None:
-        """Keep the network staged for `work_id` if it is on the front now; remove those it pushed off."""
-        front = set(self._front())
-        if work_id in front:
-            install_network(staged, self.run.pareto_member(work_id))
+    def _weights_wanted(self, work: Work) -> Optional[float]:
+        """The fitness a result of `work` must beat for its group to send the weights (None: any result): the
+        best's, unless the best is at a lower rung; with `keep_top`, at the top rung, the K-th best's once there are
+        K. With several objectives none: any result at the top rung may join the front."""
+        if self.objectives.many:
+            return None
+        if self.keep_top and work.rung == self.ladder.top:
+            kept = self._kept_ids()
+            return self.store.rows[self._latest[kept[-1]]]["fitness"] if len(kept) == self.keep_top else None
+        return self.best[0] if self.best and self.best[2] >= work.rung else None
+
+    def _update_kept(self, work_id: int, staged) -> None:
+        """Keep the network staged for `work_id` if it is among those kept now; remove those it pushed out."""
+        kept = set(self._kept_ids())
+        if work_id in kept:
+            install_network(staged, self.kept / str(work_id))
         else:
             discard_staged(staged)
-        for kept in self.run.pareto_ids():
-            if kept not in front:
-                remove_network(self.run.pareto_member(kept))
+        for other in self.run.member_ids(self.kept):
+            if other not in kept:
+                remove_network(self.kept / str(other))
 
     def checkpoint(self, finished: bool = False) -> None:
         """Write the whole state (a snapshot; the journal starts afresh)."""

@@ -39,7 +39,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
 class RunDir:
     """`runs/<name>/`: config.yaml, run.json, results.csv/.h5, surrogate.csv, the checkpoint, the lock,
     baselines.json, the best network of the search (best/; with several objectives, the network to use by default),
-    the retrained one (final/), the Pareto front's networks (pareto/<id>/), states/, report/."""
+    the retrained one (final/), the Pareto front's networks (pareto/<id>/) or the ensemble's (ensemble/<id>/,
+    with `search.keep_top`), states/, report/."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -57,29 +58,34 @@ class RunDir:
         self.final = self.path / "final"  # that network trained again by `menndl retrain`
         self.states = self.path / "states"  # training states of candidates that may be promoted (rundir.states)
         self.pareto = self.path / "pareto"  # with several objectives: a network per front member at the top rung
+        self.ensemble = self.path / "ensemble"  # with search.keep_top: the networks of the K best at the top rung
+        self.ensemble_record = self.path / "ensemble.json"  # their members, calibration and scores, at the end
 
-    def pareto_member(self, work_id: int) -> Path:
-        """Where the front member `work_id`'s network is kept."""
-        return self.pareto / str(work_id)
-
-    def pareto_ids(self) -> list[int]:
-        """The ids of the front members whose networks are kept, in order."""
-        if not self.pareto.is_dir():
+    @staticmethod
+    def member_ids(kept: Path) -> list[int]:
+        """The ids of the networks kept in `kept` (pareto/ or ensemble/: a network per id), in order."""
+        if not kept.is_dir():
             return []
-        return sorted(int(p.name) for p in self.pareto.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in kept.iterdir() if p.name.isdigit())
 
     def network_to_use(self) -> Path:
         """Where the network to use is: final/ after `menndl retrain`, else best/."""
         return self.final if (self.final / WEIGHTS).is_file() else self.best
 
     def network_named(self, name: str) -> Path:
-        """The trained network `name`: one of NETWORK_NAMES, or a front member's id; UserError if it is not there."""
+        """The trained network `name`: one of NETWORK_NAMES, or the id of a Pareto front or ensemble member; UserError
+        if it is not there."""
         if name.isdigit():
-            where = self.pareto_member(int(name))
+            kept = self.ensemble if (self.ensemble / name / WEIGHTS).is_file() else self.pareto
+            where = kept / name
             if not (where / WEIGHTS).is_file():
-                kept = ", ".join(map(str, self.pareto_ids())) or "none"
-                raise UserError(f"{where}: no front member {name}; the run keeps the networks of ids: {kept}")
+                ids = ", ".join(map(str, self.member_ids(self.pareto) + self.member_ids(self.ensemble))) or "none"
+                raise UserError(f"{where}: no front or ensemble member {name}; the run keeps the networks of ids: "
+                                f"{ids}")
             return where
+        if name not in NETWORK_NAMES:
+            raise UserError(f"--network: must be best, final or the id of a Pareto front or ensemble member, got "
+                            f"{name!r}")
         where = {"best": self.best, "final": self.final}[name]
         if not (where / WEIGHTS).is_file():
             raise UserError(f"{where}: no retrained network; 'menndl retrain {self.path}' makes it" if name == "final"
@@ -89,18 +95,22 @@ class RunDir:
     def has_trained_network(self) -> bool:
         return (self.best / WEIGHTS).is_file()
 
-    # -- run.json ------------------------------------------------------------------------------------
-    def read_run_json(self) -> dict:
-        """run.json ({} if absent); UserError if it is not a JSON object."""
-        if not self.run_json.is_file():
+    # -- run.json, ensemble.json --------------------------------------------------------------------
+    @staticmethod
+    def read_json(path: Path) -> dict:
+        """A JSON object of the run ({} if the file is absent); UserError if it is not one."""
+        if not path.is_file():
             return {}
         try:
-            facts = json.loads(self.run_json.read_text())
+            facts = json.loads(path.read_text())
         except ValueError as exc:
-            raise UserError(f"{self.run_json}: unreadable ({exc})") from None
+            raise UserError(f"{path}: unreadable ({exc})") from None
         if not isinstance(facts, dict):
-            raise UserError(f"{self.run_json}: expected a JSON object")
+            raise UserError(f"{path}: expected a JSON object")
         return facts
+
+    def read_run_json(self) -> dict:
+        return self.read_json(self.run_json)
 
     def update_run_json(self, **facts) -> None:
         write_json_atomic(self.run_json, {**self.read_run_json(), **facts})

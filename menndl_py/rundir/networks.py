@@ -1,5 +1,5 @@
-"""Trained networks in a run directory (best/, final/, pareto/<id>/): saved whole, loaded, and scored on the test
-split.
+"""Trained networks in a run directory (best/, final/, pareto/<id>/, ensemble/<id>/): saved whole, loaded, and
+scored on the test split.
 
 A network is three files: genome.json, result.json (its metrics and calibration) and model.pt (a state dict, for
 `torch.load(..., weights_only=True)`). They are written whole, forced to disk, into a new hidden directory beside
@@ -21,7 +21,7 @@ import torch
 
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
-from menndl_py.rundir.layout import GENOME, RECORD, WEIGHTS, fsync_dir
+from menndl_py.rundir.layout import GENOME, RECORD, WEIGHTS, RunDir, fsync_dir
 from menndl_py.train.trainer import Objective, score_split
 
 
@@ -108,14 +108,14 @@ def remove_network(where: Path) -> None:
     fsync_dir(where.parent)
 
 
-def settle_front(run, front: list[int]) -> None:
-    """After a crash: pareto/ keeps the networks of the `front` ids (one staged but not installed is installed,
-    as `settle_networks` does for best/), and nothing else."""
-    for work_id in front:
-        settle_networks(run.pareto_member(work_id), work_id)
-    for path in sorted(run.pareto.iterdir()) if run.pareto.is_dir() else ():
+def settle_members(kept: Path, ids: list[int]) -> None:
+    """After a crash: `kept` (pareto/ or ensemble/) keeps the networks of `ids` (one staged but not installed is
+    installed, as `settle_networks` does for best/), and nothing else."""
+    for work_id in ids:
+        settle_networks(kept / str(work_id), work_id)
+    for path in sorted(kept.iterdir()) if kept.is_dir() else ():
         name = path.name.lstrip(".").split("-")[0]  # a member's link "12", or a save's leftover ".12-staged-..."
-        if not (name.isdigit() and int(name) in front):
+        if not (name.isdigit() and int(name) in ids):
             remove_network(path)
 
 
@@ -162,6 +162,13 @@ def load_network(where: Path, space: SearchSpace) -> tuple[Genome, torch.nn.Modu
         raise UserError(f"{where / WEIGHTS}: not the weights of the network in {where / GENOME} "
                         f"({str(exc).splitlines()[0]})") from None
     return genome, model.eval(), record
+
+
+def kept_networks(kept: Path, space: SearchSpace, higher_is_better: bool) -> list[tuple[int, Genome, torch.nn.Module]]:
+    """(id, genome, model) of each network kept in `kept` (ensemble/ or pareto/), the best fitness first."""
+    networks = [(work_id, *load_network(kept / str(work_id), space)) for work_id in RunDir.member_ids(kept)]
+    networks.sort(key=lambda n: (-n[3]["fitness"] if higher_is_better else n[3]["fitness"], n[0]))
+    return [(work_id, genome, model) for work_id, genome, model, _ in networks]
 
 
 def calibrated(task, where: Path, record: dict, warn) -> None:

@@ -92,6 +92,11 @@ class Task(ABC):
         (benchmarks) or calibrate a trained network override this."""
         return trainer.evaluate(genome, fault_key, stage)
 
+    def calibration_of(self, model: torch.nn.Module, batch: int) -> dict:
+        """Calibrate a trained network (or ensemble) here, in this process, on the model's device: the record
+        `load_calibration` takes (the task keeps it in use). Default: nothing to calibrate."""
+        return {}
+
     def load_calibration(self, record: Mapping[str, Any]) -> str:
         """Take up the calibration a trained network's result record (result.json, without the search's 'm:'
         prefixes) holds, before scoring it or predicting with it; returns a one-line note when the record has none
@@ -170,6 +175,16 @@ class Task(ABC):
         """Per image of a batch of outputs, cropped to `size` ("maps" tasks): (class map, objects found as rows
         y, x, class, confidence)."""
         raise UserError(f"task {self.name}: 'menndl predict' writes no maps")
+
+    # -- ensembles (`search.keep_top`, `menndl predict --ensemble`) ---------------------------------------
+    # How the outputs of several networks are combined: "probabilities" (logits over the classes of axis 1: their
+    # softmax averaged, given as log-probabilities), "mean" (values), or "" (they cannot be: the task says why in
+    # `not_ensembled`).
+    ensembled: ClassVar[str] = ""
+    not_ensembled: ClassVar[str] = "its networks' outputs are not averaged"
+    # Mirrorings (axes of a batch flipped) that leave the task's targets mirrored alike: an ensemble averages each
+    # network over them too (test-time augmentation). () alone: none.
+    test_time_flips: ClassVar[tuple[tuple[int, ...], ...]] = ((),)
 
     def baseline_genomes(self) -> dict[str, Genome]:
         """Published hand-made networks expressed in this task's space, trained like any candidate."""

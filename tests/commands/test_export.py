@@ -164,7 +164,7 @@ def test_the_optuna_journal_has_a_trial_per_evaluation_id(runs, tmp_path, monkey
     (["RUNS/stem", "--format", "pickle", "--output", "m.pkl"],
      "--format: must be one of onnx, torchscript, state-dict, optuna-journal, got 'pickle'"),
     (["RUNS/stem", "--format", "onnx", "--output", "m.onnx", "--network", "worst"],
-     "--network: must be best, final or the id of a Pareto front member, got 'worst'"),
+     "--network: must be best, final or the id of a Pareto front or ensemble member, got 'worst'"),
     (["RUNS/stem", "--format", "optuna-journal", "--output", "j", "--network", "best"],
      "--network: chooses the network of the formats onnx, torchscript, state-dict, not of optuna-journal"),
     (["RUNS/stem", "--format", "onnx", "--output", "here"],

@@ -87,6 +87,49 @@ def test_class_maps_and_defects_are_those_of_the_network_with_its_thresholds(wor
     assert rows[0] == "image,source,y,x,class,confidence" and len(rows) == len(table) + 1
 
 
+def test_the_ensemble_averages_its_networks_and_their_mirrored_columns_with_its_own_thresholds(workdir, tmp_path):
+    """Two networks of different depth, on images of the data's size and on 80×70 crops; the ensemble's own
+    thresholds (ensemble.json), not best/'s."""
+    root, run_dir, task, model, images = workdir
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, symlinks=True)
+    deeper = Genome([LEVEL, dict(LEVEL, filters=8), dict(LEVEL, filters=8)], GENOME.training)
+    torch.manual_seed(1)
+    other = task.space().build(deeper).eval()
+    with torch.no_grad():
+        other.head.bias.copy_(torch.tensor([0.0, 1.5, -5.0, -5.0, -5.0]))
+        other.head.weight.mul_(40)  # outputs that vary over the image: mirroring its columns changes them
+    rule = DetectionRule((0.75, 0.6, 0.7, 0.8), (2, 2, 1, 1))
+    names = task.class_names[1:]
+    for work_id, genome, network, fitness in ((3, GENOME, model, 0.2), (7, deeper, other, 0.1)):
+        (run / "ensemble" / str(work_id)).mkdir(parents=True)
+        (run / "ensemble" / str(work_id) / "genome.json").write_text(json.dumps(genome.to_json()))
+        (run / "ensemble" / str(work_id) / "result.json").write_text(json.dumps({"id": work_id, "fitness": fitness}))
+        torch.save(network.state_dict(), run / "ensemble" / str(work_id) / "model.pt")
+    (run / "ensemble.json").write_text(json.dumps({"members": [3, 7], "calibration": {
+        **{f"threshold_{n}": t for n, t in zip(names, rule.thresholds)},
+        **{f"min_pixels_{n}": m for n, m in zip(names, rule.min_pixels)}}}))
+    crops = images[:2, 5:85, 11:81]
+    np.save(tmp_path / "crops.npy", crops)
+    for source, raw in (("stack.h5", images), (str(tmp_path / "crops.npy"), crops)):
+        out = tmp_path / f"{Path(source).stem}.h5"
+        done = subprocess.run([MENNDL, "predict", str(run), source, "--output", str(out), "--network", "ensemble",
+                               "--no-progress"], cwd=root, capture_output=True, text=True, timeout=300, env=mpi_env())
+        assert done.returncode == 0, done.stderr
+        x = torch.from_numpy(np.stack([task.prepare_image(i, GENOME) for i in raw]))
+        with torch.no_grad():
+            p = np.mean([torch.softmax(task.outputs(m, g, x.flip(axes)), 1).flip(axes).numpy()
+                         for g, m in ((GENOME, model), (deeper, other)) for axes in ((), (-1,))], axis=0)
+        expected = [threshold_defects(q, rule) for q in p]
+        with h5py.File(out, "r") as f:
+            assert json.loads(f.attrs["ensemble"]) == [GENOME.canonical(), deeper.canonical()]
+            for i, q in enumerate(p):
+                assert np.array_equal(f["maps"][f"{i:07d}"][()], q.argmax(0))
+            table = f["defects"][()]
+        assert len(table) == sum(map(len, expected)) > 0
+        np.testing.assert_allclose(table[:, 1:], np.concatenate(expected), rtol=1e-4, atol=1e-4)
+
+
 def test_a_network_without_recorded_thresholds_is_read_by_argmax_with_a_note(workdir, tmp_path, capsys):
     _, run_dir, *_ = workdir
     assert load_best(run_dir)[0].rule == RULE and capsys.readouterr().err == ""

@@ -10,7 +10,7 @@ from menndl_py import cli, config
 from menndl_py.commands.run import search
 from menndl_py.genome import Genome
 from menndl_py.rundir import RunDir
-from menndl_py.rundir.networks import save_network, settle_front, stage_network
+from menndl_py.rundir.networks import save_network, settle_members, stage_network
 
 
 def dominated(a, b) -> bool:
@@ -53,9 +53,9 @@ def test_the_run_keeps_a_network_per_member_of_the_front_at_the_top_rung(run):
     top = [r for r in rows(run) if r["rung"] == "2"]
     scores = {int(r["id"]): (-float(r["fitness"]), -float(r["m:latency"]), -float(r["params"])) for r in top}
     front = sorted(i for i, v in scores.items() if not any(dominated(v, w) for w in scores.values()))
-    assert front and RunDir(run.run_dir).pareto_ids() == front
+    assert front and RunDir.member_ids(RunDir(run.run_dir).pareto) == front
     for work_id in front:
-        record = json.loads((RunDir(run.run_dir).pareto_member(work_id) / "result.json").read_text())
+        record = json.loads((RunDir(run.run_dir).pareto / str(work_id) / "result.json").read_text())
         assert record["id"] == work_id and record["rung"] == 2
 
 
@@ -73,22 +73,22 @@ def test_the_report_draws_the_front(run):
     report = RunDir(run.run_dir).report
     assert (report / "pareto_front.png").stat().st_size > 10_000
     summary = (report / "summary.md").read_text()
-    assert f"## Pareto front: {len(RunDir(run.run_dir).pareto_ids())} networks" in summary
+    assert f"## Pareto front: {len(RunDir.member_ids(RunDir(run.run_dir).pareto))} networks" in summary
     assert "seconds per 10,000 compositions" in summary
 
 
 def test_a_front_member_is_exported_by_id_and_a_missing_one_is_one_line(run, tmp_path, capsys):
-    member = RunDir(run.run_dir).pareto_ids()[0]
+    member = RunDir.member_ids(RunDir(run.run_dir).pareto)[0]
     out = tmp_path / "member.pt"
     assert cli.main(["export", str(run.run_dir), "--format", "state-dict", "--output", str(out),
                      "--network", str(member)]) == 0
     assert json.loads(out.with_name("member.pt.json").read_text())["genome"] == json.loads(
-        (RunDir(run.run_dir).pareto_member(member) / "genome.json").read_text())
+        (RunDir(run.run_dir).pareto / str(member) / "genome.json").read_text())
     capsys.readouterr()
     assert cli.main(["export", str(run.run_dir), "--format", "state-dict", "--output", str(tmp_path / "x.pt"),
                      "--network", "99999"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no front member 99999" in err
+    assert len(err.splitlines()) == 1 and "no front or ensemble member 99999" in err
 
 
 def test_after_a_crash_only_the_front_is_kept_and_a_staged_member_is_installed(tmp_path):
@@ -96,22 +96,22 @@ def test_after_a_crash_only_the_front_is_kept_and_a_staged_member_is_installed(t
     genome = Genome([{"width": 8}], {})
     weights = {"w": torch.zeros(2)}
     for work_id in (1, 2, 3):
-        save_network(run.pareto_member(work_id), genome, weights, {"id": work_id})
-    stage_network(run.pareto_member(4), genome, weights, {"id": 4})  # stored, then the job died
-    stage_network(run.pareto_member(5), genome, weights, {"id": 5})  # died before its row was stored
-    settle_front(run, [1, 4])
-    assert run.pareto_ids() == [1, 4]
-    assert json.loads((run.pareto_member(4) / "result.json").read_text())["id"] == 4
+        save_network(run.pareto / str(work_id), genome, weights, {"id": work_id})
+    stage_network(run.pareto / "4", genome, weights, {"id": 4})  # stored, then the job died
+    stage_network(run.pareto / "5", genome, weights, {"id": 5})  # died before its row was stored
+    settle_members(run.pareto, [1, 4])
+    assert run.member_ids(run.pareto) == [1, 4]
+    assert json.loads((run.pareto / "4" / "result.json").read_text())["id"] == 4
     assert sorted(p.name for p in run.pareto.iterdir() if p.is_dir() and not p.is_symlink()) == sorted(
-        p.resolve().name for p in (run.pareto_member(1), run.pareto_member(4)))
+        p.resolve().name for p in (run.pareto / "1", run.pareto / "4"))
 
 
 def test_a_front_member_is_retrained_by_id(run, capsys):
-    member = RunDir(run.run_dir).pareto_ids()[-1]
+    member = RunDir.member_ids(RunDir(run.run_dir).pareto)[-1]
     assert cli.main(["retrain", str(run.run_dir), "--budget", "2", "--epochs", "1", "--network", str(member)]) == 0
     final = RunDir(run.run_dir).final
     assert json.loads((final / "result.json").read_text())["source"] == str(member)
-    kept = RunDir(run.run_dir).pareto_member(member) / "genome.json"
+    kept = RunDir(run.run_dir).pareto / str(member) / "genome.json"
     assert (final / "genome.json").read_text() == kept.read_text()
     capsys.readouterr()
     assert cli.main(["retrain", str(run.run_dir), "--network", "best"]) == 2

@@ -56,6 +56,7 @@ class CrystalGraphTask(Task):
     Options = CrystalGraphOptions
     latency_per = (1.0, "structure")
     predicts = "structures"
+    not_ensembled = "each network reads the structures with its own neighbour cutoff"
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)

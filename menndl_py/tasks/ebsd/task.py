@@ -67,6 +67,8 @@ class EbsdTask(Task):
     parallel_data = True
     Options = EbsdOptions
     predicts = "images"
+    not_ensembled = ("an orientation's four outputs stand for the same one up to their sign and the 24 cubic "
+                     "symmetries, so their average is no average orientation")
     latency_per = (1.0, "pattern")
     result_metrics = tuple(f"{EXPERIMENTAL}_{m}" for m in metric_names)
 

@@ -51,6 +51,7 @@ class ElemNetTask(Task):
     higher_is_better = False
     Options = ElemNetOptions
     predicts = "table"
+    ensembled = "mean"
 
     @property
     def data_path(self) -> Path:

@@ -69,6 +69,7 @@ class ImagesTask(FileTask):
             raise UserError("task.options: give one of labels (a dataset of the images file) or labels_path "
                             "(a CSV file)")
         self.classify = o.kind == "classification"
+        self.ensembled = "probabilities" if self.classify else "mean"
         self.metric_names = CLASSIFICATION_METRICS if self.classify else REGRESSION_METRICS
         self.metric = o.fitness or self.metric_names[0]
         if self.metric not in self.metric_names:

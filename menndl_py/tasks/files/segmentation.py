@@ -65,6 +65,7 @@ class SegmentationTask(FileTask):
     unit = "IoU"
     higher_is_better = True
     predicts = "maps"
+    ensembled = "probabilities"
     latency_per = (1.0, "image")
 
     def __init__(self, options=None, data_dir="data"):

@@ -178,6 +178,7 @@ class TableTask(FileTask):
         if not self.options.target:
             raise UserError("task.options.target: required: the column to predict")
         self.classify = self.options.kind == "classification"
+        self.ensembled = "probabilities" if self.classify else "mean"
         self.higher_is_better = self.classify
         if self.classify:
             self.metric, self.metric_names, self.unit = "accuracy", ("accuracy", "balanced_accuracy"), "fraction"

@@ -39,6 +39,7 @@ class HomogenizationTask(data.MicrostructureTask):
     higher_is_better = False
     Options = HomogenizationOptions
     predicts = "images"
+    ensembled = "mean"
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)

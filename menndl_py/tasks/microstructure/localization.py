@@ -85,6 +85,7 @@ class LocalizationTask(data.MicrostructureTask):
 
     # -- batch inference (`menndl predict`): a volume in, its ε11 field out ----------------------------
     predicts = "maps"
+    ensembled = "mean"
     image_dims = 3
 
     def pad_for(self, genome: Genome, x: torch.Tensor) -> torch.Tensor:

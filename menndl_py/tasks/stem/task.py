@@ -36,6 +36,7 @@ from menndl_py.tasks.base import SPLITS, SkipImage, Task, settings_option
 from menndl_py.tasks.stem import data as stem_data
 from menndl_py.tasks.stem import fourier as fourier_method
 from menndl_py.tasks.stem import multislice_data, tiling
+from menndl_py.train.group import LocalGroup
 from menndl_py.train.trainer import agreed, score
 
 LATENCY_SIDE = 256  # latency is timed on whole images of this many pixels a side
@@ -76,6 +77,10 @@ class StemDefectsTask(Task):
     Options = StemDefectsOptions
     class_names = stem_sim.CLASSES
     predicts = "maps"
+    ensembled = "probabilities"
+    # the columns mirrored (x → -x): with it, averaged networks gained on multislice images, and the rows mirror
+    # lost there (benchmarks/stem_ensemble.py)
+    test_time_flips = ((), (-1,))
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
@@ -363,6 +368,10 @@ class StemDefectsTask(Task):
         GroupFailure, when counting failed on any)."""
         counts = agreed(group, lambda: self._threshold_counts(model, (group.rank, group.size), device, batch))
         return stem_analysis.calibrate(group.sum(torch.from_numpy(counts)).numpy())
+
+    def calibration_of(self, model: torch.nn.Module, batch: int) -> dict:
+        self.rule = self.calibrate(model, LocalGroup(), next(model.parameters()).device, batch)
+        return self.rule_record()
 
     def _threshold_counts(self, model: torch.nn.Module, shard: tuple[int, int], device: torch.device,
                           batch: int) -> np.ndarray:
