@@ -19,6 +19,7 @@ the steady validation images; its best of the three is the baseline to beat. The
 assert.
 
     mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network final --jitter 0.3
+    mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network ensemble
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
-from menndl_py.commands.predict import load_best  # noqa: E402
+from menndl_py.commands.predict import load_best, load_ensemble  # noqa: E402
 from menndl_py.engine.transport import mpi  # noqa: E402
 from menndl_py.physics import stem_analysis, stem_sim  # noqa: E402
 from menndl_py.tasks.making import item_rng  # noqa: E402
@@ -80,15 +81,15 @@ def fourier_on_fast_images(task, disk_radius: float) -> stem_analysis.FourierFil
 
 
 @torch.no_grad()
-def probabilities(task, genome, model, image: np.ndarray) -> np.ndarray:
-    """The network's softmax outputs (C×H×W) for one image."""
+def probabilities(outputs, image: np.ndarray) -> np.ndarray:
+    """The softmax outputs (C×H×W) for one image of `outputs` (a batch's logits: a network's or an ensemble's)."""
     x = torch.from_numpy(standardize(image)[None, None])
-    return torch.softmax(task.outputs(model, genome, x).float(), 1)[0].numpy()
+    return torch.softmax(outputs(x).float(), 1)[0].numpy()
 
 
-def rule_tuned_on(task, genome, model, images: list, labels: list) -> stem_analysis.DetectionRule:
+def rule_tuned_on(task, outputs, images: list, labels: list) -> stem_analysis.DetectionRule:
     """The network's detection thresholds tuned on these images, as the task tunes them on training images."""
-    counts = sum(stem_analysis.threshold_counts(probabilities(task, genome, model, image), true_defects(t),
+    counts = sum(stem_analysis.threshold_counts(probabilities(outputs, image), true_defects(t),
                                                 task.radius_px) for image, t in zip(images, labels))
     return stem_analysis.calibrate(counts)
 
@@ -108,27 +109,32 @@ def scores(task, find, images: list, labels: list) -> tuple[dict[str, float], fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--network", help="best, final or a Pareto front member's id (default: as predict)")
+    parser.add_argument("--network", help="best, final, ensemble or a kept network's id (default: as predict)")
     parser.add_argument("--jitter", type=float, default=0.3, help="Å of scan-row jitter of the jittered sets")
     parser.add_argument("--fast-images", type=int, default=36, help="fast-simulator images at the task settings")
     args = parser.parse_args()
     torch.set_num_threads(1)
     share = mpi.share()
-    task, genome, model = load_best(args.run_dir, quiet=share.rank != 0, network=args.network)
+    if args.network == "ensemble":
+        task, _, model = load_ensemble(args.run_dir, quiet=share.rank != 0)
+        outputs, genomes = model.outputs, model.genomes
+    else:
+        task, genome, model = load_best(args.run_dir, quiet=share.rank != 0, network=args.network)
+        outputs, genomes = (lambda x: task.outputs(model, genome, x)), [genome]
     sets = image_sets(task, args.jitter, args.fast_images, share)
     if share.rank != 0:
         return
     print(f"stem_transfer: {code_version()}\n  network: {args.run_dir} ({args.network or 'default'}), "
-          f"genome {genome.key}")
+          f"genome{'s' * (len(genomes) > 1)} {', '.join(g.key for g in genomes)}")
     trained = FourierMethod(args.run_dir)
     steady_val = sets["multislice A (validation), jitter 0 Å"][:2]
     tuned = stem_analysis.FourierFilterBaseline(trained.fourier.disk_radius)
     tuned.fit(steady_val[0], [true_defects(t) for t in steady_val[1]], task.radius_px)
     on_fast = fourier_on_fast_images(task, trained.fourier.disk_radius)
-    val_rule = rule_tuned_on(task, genome, model, *steady_val)
-    methods = {"network": lambda image: task.detect(probabilities(task, genome, model, image)),
+    val_rule = rule_tuned_on(task, outputs, *steady_val)
+    methods = {"network": lambda image: task.detect(probabilities(outputs, image)),
                "network (tuned on val)": lambda image: stem_analysis.threshold_defects(
-                   probabilities(task, genome, model, image), val_rule),
+                   probabilities(outputs, image), val_rule),
                "Fourier (menndl baseline)": lambda image: trained.fourier.predict(image.astype(np.float64)),
                "Fourier (tuned on fast sim)": lambda image: on_fast.predict(image.astype(np.float64)),
                "Fourier (tuned on val)": lambda image: tuned.predict(image.astype(np.float64))}
