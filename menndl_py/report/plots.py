@@ -399,6 +399,21 @@ def _genome_block(text) -> str:
         return str(text)
 
 
+def _ensemble_section(meta: dict) -> list[str]:
+    """The lines on the ensemble (`search.keep_top`) that the search scored when it ended, beside best/, if any."""
+    ensemble = meta.get("ensemble")
+    if not ensemble:
+        return []
+    metric = next(k.removeprefix("val_") for k in ensemble if k.startswith("val_"))
+    best_test = (meta.get("best_test") or {}).get(metric)
+    rows = [("best/", meta.get("best_val"), best_test),
+            ("ensemble", ensemble[f"val_{metric}"], ensemble[f"test_{metric}"])]
+    return ["", f"## Ensemble: {len(ensemble['members'])} networks", "",
+            f"ids {', '.join(map(str, ensemble['members']))} (best first); `menndl predict --network ensemble` runs "
+            f"it.", "", f"| | validation {metric} | test {metric} |", "|---|---:|---:|"] + \
+        [f"| {name} | {_cell(val, '.4f')} | {_cell(test, '.4f')} |" for name, val, test in rows]
+
+
 def format_summary(df: pd.DataFrame, sur: pd.DataFrame, meta: dict, name: str = "run") -> str:
     """The Markdown text of `summary.md`."""
     hib = bool(meta.get("higher_is_better", False))
@@ -430,6 +445,7 @@ def format_summary(df: pd.DataFrame, sur: pd.DataFrame, meta: dict, name: str = 
         if best.get("genome"):
             out += ["", "```json", _genome_block(best["genome"]), "```"]
 
+    out += _ensemble_section(meta)
     out += ["", "## Top 10", "", format_summary_table(df, hib, 10)]
 
     plots = ["best_so_far_evaluations", "best_so_far_time", "worker_utilization", "fitness_vs_params",

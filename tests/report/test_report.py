@@ -158,6 +158,18 @@ def test_summary_best_higher_is_better(tmp_path):
     assert summary_section(text, "Top 10").strip().splitlines()[2].startswith("| 1 | 4 | 0.91 |")
 
 
+def test_summary_shows_the_ensemble_beside_the_best(tmp_path):
+    meta = {"higher_is_better": True, "best_val": 0.7393, "best_test": {"defect_f1": 0.563, "mean_iou": 0.4},
+            "ensemble": {"members": [0, 22, 11], "calibration": {}, "val_defect_f1": 0.7269,
+                         "test_defect_f1": 0.6214}}
+    text = (make_report(write_run(tmp_path / "ens", build_rows(), meta=meta)) / "summary.md").read_text()
+    assert summary_section(text, "Ensemble: 3 networks").strip().splitlines() == [
+        "ids 0, 22, 11 (best first); `menndl predict --network ensemble` runs it.", "",
+        "| | validation defect_f1 | test defect_f1 |", "|---|---:|---:|",
+        "| best/ | 0.7393 | 0.5630 |", "| ensemble | 0.7269 | 0.6214 |"]
+    assert "## Ensemble" not in (make_report(write_run(tmp_path / "none", build_rows())) / "summary.md").read_text()
+
+
 def test_status_counts(tmp_path):
     text = (make_report(write_run(tmp_path / "r", build_rows())) / "summary.md").read_text()
     assert status_counts(text) == {"ok": 17, "refused": 2, "error": 2, "nonfinite": 1, "timeout": 1, "oom": 1}
