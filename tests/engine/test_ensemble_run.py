@@ -3,6 +3,7 @@ with the weights its row was scored with), scores and records their ensemble whe
 predict --network ensemble` averages them; config and usage errors."""
 import csv
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from launchers import MENNDL, mpi_env
 
 from menndl_py import config
-from menndl_py.commands.run import search
+from menndl_py.commands.run import make_master, search
 from menndl_py.errors import UserError
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.networks import kept_networks, load_network
@@ -57,6 +58,22 @@ def test_the_run_keeps_the_networks_of_the_k_best_at_the_top_rung_with_their_sco
         _, model, record = load_network(kept / str(work_id), task.space())
         assert record["id"] == work_id and record["rung"] == 2
         assert score_split(model, task, "val", 4096)["mae"] == pytest.approx(top[work_id], rel=1e-4)
+
+
+def test_a_member_stored_but_not_yet_installed_when_the_job_died_is_installed_on_resume(run, tmp_path):
+    """The job died after storing a top-rung row and staging its network, before putting it in place."""
+    copy = config.from_dict({**run.to_dict(), "run": {"name": "ens", "directory": str(tmp_path)}})
+    shutil.copytree(run.run_dir, copy.run_dir, symlinks=True)
+    kept = RunDir(copy.run_dir).ensemble
+    member = RunDir.member_ids(kept)[0]
+    staged = (kept / str(member)).resolve()
+    (kept / str(member)).unlink()  # the link, as before install_network
+    (kept / ".99-staged-0123456789ab").mkdir()  # and a save's leftover of no stored row
+    make_master(copy, make_task("elemnet", OPTIONS, run.task.data_dir), 1, progress=False).abandon()
+    assert RunDir.member_ids(kept) == RunDir.member_ids(RunDir(run.run_dir).ensemble)
+    assert (kept / str(member)).resolve() == staged
+    assert sorted(p.name for p in kept.iterdir() if not p.is_symlink()) == \
+        sorted((kept / str(i)).resolve().name for i in RunDir.member_ids(kept))
 
 
 def test_the_ensemble_is_recorded_with_its_scores_when_the_search_ends(run):
