@@ -176,7 +176,7 @@ class Task(ABC):
         y, x, class, confidence)."""
         raise UserError(f"task {self.name}: 'menndl predict' writes no maps")
 
-    # -- ensembles (`search.keep_top`, `menndl predict --ensemble`) ---------------------------------------
+    # -- ensembles (`search.keep_top`, `menndl predict --network ensemble`) ------------------------------
     # How the outputs of several networks are combined: "probabilities" (logits over the classes of axis 1: their
     # softmax averaged, given as log-probabilities), "mean" (values), or "" (they cannot be: the task says why in
     # `not_ensembled`).
