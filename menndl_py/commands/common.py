@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from menndl_py import config as config_module
 from menndl_py.config import Config
 from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
@@ -21,6 +22,15 @@ def say(text: str) -> None:
 
 def task_of(cfg: Config) -> Task:
     return make_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+
+
+def opened_run(run_dir) -> tuple[RunDir, Config, Task]:
+    """(RunDir, its config, its task) of a finished or running search; UserError if `run_dir` is not one."""
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")
+    cfg = config_module.load(run.config)
+    return run, cfg, task_of(cfg)
 
 
 def launched_group(cfg: Config) -> tuple:

@@ -30,8 +30,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from menndl_py import config as config_module
-from menndl_py.commands.common import check_output, say, task_of
+from menndl_py.commands.common import check_output, opened_run, say
 from menndl_py.config import Config
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
@@ -53,11 +52,7 @@ def export(run_dir: str, fmt: str, output: str, network: Optional[str] = None, o
         raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if network is not None and fmt not in NETWORK_FORMATS:
         raise UserError(f"--network: chooses the network of the formats {', '.join(NETWORK_FORMATS)}, not of {fmt}")
-    run = RunDir(run_dir)
-    if not run.config.is_file():
-        raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")
-    cfg = config_module.load(run.config)
-    task = task_of(cfg)
+    run, cfg, task = opened_run(run_dir)
     path = Path(output)
     space = task.space().restricted(cfg.search.space)
     if fmt == "optuna-journal":

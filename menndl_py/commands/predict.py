@@ -26,13 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from menndl_py import config as config_module
-from menndl_py.commands.common import check_output, task_of
+from menndl_py.commands.common import check_output, opened_run
 from menndl_py.commands.predict_rows import predict_rows, prepared
 from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
 from menndl_py.images import Reader, list_items
-from menndl_py.rundir import RunDir
 from menndl_py.rundir.networks import calibrated, kept_networks, load_network
 from menndl_py.train.device import pick_device
 from menndl_py.train.ensemble import Ensemble
@@ -104,11 +102,7 @@ def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None)
     """(task, genome, model in eval mode on CPU) of a run's network to use (`network`: best, final or a Pareto
     front member's id; by default final/ after `menndl retrain`, else best/), the task calibrated for that network;
     unless `quiet`, a note on stderr when the network has no calibration and a fallback is used."""
-    run = RunDir(run_dir)
-    if not run.config.is_file():
-        raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")
-    cfg = config_module.load(run.config)
-    task = task_of(cfg)
+    run, cfg, task = opened_run(run_dir)
     where = run.network_to_use() if network is None else run.network_named(network)
     genome, model, record = load_network(where, task.space().restricted(cfg.search.space))
     calibrated(task, where, record, lambda note: None if quiet else print(f"menndl: note: {note}", file=sys.stderr,
@@ -119,11 +113,7 @@ def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None)
 def load_ensemble(run_dir: Path, quiet: bool = False) -> tuple:
     """(task, the first member's genome, Ensemble in eval mode on CPU) of a run's ensemble, the task calibrated for
     it (ensemble.json, written when the search ended); UserError if the run has none, or ensemble/ has changed."""
-    run = RunDir(run_dir)
-    if not run.config.is_file():
-        raise UserError(f"{run_dir}: not a run directory (no {run.config.name})")
-    cfg = config_module.load(run.config)
-    task = task_of(cfg)
+    run, cfg, task = opened_run(run_dir)
     facts = run.read_json(run.ensemble_record)
     if not facts:
         raise UserError(f"{run.ensemble_record}: missing; a search with search.keep_top (2 or more) writes it when "
