@@ -31,8 +31,13 @@ class Ensemble(torch.nn.Module):
         return self._combined(self.task.outputs, x)
 
     def _combined(self, run: Callable, x: torch.Tensor) -> torch.Tensor:
-        outputs = [run(model, genome, x.flip(axes)).flip(axes) for genome, model in zip(self.genomes, self.networks)
-                   for axes in self.task.test_time_flips]
+        outputs = [flipped(run(model, genome, flipped(x, axes)), axes)
+                   for genome, model in zip(self.genomes, self.networks) for axes in self.task.test_time_flips]
         if self.task.ensembled == "mean":
             return torch.stack([output.float() for output in outputs]).mean(0)
         return torch.stack([torch.softmax(output.float(), 1) for output in outputs]).mean(0).log()
+
+
+def flipped(x: torch.Tensor, axes: tuple) -> torch.Tensor:
+    """`x` mirrored along `axes`; `x` itself, not a copy, when there are none."""
+    return x.flip(axes) if axes else x
