@@ -54,18 +54,18 @@ def image_sets(task, jitter: float, fast_images: int, share) -> dict[str, tuple[
             [s.image for s in samples], [s.labels for s in samples], ())
     for split, name in (("val", "A (validation)"), ("test", "B (test, unseen)")):
         settings, microscope = task.multislice[split]
+        count = getattr(task.options, f"{split}_images")  # the split's first images: its own microscope's
         for j in (0.0, jitter):
             path = task.data_dir / f"stem_transfer-{split}-jitter{j:g}-{task.multislice_path(split).stem}.h5"
             own = dataclasses.replace(settings, jitter=j)
             if own == settings:
                 path = task.data_path  # the data file holds this set
             elif not path.exists():
-                count = getattr(task.options, f"{split}_images")
                 multislice_data.make_dataset(path, own, microscope, split, count, task.options.seed, share)
             if share.rank == 0:
                 with h5py.File(path, "r") as f:
-                    sets[f"multislice {name}, jitter {j:g} Å"] = (list(f[split]["images"][()]),
-                                                                   list(f[split]["labels"][()]),
+                    sets[f"multislice {name}, jitter {j:g} Å"] = (list(f[split]["images"][:count]),
+                                                                   list(f[split]["labels"][:count]),
                                                                    (split, own, microscope))
     return sets
 

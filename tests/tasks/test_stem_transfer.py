@@ -1,7 +1,7 @@
 """The stem_defects task's data for transfer: randomized training images of many sizes (stored ragged, tiled one by
 one, calibrated at their own pixel sizes) and multislice validation and test sets, each split its own microscope,
 made over 2 MPI ranks and resumed after a failure; multislice training images of other microscopes after the
-simulated ones."""
+simulated ones, and validation images of more microscopes after the validation microscope's."""
 import json
 import math
 import shutil
@@ -140,6 +140,11 @@ def test_validation_and_test_come_from_their_own_microscopes(task):
      "task.options.multislice.train[0].detector_outer: 400 mrad is beyond"),
     ({**OPTIONS["multislice"], "train": [TRAINING[0], dict(OPTIONS["multislice"]["test"], defocus=20.0, count=1)]},
      "task.options.multislice.train[1]: has the test microscope's voltage, convergence, detector_inner"),
+    ({"more_val": [dict(TRAINING[0], count=1)]}, "task.options.multislice.more_val: needs multislice.val"),
+    ({**OPTIONS["multislice"], "more_val": [dict(TRAINING[0], cells_x=2, count=1)]},
+     "task.options.multislice.more_val[0]: makes 40×24 images, multislice.val 40×32"),
+    ({**OPTIONS["multislice"], "more_val": [dict(OPTIONS["multislice"]["test"], count=1)]},
+     "task.options.multislice.more_val[0]: has the test microscope's voltage"),
     ({"test": {"voltage": 5.0}}, "task.options.multislice.test.voltage: must be >= 10"),
     ({"val": {"pixel_size": 0.2}}, "task.options.multislice.val.pixel_size: unknown"),
     ({"val": {"dose": -1.0}}, "task.options.multislice.val.dose: must be > 0"),
@@ -200,7 +205,7 @@ def test_multislice_training_images_follow_the_simulated_ones_with_their_labels(
     assert source.startswith("images 0-3: stem_sim (fast simulator, randomized: ")
     assert "; images 4-5: abTEM PRISM (interpolation 1): 120 kV" in source and "; image 6: abTEM PRISM" in source
     assert "train: images 0-3" in trained.summary_line and "train[1] made in" in trained.summary_line
-    settings, microscope, _ = trained.multislice_train[1]
+    settings, microscope, _ = trained.multislice_lists["train"][1]
     again = multislice.simulate(settings, microscope, item_rng(0, "train", 0, 2))   # block 1: its own stream
     np.testing.assert_array_equal(image, again.image)
 
@@ -262,3 +267,35 @@ def test_a_multislice_training_image_made_on_two_ranks_by_menndl_data_make(tmp_p
             np.testing.assert_array_equal(f["train"]["labels"][i], g["train"]["labels"][i])
         for split in ("val", "test"):
             np.testing.assert_array_equal(f[split]["images"][()], g[split]["images"][()])
+
+
+def test_validation_images_of_more_microscopes_follow_the_validation_microscopes(task):
+    options = {**OPTIONS, "multislice": {**OPTIONS["multislice"], "more_val": TRAINING}}
+    both = make_task("stem_defects", options, task.data_dir)
+    summary = both.make_data()
+    both.check_data()
+    assert both.data_path != task.data_path and both.multislice_path("val") == task.multislice_path("val")
+    assert "val[0] made in" in summary and "val[1] made in" in summary
+    files = [task.multislice_path("val")] + [both.multislice_path("val", k) for k in range(2)]
+    with h5py.File(both.data_path, "r") as f:
+        val = f["val"]
+        defects, row = val["defects"][()], 0
+        assert val["images"].shape == (4, 40, 32) and "shapes" not in val
+        for path in files:
+            with h5py.File(path, "r") as made:
+                group = made["val"]
+                for i in range(len(group["images"])):
+                    np.testing.assert_array_equal(val["images"][row], group["images"][i])
+                    np.testing.assert_array_equal(val["labels"][row], group["labels"][i])
+                    np.testing.assert_array_equal(defects[defects[:, 0] == row, 1:],
+                                                  group["defects"][()][group["defects"][:, 0] == i, 1:])
+                    row += 1
+        source = val.attrs["source"]
+        with h5py.File(task.data_path, "r") as before:   # the other splits as without more_val
+            np.testing.assert_array_equal(f["test"]["images"][()], before["test"]["images"][()])
+            for i in range(OPTIONS["train_images"]):
+                np.testing.assert_array_equal(f["train"]["images"][i], before["train"]["images"][i])
+    assert source.startswith("image 0: abTEM PRISM") and "; images 1-2: abTEM PRISM (interpolation 1): 120 kV" in source
+    x, y = both.load("val")
+    assert x.shape == (4, 1, 40, 32) and y.shape == (4, 40, 32)
+    assert not np.array_equal(x[1], x[3])   # each microscope's images from its own stream

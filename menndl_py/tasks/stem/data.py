@@ -26,7 +26,7 @@ CHUNK = 8  # images per message to the writer
 
 
 def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int, share: Solo = Solo(),
-                 randomize: dict | None = None, copied: dict | None = None, appended: tuple = ()) -> dict:
+                 randomize: dict | None = None, copied: dict | None = None, appended: dict | None = None) -> dict:
     """Write an HDF5 file of simulated images: groups train/val/test with ``images`` (N, H, W) float32,
     ``labels`` (N, H, W) uint8 and ``defects`` (M, 4) float32 (image index, y, x, class); attributes
     ``settings`` (JSON), ``classes`` and ``seed``.
@@ -35,8 +35,9 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
     ``randomize`` (ranges as `stem_sim.check_ranges` returns them) draws each training image's settings from that
     generator first; the drawn settings are kept (``settings``, JSON per image). ``copied`` maps splits to HDF5
     files holding a group of that name made elsewhere (multislice), which is copied in instead of simulated.
-    ``appended`` lists multislice files (a group ``train`` each) whose images follow the simulated training images,
-    in that order; each keeps its settings with its own pixel size and shape (``settings``).
+    ``appended`` maps splits to multislice files (a group of the split's name each) whose images follow the split's
+    own (simulated, or copied), in that order; each keeps its settings with its own pixel size and shape
+    (``settings``).
     Over a ``share`` of several ranks, rank r simulates images i = r (mod size) and hands them to rank 0 in chunks
     of a few images; rank 0 writes. The file is written to a temporary name of its own and renamed at the end.
     Returns, on every rank, {split: {"images": N, class name: number of defects, ...}}.
@@ -49,15 +50,13 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
             f.attrs["seed"] = seed
             result = {}
         for split in SPLITS:
+            extra = (appended or {}).get(split, ())
             if split in (copied or {}):
                 if f is not None:
-                    with h5py.File(copied[split], "r") as source:
-                        source.copy(source[split], f, split)
-                    result[split] = summary(f[split])
+                    result[split] = _copy(f, split, (copied[split], *extra))
                 continue
             n = counts.get(split, 0)
             ranges = randomize if split == "train" else None
-            extra = appended if split == "train" else ()
             own = share.mine(list(range(n)))
             chunks = share.to_root(_chunks(_simulated(settings, ranges, seed, split, own)), n - len(own))
             if f is not None:
@@ -65,11 +64,9 @@ def make_dataset(path, settings: StemSettings, counts: dict[str, int], seed: int
                 parts = [(n, "stem_sim (fast simulator" + (", randomized: " + ", ".join(
                     f"{k} in [{lo:g}, {hi:g}]{' log' if log else ''}" for k, (lo, hi, log) in ranges.items())
                     if ranges else "") + ")")]
-                for path in extra:
-                    with h5py.File(path, "r") as source:
-                        parts.append((len(source["train"]["images"]), source["train"].attrs["source"]))
+                parts += _parts(extra, split)
                 group.attrs["source"] = _sources(parts)
-                items = itertools.chain((item for c in chunks for item in c), _multislice_images(extra, n))
+                items = itertools.chain((item for c in chunks for item in c), _multislice_images(extra, n, split))
                 ragged = bool(extra) or bool(ranges) and any(k in ranges for k in stem_sim.RANDOMIZED_INTEGERS)
                 result[split] = _write(group, settings, sum(k for k, _ in parts), items, ragged,
                                        bool(ranges or extra))
@@ -87,20 +84,49 @@ def _simulated(settings: StemSettings, ranges: dict | None, seed: int, split: st
         yield i, (stem_sim.simulate(own, rng), own)
 
 
-def _multislice_images(paths, first: int):
-    """(index, (Sample, its settings)) for each image of the multislice training files, numbered from `first`; the
-    settings are the file's with its pixel size (the mean of the pixel's two sides) and image size."""
+def _copy(f, split: str, paths) -> dict:
+    """Copy a split's multislice group into `f` from the first file, or with several files (microscopes, images
+    of one size), their images one after another; returns its summary."""
+    if len(paths) == 1:
+        with h5py.File(paths[0], "r") as source:
+            source.copy(source[split], f, split)
+        return summary(f[split])
+    parts = _parts(paths, split)
+    group = f.create_group(split)
+    group.attrs["source"] = _sources(parts)
+    with h5py.File(paths[0], "r") as source:
+        first = _stored_settings(source[split], source[split]["images"].shape[1:])
+    return _write(group, first, sum(n for n, _ in parts), _multislice_images(paths, 0, split), per_image=True)
+
+
+def _parts(paths, split: str) -> list[tuple[int, str]]:
+    """[(images, source)] of the split's group in each multislice file."""
+    parts = []
+    for path in paths:
+        with h5py.File(path, "r") as source:
+            parts.append((len(source[split]["images"]), source[split].attrs["source"]))
+    return parts
+
+
+def _multislice_images(paths, first: int, split: str):
+    """(index, (Sample, its settings)) for each image of the split's group in multislice files, numbered from
+    `first`; the settings are the file's with its pixel size (the mean of the pixel's two sides) and image size."""
     index = first
     for path in paths:
         with h5py.File(path, "r") as f:
-            group = f["train"]
+            group = f[split]
             defects = group["defects"][()]
             for i, (image, labels) in enumerate(zip(group["images"], group["labels"])):
-                own = dataclasses.replace(StemSettings(**json.loads(group.attrs["settings"])),
-                                          pixel_size=math.sqrt(float(np.prod(group.attrs["pixel_size"]))),
-                                          image_size=int(image.shape[0]), image_width=int(image.shape[1]))
+                own = _stored_settings(group, image.shape)
                 yield index, (stem_sim.Sample(image, labels, defects[defects[:, 0] == i, 1:]), own)
                 index += 1
+
+
+def _stored_settings(group, shape) -> StemSettings:
+    """A multislice group's settings with its pixel size (the mean of the pixel's two sides) and an image shape."""
+    return dataclasses.replace(StemSettings(**json.loads(group.attrs["settings"])),
+                               pixel_size=math.sqrt(float(np.prod(group.attrs["pixel_size"]))),
+                               image_size=int(shape[0]), image_width=int(shape[1]))
 
 
 def _sources(parts: list[tuple[int, str]]) -> str:

@@ -5,8 +5,9 @@ Data: images made by `stem_sim` with exact labels, training images optionally un
 (`randomize`: each image its own contrast, probe, background, pixel size, dose, noise, scan and size); validation
 and test images by `stem_sim`, or by multislice (`multislice`: abTEM, each split with its own microscope, so the
 test set can be imaged by a microscope the training never saw; `multislice.train` adds multislice training images
-of other microscopes after the simulated ones). Training uses tiles of the images (the networks are fully
-convolutional); validation and test use whole images. Fitness: the mean over defect types of the
+of other microscopes after the simulated ones, `multislice.more_val` validation images of more microscopes after
+`val`'s, so the fitness rewards networks that hold on several). Training uses tiles of the images (the networks
+are fully convolutional); validation and test use whole images. Fitness: the mean over defect types of the
 object-level F1 (a predicted defect counts when it lies within `match_radius` of a true one of the same type). A
 trained network's defects are read with per-class probability thresholds and minimum sizes calibrated for the best
 F1 on training images (the multislice ones, when there are any), as the Fourier-filtering baseline's are; the
@@ -44,6 +45,7 @@ CALIBRATION_IMAGES = 40  # the first training images (whole) on which detection 
 MAX_MULTISLICE_TRAIN = 100_000  # images of one training microscope
 PAD_MULTIPLE = 16  # images of other sizes are padded (reflect) to a multiple of this: 2 ** (deepest depth - 1)
 MULTISLICE_SPLITS = ("val", "test")
+MULTISLICE_LISTS = {"train": "train", "more_val": "val"}  # config key -> the split its microscopes' images join
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,8 @@ class StemDefectsOptions:
     seed: int = setting(0, min=0, max=2**63 - 1)
     simulator: dict = setting(factory=dict)  # StemSettings fields: material, dose, probe_fwhm, ...
     randomize: dict = setting(factory=dict)  # training images: StemSettings field -> [low, high] (or [.., "log"])
-    multislice: dict = setting(factory=dict)  # val/test -> Microscope fields and StemSettings overrides; train ->
-    #                                           a list of such blocks, each with a count of images
+    multislice: dict = setting(factory=dict)  # val/test -> Microscope fields and StemSettings overrides; train and
+    #                                           more_val -> a list of such blocks, each with a count of images
     multislice_repeat: int = setting(1, min=1, max=100)  # tiles per multislice training image and epoch (rolled)
     flips: bool = setting(False)  # mirror each training tile's rows and/or columns at random (rows stay scan rows)
     tile: int = setting(128, min=16, max=4096)  # training tiles of tile × tile pixels
@@ -89,9 +91,10 @@ class StemDefectsTask(Task):
         self.settings = settings_option("simulator", self.options.simulator, stem_sim.StemSettings)
         self.ranges = stem_sim.check_ranges(self.settings, self.options.randomize)
         self.multislice = self._multislice_sets(self.options.multislice)
-        self.multislice_train = self._multislice_train(self.options.multislice.get("train", []))
+        self.multislice_lists = {split: self._multislice_list(key, self.options.multislice.get(key, []))
+                                 for key, split in MULTISLICE_LISTS.items()}
         smallest = min([self.ranges.get(k, (n,))[0] for k, n in zip(stem_sim.RANDOMIZED_INTEGERS, self.settings.shape)]
-                       + [min(multislice.image_shape(s, m)) for s, m, _ in self.multislice_train])
+                       + [min(multislice.image_shape(s, m)) for s, m, _ in self.multislice_lists["train"]])
         if self.options.tile > smallest:
             raise UserError(f"task.options.tile: {self.options.tile} is larger than the smallest training image "
                             f"({smallest} pixels a side)")
@@ -104,11 +107,13 @@ class StemDefectsTask(Task):
         """{split: (specimen and imaging settings, microscope)} of the validation and test splits made by
         multislice."""
         where = "task.options.multislice"
-        if not isinstance(blocks, dict) or not set(blocks) <= {"train", *MULTISLICE_SPLITS}:
-            raise UserError(f"{where}: must map 'val' and/or 'test' to microscope settings (and 'train' to a list "
-                            f"of them), got {blocks!r}")
+        if not isinstance(blocks, dict) or not set(blocks) <= {*MULTISLICE_LISTS, *MULTISLICE_SPLITS}:
+            raise UserError(f"{where}: must map 'val' and/or 'test' to microscope settings (and 'train' and "
+                            f"'more_val' to lists of them), got {blocks!r}")
+        if "more_val" in blocks and "val" not in blocks:
+            raise UserError(f"{where}.more_val: needs multislice.val, whose images come first")
         return {split: self._microscope(f"{where}.{split}", block) for split, block in blocks.items()
-                if split != "train"}
+                if split in MULTISLICE_SPLITS}
 
     def _microscope(self, where: str, block, extra: tuple = ()) -> tuple[stem_sim.StemSettings, multislice.Microscope]:
         """(specimen and imaging settings, microscope) of a config block of Microscope fields and StemSettings
@@ -133,10 +138,11 @@ class StemDefectsTask(Task):
                             else text) from None
         return settings, microscope
 
-    def _multislice_train(self, blocks) -> list[tuple[stem_sim.StemSettings, multislice.Microscope, int]]:
-        """[(settings, microscope, count)] of the multislice training microscopes; none may be the test
-        microscope (its voltage, convergence and detector angles), which must stay unseen."""
-        where = "task.options.multislice.train"
+    def _multislice_list(self, key: str, blocks) -> list[tuple[stem_sim.StemSettings, multislice.Microscope, int]]:
+        """[(settings, microscope, count)] of the microscopes of a list (`train`, `more_val`); none may be the test
+        microscope (its voltage, convergence and detector angles), which must stay unseen. The validation images
+        of all microscopes are of one size, so `more_val`'s must be `val`'s."""
+        where = f"task.options.multislice.{key}"
         if not isinstance(blocks, list):
             raise UserError(f"{where}: must be a list of microscope settings, each with a count, got {blocks!r}")
         instrument = ("voltage", "convergence", "detector_inner", "detector_outer")
@@ -150,7 +156,11 @@ class StemDefectsTask(Task):
                                 f"number of images of this microscope), got {count!r}")
             if test and all(getattr(microscope, n) == getattr(test[1], n) for n in instrument):
                 raise UserError(f"{where}[{k}]: has the test microscope's {', '.join(instrument)} "
-                                f"(multislice.test), which no training image may have")
+                                f"(multislice.test), which no training or validation image may have")
+            if key == "more_val" and (shape := multislice.image_shape(settings, microscope)) != (
+                    val := multislice.image_shape(*self.multislice["val"])):
+                raise UserError(f"{where}[{k}]: makes {shape[0]}×{shape[1]} images, multislice.val {val[0]}×{val[1]}; "
+                                f"give it val's cells_x, cells_y and sampling")
             made.append((settings, microscope, count))
         return made
 
@@ -163,9 +173,10 @@ class StemDefectsTask(Task):
             recipe["randomize"] = self.ranges
         if self.multislice:
             recipe["multislice"] = {split: self._multislice_recipe(split) for split in self.multislice}
-        if self.multislice_train:
-            recipe.setdefault("multislice", {})["train"] = [self._train_recipe(k) for k in
-                                                            range(len(self.multislice_train))]
+        for key, split in MULTISLICE_LISTS.items():
+            if self.multislice_lists[split]:
+                recipe.setdefault("multislice", {})[key] = [self._list_recipe(split, k) for k in
+                                                            range(len(self.multislice_lists[split]))]
         return recipe
 
     def _multislice_recipe(self, split: str) -> dict:
@@ -173,26 +184,27 @@ class StemDefectsTask(Task):
         return {"settings": asdict(settings), "microscope": asdict(microscope), "seed": self.options.seed,
                 "split": split, "count": self._count(split)}
 
-    def _train_recipe(self, block: int) -> dict:
-        """The recipe of training microscope `block`'s file: its images come from generator stream block + 1."""
-        settings, microscope, count = self.multislice_train[block]
+    def _list_recipe(self, split: str, block: int) -> dict:
+        """The recipe of the file of microscope `block` of a split's list: its images come from generator stream
+        block + 1."""
+        settings, microscope, count = self.multislice_lists[split][block]
         return {"settings": asdict(settings), "microscope": asdict(microscope), "seed": self.options.seed,
-                "split": "train", "count": count, "stream": block + 1}
+                "split": split, "count": count, "stream": block + 1}
 
     def _count(self, split: str) -> int:
         return {"train": self.options.train_images, "val": self.options.val_images,
                 "test": self.options.test_images}[split]
 
     def multislice_path(self, split: str, block: int | None = None) -> Path:
-        """The multislice file of a split (of a training microscope's `block`), named by its own recipe, so
-        configs that share it make it once."""
-        recipe = self._multislice_recipe(split) if block is None else self._train_recipe(block)
+        """The multislice file of a split (of microscope `block` of its list: training, or more validation), named
+        by its own recipe, so configs that share it make it once."""
+        recipe = self._multislice_recipe(split) if block is None else self._list_recipe(split, block)
         text = json.dumps(recipe, sort_keys=True)
         return self.data_dir / f"stem_multislice-{hashlib.sha1(text.encode()).hexdigest()[:10]}.h5"
 
     def _stored(self, split: str) -> int:
-        """Images of a split in the data file: the training split's multislice images after the simulated ones."""
-        return self._count(split) + (sum(n for _, _, n in self.multislice_train) if split == "train" else 0)
+        """Images of a split in the data file: its list's multislice images after its own."""
+        return self._count(split) + sum(n for _, _, n in self.multislice_lists.get(split, ()))
 
     @property
     def data_path(self) -> Path:
@@ -202,14 +214,14 @@ class StemDefectsTask(Task):
 
     def make_data(self, share: Solo = Solo()) -> str:
         """The multislice sets first (each its own resumable file, reused when it is there), then the data file,
-        into which the validation and test sets are copied and the training microscopes' images appended. The
+        into which the validation and test sets are copied and the listed microscopes' images appended. The
         summary names the simulator of each split and the multislice times."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         recipe = self._recipe()
         sets = [(split, None, settings, microscope, self._count(split))
                 for split, (settings, microscope) in self.multislice.items()]
-        sets += [("train", k, settings, microscope, count)
-                 for k, (settings, microscope, count) in enumerate(self.multislice_train)]
+        sets += [(split, k, settings, microscope, count) for split, blocks in self.multislice_lists.items()
+                 for k, (settings, microscope, count) in enumerate(blocks)]
         times = {}
         for split, block, settings, microscope, count in sets:
             path = self.multislice_path(split, block)
@@ -217,9 +229,10 @@ class StemDefectsTask(Task):
                 start = time.perf_counter()
                 multislice_data.make_dataset(path, settings, microscope, split, count, self.options.seed, share,
                                              stream=0 if block is None else block + 1)
-                times[split if block is None else f"train[{block}]"] = time.perf_counter() - start
+                times[split if block is None else f"{split}[{block}]"] = time.perf_counter() - start
         copied = {split: self.multislice_path(split) for split in self.multislice}
-        appended = tuple(self.multislice_path("train", k) for k in range(len(self.multislice_train)))
+        appended = {split: tuple(self.multislice_path(split, k) for k in range(len(blocks)))
+                    for split, blocks in self.multislice_lists.items()}
         counts = stem_data.make_dataset(self.data_path, self.settings, recipe["counts"], recipe["seed"], share,
                                         self.ranges, copied, appended)
         made = "; ".join(f"{split} made in {t:.0f} s on {share.size} rank(s)" for split, t in times.items())
@@ -409,7 +422,7 @@ class StemDefectsTask(Task):
     def _calibration_rows(self) -> np.ndarray:
         """The training images detection is calibrated on: every multislice training image when there are any
         (the closest to real microscopes', and small), else the first CALIBRATION_IMAGES simulated ones."""
-        if self.multislice_train:
+        if self.multislice_lists["train"]:
             return np.arange(self.options.train_images, self._stored("train"))
         return np.arange(min(CALIBRATION_IMAGES, self.options.train_images))
 
