@@ -3,7 +3,8 @@
 
 The image sets (each scored by both methods, same images, same matching radius):
   - the fast simulator at the task's own settings (its "own" test split: `stem_sim`, no randomization),
-  - multislice, the validation microscope (A), without and with scan-row jitter,
+  - multislice, the validation microscope (A), without and with scan-row jitter, and each further validation
+    microscope (`multislice.more_val`) as the validation split holds it,
   - multislice, the test microscope (B: settings no training or validation image had), without and with jitter.
 Sets the data file holds are read from it; the others are made here by `multislice_data.make_dataset` (over the
 ranks of an mpirun, kept beside the data file, named by recipe: a second run reuses them). The same seed and
@@ -67,6 +68,14 @@ def image_sets(task, jitter: float, fast_images: int, share) -> dict[str, tuple[
                     sets[f"multislice {name}, jitter {j:g} Å"] = (list(f[split]["images"][:count]),
                                                                    list(f[split]["labels"][:count]),
                                                                    (split, own, microscope))
+        if split == "val" and share.rank == 0:
+            start = count
+            with h5py.File(task.data_path, "r") as f:
+                for k, (own, microscope, n) in enumerate(task.multislice_lists["val"]):
+                    sets[f"multislice more_val[{k}] (validation), jitter {own.jitter:g} Å"] = (
+                        list(f["val"]["images"][start:start + n]), list(f["val"]["labels"][start:start + n]),
+                        ("val", own, microscope))
+                    start += n
     return sets
 
 
