@@ -16,8 +16,9 @@ on the steady multislice validation images (the images the search selected its n
 images stay unseen). Fourier filtering runs three ways: as `menndl baseline` tuned it (RUN/baselines/fourier.json:
 on the task's calibration images, the multislice training images when the config has any), tuned here on the
 first 40 fast-simulator training images (as the task tunes it without multislice training images), and tuned on
-the steady validation images; its best of the three is the baseline to beat. The script reports; it does not
-assert.
+the steady validation images; its best of the three is the baseline to beat. For each steady multislice set it
+also prints where the network put each true defect (the kind it was detected as, or missed) and its false alarms.
+The script reports; it does not assert.
 
     mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network final --jitter 0.3
     mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network ensemble
@@ -115,6 +116,24 @@ def scores(task, find, images: list, labels: list) -> tuple[dict[str, float], fl
     return {k: v for k, v in f1.items() if k.startswith("f1_") or k == "defect_f1"}, ms
 
 
+def confusion(task, find, images: list, labels: list) -> np.ndarray:
+    """Where each true defect went: a (kinds + 1)×(kinds + 1) count table, row a true kind, column the kind of the
+    most confident detection within match_radius of it (the last column: none, missed); the last row counts the
+    detections of each kind with no true defect of any kind within match_radius (false alarms)."""
+    n = len(task.class_names) - 1
+    counts = np.zeros((n + 1, n + 1), np.int64)
+    for image, t in zip(images, labels):
+        found, true = find(image), true_defects(t)
+        dist = np.hypot(*(found[:, None, :2] - true[None, :, :2]).transpose(2, 0, 1))
+        near = dist <= task.radius_px
+        for j, kind in enumerate(true[:, 2].astype(int)):
+            hits = np.flatnonzero(near[:, j])
+            counts[kind - 1, int(found[hits[found[hits, 3].argmax()], 2]) - 1 if len(hits) else n] += 1
+        for kind in found[~near.any(1), 2].astype(int):
+            counts[n, kind - 1] += 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -157,6 +176,13 @@ def main() -> None:
                          *(f"{f1[k]:.3f}" for k in kinds), f"{f1['defect_f1']:.3f}"])
     print(table(["images", "method", "n", *(k[3:] for k in kinds), "mean F1"], rows,
                 "\nF1 per defect kind (a detection within match_radius of a true defect of its kind)"))
+    names = [c.replace("_", " ") for c in task.class_names[1:]]
+    for name, (images, labels, recipe) in sets.items():
+        if recipe and recipe[1].jitter == 0:
+            print(table(["true kind", *names, "missed"],
+                        [[kind, *row] for kind, row in zip([*names, "(none: false alarms)"],
+                                                            confusion(task, methods["network"], images, labels))],
+                        f"\nnetwork on {name}: each true defect by the kind of the most confident detection near it"))
     print("\nCPU ms per image (this process, one thread): " + ", ".join(
         f"{m} {np.mean(v):.1f}" for m, v in speed.items()))
     print("microscopes: " + json.dumps({split: task.data_sources()[split] for split in ("val", "test")}, indent=1))
