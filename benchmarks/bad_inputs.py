@@ -332,7 +332,7 @@ class Prepared:
         torch.save(make_task("stem_defects", STEM_OPTIONS).space().build(genome).state_dict(), run.best / WEIGHTS)
         names = make_task("stem_defects", STEM_OPTIONS).class_names[1:]  # its calibration, as a search records it
         (run.best / RECORD).write_text(json.dumps({"id": 0, **{f"m:threshold_{n}": 0.5 for n in names},
-                                                   **{f"m:min_pixels_{n}": 3 for n in names}}))
+                                                   "m:smoothing": 1.0}))
         Image.fromarray((np.random.default_rng(0).random((96, 96)) * 255).astype(np.uint8)).save(where / "one.png")
         return where
 

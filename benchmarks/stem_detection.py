@@ -3,7 +3,7 @@
 
 The network is the one `menndl predict` would use (RUN/final/ after `menndl retrain`, else RUN/best/). Its
 softmax outputs on the validation and test images are read twice: by argmax components of at least
-`task.options.min_pixels` pixels (how networks were scored before calibration), and by the rule the task
+`task.options.min_pixels` pixels (how networks were scored before calibration), and by the peak rule the task
 calibrates on its calibration images (whole: the multislice training images when the config has any, else the
 first 40 simulated ones), as a search candidate's is (`StemDefectsTask.calibrate`).
 Per split and detection: precision, recall and F1 per defect class and the mean F1 (the task's fitness). One torch
@@ -50,7 +50,9 @@ def main(argv=None) -> int:
     names = task.class_names[1:]
 
     def describe(rule) -> str:
-        return ", ".join(f"{n} p >= {t:g}, >= {m} px" for n, t, m in zip(names, *rule)) if rule else "none"
+        if rule is None:
+            return "none"
+        return ", ".join(f"{n} p >= {t:g}" for n, t in zip(names, rule.thresholds)) + f", σ {rule.smoothing:g} px"
 
     print(f"\nrule recorded with the network: {describe(task.rule)}")
     rule = task.calibrate(model, LocalGroup(), torch.device("cpu"), 8)

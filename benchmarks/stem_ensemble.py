@@ -82,9 +82,9 @@ def main() -> None:
     rows = []
     for k in sorted({min(k, len(networks)) for k in args.networks}):
         for flips in MIRRORINGS:
-            counts = sum(stem_analysis.threshold_counts(averaged(p, k, flips), t, r)
+            counts = sum(stem_analysis.threshold_counts(averaged(p, k, flips), t, r, task.smoothing_px)
                          for p, t, r in zip(calibration_outputs, *calibration[1:]))
-            rule = stem_analysis.calibrate(counts)
+            rule = stem_analysis.calibrate(counts, task.smoothing_px)
             f1 = [scores(task, lambda p: stem_analysis.threshold_defects(averaged(p, k, flips), rule), found,
                          labels)[0] for found, (_, labels, _) in zip(set_outputs, sets.values())]
             rows.append([k, flips, *(f"{s['defect_f1']:.3f}" for s in f1)])

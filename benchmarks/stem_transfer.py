@@ -99,9 +99,9 @@ def probabilities(outputs, image: np.ndarray) -> np.ndarray:
 
 def rule_tuned_on(task, outputs, images: list, labels: list) -> stem_analysis.DetectionRule:
     """The network's detection thresholds tuned on these images, as the task tunes them on training images."""
-    counts = sum(stem_analysis.threshold_counts(probabilities(outputs, image), true_defects(t),
-                                                task.radius_px) for image, t in zip(images, labels))
-    return stem_analysis.calibrate(counts)
+    counts = sum(stem_analysis.threshold_counts(probabilities(outputs, image), true_defects(t), task.radius_px,
+                                                task.smoothing_px) for image, t in zip(images, labels))
+    return stem_analysis.calibrate(counts, task.smoothing_px)
 
 
 def scores(task, find, images: list, labels: list) -> tuple[dict[str, float], float]:

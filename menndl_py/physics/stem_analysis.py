@@ -1,6 +1,7 @@
-"""Defect analysis of STEM images: defect tables from network outputs (argmax components, or per-class thresholds
-calibrated for the best F1), detection and pixel metrics, and the Fourier-filtering baseline (Bragg-filter
-reconstruction of the perfect lattice; defects are where the image departs from it).
+"""Defect analysis of STEM images: defect tables from network outputs (argmax components, or peaks of each class's
+smoothed probability above per-class thresholds calibrated for the best F1), detection and pixel metrics, and the
+Fourier-filtering baseline (Bragg-filter reconstruction of the perfect lattice; defects are where the image departs
+from it).
 
 Class 0 is the lattice (background); classes 1..C-1 are defect types. A defect table is a float array with one row
 per defect: y, x (pixels), class, and for predictions a confidence.
@@ -67,23 +68,40 @@ def extract_defects(probabilities: np.ndarray, min_pixels: int = 3) -> np.ndarra
     return _defect_table(rows)
 
 
+# The thresholds `calibrate` chooses from, and the window of a peak (pixels a side).
+THRESHOLD_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PEAK_WINDOW = 5
+
+
 class DetectionRule(NamedTuple):
-    """Per defect class (1..C-1, in order) a probability threshold and a minimum component size (pixels)."""
+    """Per defect class (1..C-1, in order) a probability threshold, and the Gaussian smoothing (σ, pixels) of each
+    class's probability map before its peaks are read."""
 
     thresholds: tuple[float, ...]
-    min_pixels: tuple[int, ...]
+    smoothing: float
+
+
+def _peaks(probability: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (K×2) and heights of the peaks of one class's probability map smoothed by a Gaussian of σ
+    `smoothing` pixels: pixels that are the largest within PEAK_WINDOW × PEAK_WINDOW pixels and above the lowest
+    threshold of the grid (a plateau of equal maxima is one peak, at its centroid)."""
+    smooth = ndimage.gaussian_filter(probability.astype(np.float64), smoothing, mode="nearest")
+    top = (smooth == ndimage.maximum_filter(smooth, PEAK_WINDOW, mode="nearest")) & (smooth >= THRESHOLD_GRID[0])
+    centres, _, heights = _components(top, smooth)
+    return centres, heights
 
 
 def threshold_defects(probabilities: np.ndarray, rule: DetectionRule) -> np.ndarray:
     """Defects (K×4: y, x, class, confidence) from softmax outputs (C×H×W) by a per-class rule: for defect class c,
-    each 8-connected component of pixels where p_c >= rule.thresholds[c-1], of at least rule.min_pixels[c-1]
-    pixels, is one defect (centroid weighted by p_c, confidence its mean p_c). Defects of different classes may
+    each peak of p_c smoothed by rule.smoothing (`_peaks`) of height >= rule.thresholds[c-1] is one defect, its
+    confidence the height. Unlike components of a minimum size, a peak does not depend on how many pixels a
+    network spreads a defect over, which changes from one microscope to another. Defects of different classes may
     overlap."""
     rows = []
-    for c, (threshold, min_pixels) in enumerate(zip(*rule), start=1):
-        centres, sizes, confidence = _components(probabilities[c] >= threshold, probabilities[c])
-        keep = sizes >= min_pixels
-        rows.append(_rows(centres[keep], c, confidence[keep]))
+    for c, threshold in enumerate(rule.thresholds, start=1):
+        centres, heights = _peaks(probabilities[c], rule.smoothing)
+        keep = heights >= threshold
+        rows.append(_rows(centres[keep], c, heights[keep]))
     return _defect_table(rows)
 
 
@@ -122,37 +140,30 @@ def match_counts(pred: np.ndarray, true: np.ndarray, radius: float, n_classes: i
 
 # ------------------------------------------------------------------------------------ threshold calibration
 
-# The rules `calibrate` chooses from: probability thresholds and minimum component sizes (pixels).
-THRESHOLD_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MIN_PIXELS_GRID = (1, 3, 6, 10)
-
-
-def threshold_counts(probabilities: np.ndarray, true: np.ndarray, radius: float) -> np.ndarray:
-    """TP, FP and FN of `threshold_defects` on one image (softmax outputs C×H×W; true defects: rows y, x, class)
-    for every defect class, threshold and minimum size of the grids: a (C-1)×T×M×3 integer array, additive over
+def threshold_counts(probabilities: np.ndarray, true: np.ndarray, radius: float, smoothing: float) -> np.ndarray:
+    """TP, FP and FN of `threshold_defects` (at `smoothing`) on one image (softmax outputs C×H×W; true defects:
+    rows y, x, class) for every defect class and threshold of the grid: a (C-1)×T×3 integer array, additive over
     images. Matching is that of `match_counts`."""
     probabilities, true = np.asarray(probabilities, dtype=np.float64), _table(true)
-    counts = np.zeros((len(probabilities) - 1, len(THRESHOLD_GRID), len(MIN_PIXELS_GRID), 3), np.int64)
+    counts = np.zeros((len(probabilities) - 1, len(THRESHOLD_GRID), 3), np.int64)
     for c in range(1, len(probabilities)):
         t = true[np.rint(true[:, 2]) == c, :2]
+        centres, heights = _peaks(probabilities[c], smoothing)
         for i, threshold in enumerate(THRESHOLD_GRID):
-            centres, sizes, _ = _components(probabilities[c] >= threshold, probabilities[c])
-            for j, min_pixels in enumerate(MIN_PIXELS_GRID):
-                p = centres[sizes >= min_pixels]
-                tp = _paired(p, t, radius)
-                counts[c - 1, i, j] = (tp, len(p) - tp, len(t) - tp)
+            p = centres[heights >= threshold]
+            tp = _paired(p, t, radius)
+            counts[c - 1, i] = (tp, len(p) - tp, len(t) - tp)
     return counts
 
 
-def calibrate(counts: np.ndarray) -> DetectionRule:
-    """Per defect class the grid's (threshold, minimum size) of the highest F1 in `counts` (`threshold_counts`
-    summed over images). A class with no true defects scores 1 where nothing is predicted as it, 0 elsewhere; ties
-    go to the first in grid order (the lowest threshold, then the smallest size)."""
+def calibrate(counts: np.ndarray, smoothing: float) -> DetectionRule:
+    """The rule (at `smoothing`) whose threshold per defect class is the grid's of the highest F1 in `counts`
+    (`threshold_counts` summed over images). A class with no true defects scores 1 where nothing is predicted as
+    it, 0 elsewhere; ties go to the lowest threshold."""
     tp, fp, fn = np.moveaxis(np.asarray(counts, dtype=np.float64), -1, 0)
     denominator = 2 * tp + fp + fn
     f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
-    i, j = np.unravel_index(f1.reshape(len(f1), -1).argmax(axis=1), f1.shape[1:])
-    return DetectionRule(tuple(THRESHOLD_GRID[k] for k in i), tuple(MIN_PIXELS_GRID[k] for k in j))
+    return DetectionRule(tuple(THRESHOLD_GRID[k] for k in f1.argmax(axis=1)), smoothing)
 
 
 def _names(n: int, names: Optional[Sequence[str]], offset: int) -> list[str]:

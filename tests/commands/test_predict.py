@@ -27,7 +27,7 @@ LEVEL = {"filters": 4, "kernel": 3, "convs": 1, "activation": "relu", "norm": "n
          "up": "nearest", "skip": True, "dropout": 0.0}
 GENOME = Genome([LEVEL, dict(LEVEL, filters=8)], {"learning_rate": 1e-3, "batch_size": 4, "optimizer": "adam",
                                                   "weight_decay": 0.0})
-RULE = DetectionRule((0.74, 0.9, 0.9, 0.9), (3, 1, 1, 1))  # many class-1 defects where the argmax sees one blob
+RULE = DetectionRule((0.74, 0.9, 0.9, 0.9), 0.5)  # many class-1 defects where the argmax sees one blob
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def workdir(tmp_path_factory):
     names = task.class_names[1:]
     (cfg.run_dir / "best" / "result.json").write_text(json.dumps(
         {"id": 0, "m:val_defect_f1": 0.1, **{f"m:threshold_{n}": t for n, t in zip(names, RULE.thresholds)},
-         **{f"m:min_pixels_{n}": m for n, m in zip(names, RULE.min_pixels)}}))
+         "m:smoothing": RULE.smoothing}))
     with h5py.File(task.data_path, "r") as f:
         images = f["test"]["images"][()]
     with h5py.File(root / "stack.h5", "w") as f:
@@ -99,7 +99,7 @@ def test_the_ensemble_averages_its_networks_and_their_mirrored_columns_with_its_
     with torch.no_grad():
         other.head.bias.copy_(torch.tensor([0.0, 1.5, -5.0, -5.0, -5.0]))
         other.head.weight.mul_(40)  # outputs that vary over the image: mirroring its columns changes them
-    rule = DetectionRule((0.75, 0.6, 0.7, 0.8), (2, 2, 1, 1))
+    rule = DetectionRule((0.75, 0.6, 0.7, 0.8), 1.0)
     names = task.class_names[1:]
     for work_id, genome, network, fitness in ((3, GENOME, model, 0.2), (7, deeper, other, 0.1)):
         (run / "ensemble" / str(work_id)).mkdir(parents=True)
@@ -107,8 +107,7 @@ def test_the_ensemble_averages_its_networks_and_their_mirrored_columns_with_its_
         (run / "ensemble" / str(work_id) / "result.json").write_text(json.dumps({"id": work_id, "fitness": fitness}))
         torch.save(network.state_dict(), run / "ensemble" / str(work_id) / "model.pt")
     (run / "ensemble.json").write_text(json.dumps({"members": [3, 7], "calibration": {
-        **{f"threshold_{n}": t for n, t in zip(names, rule.thresholds)},
-        **{f"min_pixels_{n}": m for n, m in zip(names, rule.min_pixels)}}}))
+        **{f"threshold_{n}": t for n, t in zip(names, rule.thresholds)}, "smoothing": rule.smoothing}}))
     crops = images[:2, 5:85, 11:81]
     np.save(tmp_path / "crops.npy", crops)
     for source, raw in (("stack.h5", images), (str(tmp_path / "crops.npy"), crops)):
@@ -138,8 +137,9 @@ def test_a_network_without_recorded_thresholds_is_read_by_argmax_with_a_note(wor
     (bare / "best" / "result.json").unlink()
     task, _, _ = load_best(bare)
     assert task.rule is None
-    assert capsys.readouterr().err == (f"menndl: note: {bare}/best/result.json: no calibrated detection thresholds; "
-                                       f"defects are argmax components of at least 3 pixels\n")
+    assert capsys.readouterr().err == (f"menndl: note: {bare}/best/result.json: no calibrated detection rule "
+                                       f"(thresholds and smoothing); defects are argmax components of at least 3 "
+                                       f"pixels\n")
     load_best(bare, quiet=True)
     assert capsys.readouterr().err == ""
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from menndl_py.physics.stem_analysis import (
-    MIN_PIXELS_GRID,
     THRESHOLD_GRID,
     DetectionRule,
     FourierFilterBaseline,
@@ -93,21 +92,31 @@ def _disk(p: np.ndarray, cls: int, y: int, x: int, q: float, radius: float = 2.0
     p[0] = 1 - p[1:].sum(axis=0)
 
 
-def test_threshold_defects_take_each_class_at_its_own_threshold_and_size():
+def test_threshold_defects_find_one_defect_per_peak_of_each_class_above_its_threshold():
     p = np.zeros((N, 30, 30))
-    _disk(p, 1, 5, 5, 0.3)                    # 13 pixels at 0.3: found at threshold 0.2, not at 0.4
-    _disk(p, 2, 20, 20, 0.9, radius=1.0)      # 5 pixels at 0.9: dropped when 6 are needed
-    _disk(p, 2, 5, 20, 0.9, radius=1.5)       # 9 pixels
-    found = threshold_defects(p, DetectionRule((0.2, 0.5, 0.5, 0.5), (1, 6, 1, 1)))
-    np.testing.assert_allclose(found[np.argsort(found[:, 2])], [[5, 5, 1, 0.3], [5, 20, 2, 0.9]], rtol=1e-6)
-    assert len(threshold_defects(p, DetectionRule((0.4, 0.5, 0.5, 0.5), (1, 1, 1, 1)))) == 2  # no class 1
-    assert threshold_defects(p, DetectionRule((0.95,) * 4, (1,) * 4)).shape == (0, 4)
+    _disk(p, 1, 5, 5, 0.3)                    # a plateau at 0.3: one defect at its centre, at 0.2 but not at 0.4
+    _disk(p, 2, 20, 20, 0.9, radius=0.0)      # one pixel at 0.9: a defect unsmoothed, not once smoothed
+    _disk(p, 2, 5, 20, 0.9, radius=2.5)       # a disk at 0.9: a defect either way
+    for x in (5, 11):                         # two peaks joined by a ridge: one component, two defects
+        _disk(p, 3, 25, x, 0.9, radius=1.0)
+    p[3, 25, 7:10] = 0.6
+    p[0] = 1 - p[1:].sum(axis=0)
+    rows = threshold_defects(p, DetectionRule((0.2, 0.5, 0.5, 0.5), 0.0))
+    np.testing.assert_allclose(rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 2]))],
+                               [[5, 5, 1, 0.3], [5, 20, 2, 0.9], [20, 20, 2, 0.9], [25, 5, 3, 0.9], [25, 11, 3, 0.9]],
+                               rtol=1e-6)
+    smoothed = threshold_defects(p, DetectionRule((0.2, 0.5, 0.5, 0.5), 1.0))
+    np.testing.assert_allclose(smoothed[:, :3], [[5, 5, 1], [5, 20, 2], [25, 5, 3], [25, 11, 3]], atol=1e-6)
+    assert np.all(smoothed[:, 3] < [0.3, 0.9, 0.9, 0.9])   # the confidence is the smoothed height
+    assert len(threshold_defects(p, DetectionRule((0.4, 0.5, 0.5, 0.5), 0.0))) == 4  # no class 1
+    assert threshold_defects(p, DetectionRule((0.95,) * 4, 0.0)).shape == (0, 4)
 
 
 def _calibration_case():
     """Three images whose softmax outputs fool the argmax: true chalcogen vacancies where p_1 peaks at only 0.35
     (the lattice wins) among blobs of p_1 = 0.12; true double vacancies at p_2 = 0.9 beside false ones at 0.55;
-    true dopants as disks at 0.95 beside single false pixels at 0.95; no metal vacancies."""
+    true dopants as disks at 0.95 beside single false pixels at 0.95 (which smoothing brings down to about 0.15);
+    no metal vacancies."""
     images, tables = [], []
     for shift in range(3):
         p, true = np.zeros((N, 64, 64)), []
@@ -131,12 +140,12 @@ def _calibration_case():
 
 def test_calibration_finds_a_class_the_argmax_never_picks_and_drops_false_positives():
     images, tables = _calibration_case()
-    counts = sum(threshold_counts(p, t, radius=1.5) for p, t in zip(images, tables))
-    assert counts.shape == (N - 1, len(THRESHOLD_GRID), len(MIN_PIXELS_GRID), 3)
-    rule = calibrate(counts)
-    # the first threshold above the false blobs of each class, the smallest size that drops the single pixels,
-    # and for the class with no true defects the first rule that finds none
-    assert rule == DetectionRule((0.15, 0.6, 0.02, 0.02), (1, 1, 3, 1))
+    counts = sum(threshold_counts(p, t, radius=1.5, smoothing=1.0) for p, t in zip(images, tables))
+    assert counts.shape == (N - 1, len(THRESHOLD_GRID), 3)
+    rule = calibrate(counts, 1.0)
+    # the first threshold above the smoothed false peaks of each class (0.1, 0.47, 0.15), and for the class with no
+    # true defects the first, which finds none
+    assert rule == DetectionRule((0.15, 0.5, 0.2, 0.02), 1.0)
 
     def f1(detect):
         return f1_scores(sum(match_counts(detect(p), t, 1.5, N) for p, t in zip(images, tables)), CLASSES[1:])
@@ -150,11 +159,11 @@ def test_calibration_finds_a_class_the_argmax_never_picks_and_drops_false_positi
 
 def test_calibration_counts_add_over_images():
     images, tables = _calibration_case()
-    total = threshold_counts(images[0], tables[0], 1.5) + threshold_counts(images[1], tables[1], 1.5)
+    total = threshold_counts(images[0], tables[0], 1.5, 1.0) + threshold_counts(images[1], tables[1], 1.5, 1.0)
     assert total.dtype == np.int64
-    manual = sum(match_counts(threshold_defects(p, DetectionRule((0.3,) * 4, (3,) * 4)), t, 1.5, N)
+    manual = sum(match_counts(threshold_defects(p, DetectionRule((0.3,) * 4, 1.0)), t, 1.5, N)
                  for p, t in zip(images[:2], tables[:2]))
-    np.testing.assert_array_equal(total[:, THRESHOLD_GRID.index(0.3), MIN_PIXELS_GRID.index(3)], manual)
+    np.testing.assert_array_equal(total[:, THRESHOLD_GRID.index(0.3)], manual)
 
 
 # ---------------------------------------------------------------------------------------------------- scores

@@ -16,7 +16,7 @@ from menndl_py import config as config_module
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome
 from menndl_py.physics import stem_analysis
-from menndl_py.physics.stem_analysis import MIN_PIXELS_GRID, THRESHOLD_GRID, DetectionRule
+from menndl_py.physics.stem_analysis import THRESHOLD_GRID, DetectionRule
 from menndl_py.rundir.networks import read_record as network_record
 from menndl_py.rundir.networks import score_on_test
 from menndl_py.tasks import make_task
@@ -150,21 +150,20 @@ def test_evaluate_scores_validation_with_the_rule_best_on_training_images(evalua
     rule, names = task.rule, task.class_names[1:]
     assert rule is not None
     assert {k: outcome.metrics[k] for k in task.rule_record()} == {
-        **{f"threshold_{n}": t for n, t in zip(names, rule.thresholds)},
-        **{f"min_pixels_{n}": m for n, m in zip(names, rule.min_pixels)}}
+        **{f"threshold_{n}": t for n, t in zip(names, rule.thresholds)}, "smoothing": task.smoothing_px}
     with h5py.File(task.data_path, "r") as f:
         images, labels = f["train"]["images"][()], f["train"]["labels"][()]
     p, truth = probabilities(outcome.model, images), [true_defects(t) for t in labels]
 
-    def train_f1(c: int, threshold: float, min_pixels: int) -> float:
-        one = DetectionRule((threshold,) * 4, (min_pixels,) * 4)
+    def train_f1(c: int, threshold: float) -> float:
+        one = DetectionRule((threshold,) * 4, task.smoothing_px)
         tp, fp, fn = sum(stem_analysis.match_counts(stem_analysis.threshold_defects(q, one), t, task.radius_px, 5)
                          for q, t in zip(p, truth))[c - 1]
         return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
     for c in range(1, 5):  # no rule of the grid does better on the training images
-        chosen = train_f1(c, rule.thresholds[c - 1], rule.min_pixels[c - 1])
-        assert all(train_f1(c, t, m) <= chosen for t in THRESHOLD_GRID for m in MIN_PIXELS_GRID), names[c - 1]
+        chosen = train_f1(c, rule.thresholds[c - 1])
+        assert all(train_f1(c, t) <= chosen for t in THRESHOLD_GRID), names[c - 1]
     x, y = trainer.data["val"]
     p = probabilities(outcome.model, x[:, 0].numpy())
     counts = sum(stem_analysis.match_counts(stem_analysis.threshold_defects(q, rule), true_defects(t),
@@ -223,14 +222,14 @@ def test_every_rank_of_a_group_picks_the_rule_of_all_calibration_images(evaluate
 
 
 def test_a_recorded_rule_is_taken_up_and_its_absence_noted(tmp_path, task):
-    rule = DetectionRule((0.1, 0.2, 0.3, 0.9), (1, 3, 6, 1))
+    rule = DetectionRule((0.1, 0.2, 0.3, 0.9), 1.25)
     other = make_task("stem_defects", OPTIONS, task.data_dir)
     other.rule = rule
     (tmp_path / "result.json").write_text(json.dumps({f"m:{k}": v for k, v in other.rule_record().items()}))
     other.rule = None
     assert other.load_calibration(network_record(tmp_path)) == "" and other.rule == rule
     note = other.load_calibration({"val_defect_f1": 0.5})
-    assert other.rule is None and note.startswith("no calibrated detection thresholds") and "\n" not in note
+    assert other.rule is None and note.startswith("no calibrated detection rule") and "\n" not in note
 
 
 @pytest.mark.mpi
@@ -265,7 +264,7 @@ def test_a_search_retrain_and_predict_each_with_the_network_s_own_thresholds(tmp
     assert done.returncode == 0, done.stderr
     assert "validation defect_f1" in done.stdout
     best = network_record(tmp_path / "runs" / "s" / "best")
-    assert {"threshold_dopant", "min_pixels_dopant"} <= set(best)
+    assert {"threshold_dopant", "smoothing"} <= set(best)
     cfg = config_module.load(tmp_path / "runs" / "s" / "config.yaml")
     task = make_task("stem_defects", OPTIONS, tmp_path / "data")
     monkeypatch.chdir(tmp_path)

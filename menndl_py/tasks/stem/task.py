@@ -9,9 +9,9 @@ of other microscopes after the simulated ones, `multislice.more_val` validation 
 `val`'s, so the fitness rewards networks that hold on several). Training uses tiles of the images (the networks
 are fully convolutional); validation and test use whole images. Fitness: the mean over defect types of the
 object-level F1 (a predicted defect counts when it lies within `match_radius` of a true one of the same type). A
-trained network's defects are read with per-class probability thresholds and minimum sizes calibrated for the best
-F1 on training images (the multislice ones, when there are any), as the Fourier-filtering baseline's are; the
-thresholds are recorded in its metrics (result.json).
+trained network's defects are the peaks of each class's probability, smoothed over half a label disc, above
+per-class thresholds calibrated for the best F1 on training images (the multislice ones, when there are any), as the
+Fourier-filtering baseline's are; the rule is recorded in its metrics (result.json).
 """
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ class StemDefectsTask(Task):
             raise UserError(f"task.options.tile: {self.options.tile} is larger than the smallest training image "
                             f"({smallest} pixels a side)")
         self.radius_px = self.options.match_radius / self.settings.pixel_size
+        self.smoothing_px = 0.5 * self.settings.label_radius / self.settings.pixel_size  # σ of the peak rule
         self._weights = None
         self._calibration_sets: dict[tuple[int, int], tuple] = {}
         self.rule: stem_analysis.DetectionRule | None = None  # the network's calibrated detection, once known
@@ -363,7 +364,7 @@ class StemDefectsTask(Task):
 
     def evaluate(self, genome: Genome, trainer, fault_key: str | None = None, stage=None) -> Outcome:
         """Train and score a candidate, then calibrate its detection on training images and score validation
-        again with it; the outcome's metrics record the rule (`threshold_<class>`, `min_pixels_<class>`)."""
+        again with it; the outcome's metrics record the rule (`threshold_<class>`, `smoothing`)."""
         self.rule = None  # a new network: the trainer's own validation score is by argmax
         outcome = trainer.evaluate(genome, fault_key, stage)
         if outcome.status != Status.OK:
@@ -376,11 +377,11 @@ class StemDefectsTask(Task):
 
     def calibrate(self, model: torch.nn.Module, group, device: torch.device, batch: int) -> stem_analysis.DetectionRule:
         """The rule of the best F1 per defect class on the calibration images (`_calibration_rows`, whole, not
-        tiles), from the grids of `stem_analysis.calibrate`. Each rank of `group` takes its share of the images and
+        tiles), from the grid of `stem_analysis.calibrate`. Each rank of `group` takes its share of the images and
         the counts are summed over the group, so every rank chooses the same rule (or every rank raises
         GroupFailure, when counting failed on any)."""
         counts = agreed(group, lambda: self._threshold_counts(model, (group.rank, group.size), device, batch))
-        return stem_analysis.calibrate(group.sum(torch.from_numpy(counts)).numpy())
+        return stem_analysis.calibrate(group.sum(torch.from_numpy(counts)).numpy(), self.smoothing_px)
 
     def calibration_of(self, model: torch.nn.Module, batch: int) -> dict:
         self.rule = self.calibrate(model, LocalGroup(), next(model.parameters()).device, batch)
@@ -388,10 +389,9 @@ class StemDefectsTask(Task):
 
     def _threshold_counts(self, model: torch.nn.Module, shard: tuple[int, int], device: torch.device,
                           batch: int) -> np.ndarray:
-        """This shard's counts of `stem_analysis.threshold_counts` over the threshold and size grids."""
+        """This shard's counts of `stem_analysis.threshold_counts` over the threshold grid."""
         x, tables, radii = self.calibration_set(shard)
-        counts = np.zeros((len(self.class_names) - 1, len(stem_analysis.THRESHOLD_GRID),
-                           len(stem_analysis.MIN_PIXELS_GRID), 3))
+        counts = np.zeros((len(self.class_names) - 1, len(stem_analysis.THRESHOLD_GRID), 3))
         model.eval()
         with torch.no_grad():
             step = batch if isinstance(x, np.ndarray) else 1   # images of many sizes: one at a time
@@ -402,7 +402,7 @@ class StemDefectsTask(Task):
                 output = model(padded.to(device))[..., :h, :w]
                 for p, true, radius in zip(torch.softmax(output.float(), 1).cpu().numpy(),
                                            tables[start:start + len(images)], radii[start:start + len(images)]):
-                    counts += stem_analysis.threshold_counts(p, true, radius)
+                    counts += stem_analysis.threshold_counts(p, true, radius, self.smoothing_px)
         return counts
 
     def calibration_set(self, shard: tuple[int, int]) -> tuple[np.ndarray | list, list, np.ndarray]:
@@ -434,19 +434,17 @@ class StemDefectsTask(Task):
             return stem_data.read(f["train"], rows)
 
     def rule_record(self) -> dict:
-        """The calibrated rule as metrics: `threshold_<class>` and `min_pixels_<class>` per defect class."""
-        names = self.class_names[1:]
-        return {**{f"threshold_{n}": t for n, t in zip(names, self.rule.thresholds)},
-                **{f"min_pixels_{n}": m for n, m in zip(names, self.rule.min_pixels)}}
+        """The calibrated rule as metrics: `threshold_<class>` per defect class and `smoothing` (pixels)."""
+        return {**{f"threshold_{n}": t for n, t in zip(self.class_names[1:], self.rule.thresholds)},
+                "smoothing": self.rule.smoothing}
 
     def load_calibration(self, record: dict) -> str:
-        keys = [(f"threshold_{n}", f"min_pixels_{n}") for n in self.class_names[1:]]
-        if not all(t in record and m in record for t, m in keys):
+        keys = [f"threshold_{n}" for n in self.class_names[1:]] + ["smoothing"]
+        if not all(k in record for k in keys):
             self.rule = None
-            return (f"no calibrated detection thresholds; defects are argmax components of at least "
-                    f"{self.options.min_pixels} pixels")
-        self.rule = stem_analysis.DetectionRule(tuple(float(record[t]) for t, _ in keys),
-                                                tuple(int(record[m]) for _, m in keys))
+            return (f"no calibrated detection rule (thresholds and smoothing); defects are argmax components of at "
+                    f"least {self.options.min_pixels} pixels")
+        self.rule = stem_analysis.DetectionRule(tuple(float(record[k]) for k in keys[:-1]), float(record["smoothing"]))
         return ""
 
     # -- baselines -----------------------------------------------------------------------------------
@@ -491,8 +489,10 @@ class StemDefectsTask(Task):
                                            f"overlapping windows that reach {tiling.receptive_radius(genome.layers)} "
                                            f"pixels past the part of the output kept"},
                 "output": {"values": "a logit per class and pixel (softmax over axis 1: probabilities), cropped to "
-                                     "the image's size; defects by the result's threshold_<class> and "
-                                     "min_pixels_<class>"}}
+                                     "the image's size; a defect of a class at each pixel whose probability, "
+                                     "smoothed by a Gaussian of σ `smoothing` pixels (the result's), is the "
+                                     f"largest within {stem_analysis.PEAK_WINDOW}×{stem_analysis.PEAK_WINDOW} "
+                                     "pixels and at least the result's threshold_<class>"}}
 
     # -- batch inference -----------------------------------------------------------------------------
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
