@@ -1,7 +1,14 @@
-"""A rank's CPU threads: a launcher's binding that would make them share fewer CPUs is said, in one line."""
+"""A rank's CPU threads: a launcher's binding that would make them share fewer CPUs is said, in one line. A network
+laid out for inference on the CPU: 2-D convolutions channels-last, the same outputs; 3-D ones as they were."""
+import copy
 import os
 import subprocess
 import sys
+
+import torch
+import torch.nn as nn
+
+from menndl_py.train.device import for_inference
 
 SET_THREADS = """
 import os, sys
@@ -25,3 +32,22 @@ def test_threads_past_the_binding_are_said_in_one_line():
                    "its threads will share: launch with 'mpirun --bind-to none' or 'srun --cpus-per-task=2'\n")
     assert threads_in(set(range(os.cpu_count())), 1) == (1, "")
     assert threads_in({0}, None) == (1, "")  # by default a rank takes the CPUs it is bound to
+
+
+def test_a_2d_conv_net_runs_channels_last_on_the_cpu_with_the_same_outputs():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 8 * 8, 4)).eval()
+    x = torch.randn(5, 3, 16, 16)
+    laid_out = for_inference(copy.deepcopy(net), torch.device("cpu"))
+    assert laid_out[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not laid_out[0].weight.is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(laid_out(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_3d_conv_net_keeps_its_layout():
+    net = nn.Sequential(nn.Conv3d(1, 4, 3), nn.Flatten())
+    for_inference(net, torch.device("cpu"))
+    assert net[0].weight.is_contiguous()
+    assert net(torch.randn(2, 1, 5, 5, 5)).shape == (2, 4 * 27)
