@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """A searched EBSD network against dictionary indexing on the same patterns, in one process on one thread: the mean
 disorientation of each on the run's test patterns and on kikuchipy's experimental patterns, and the time each takes
-per pattern (the network in batches of 256; the dictionary without the time to make it, which is printed apart).
+per pattern (the network in batches of 256; the dictionary without the time to make it, which is printed apart),
+and the arithmetic each needs per pattern: the network's FLOPs (as the search counts them), the dictionary's
+2 FLOPs per pixel per dictionary pattern for its correlations. Their ratio is the speed-up the network can have at
+equal efficiency, on any hardware.
 
 Both are timed in this process, one after the other, in CPU seconds of the process (on one thread these are the
 seconds of computing, whether or not others share the machine: waiting for a core is not counted), after the network
@@ -54,6 +57,7 @@ def main(argv=None) -> int:
     from menndl_py.physics.orientation import disorientation_degrees
     from menndl_py.rundir import RunDir
     from menndl_py.rundir.networks import load_network
+    from menndl_py.train.device import for_inference
 
     torch.set_num_threads(1)
     print(code_version())
@@ -62,6 +66,7 @@ def main(argv=None) -> int:
     run = RunDir(cfg.run_dir)
     where = run.network_named(args.network) if args.network else run.network_to_use()
     genome, model, _ = load_network(where, task.space())
+    for_inference(model, torch.device("cpu"))  # laid out as `menndl predict` runs it
     x, y = task.load("test")
     x, y = x[:args.patterns], y[:args.patterns]
     sets = {"test (simulated)": (x, y), "experimental": task.load("experimental")}
@@ -69,6 +74,7 @@ def main(argv=None) -> int:
     dictionary = Dictionary(task.settings, resolution)
     print(f"network: {where} ({sum(p.numel() for p in model.parameters()):,} parameters); dictionary: "
           f"{resolution:g}°, {len(dictionary):,} patterns, made in {dictionary.seconds:.1f} s")
+    flops = {"network": task.space().cost(genome)[1], "dictionary": 2 * len(dictionary) * x[0].size}
 
     network_orientations(model, x[:BATCH])  # once before timing
     rows, seconds = [], {"network": 0.0, "dictionary": 0.0}
@@ -87,6 +93,10 @@ def main(argv=None) -> int:
     per = {k: v / len(x) * 1e3 for k, v in seconds.items()}
     print(f"CPU ms per test pattern, one thread: network {per['network']:.4f}, dictionary {per['dictionary']:.3f}: "
           f"the network is {per['dictionary'] / per['network']:.0f}x faster")
+    rate = {k: flops[k] / per[k] / 1e6 for k in flops}  # GFLOP per CPU second
+    print(f"FLOPs per pattern: network {flops['network'] / 1e6:.1f} M, dictionary {flops['dictionary'] / 1e6:.1f} M "
+          f"({flops['dictionary'] / flops['network']:.1f}x); done at {rate['network']:.1f} and "
+          f"{rate['dictionary']:.1f} GFLOP per CPU second")
     return 0
 
 
