@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from menndl_py.physics.orientation import disorientation_degrees
     from menndl_py.rundir import RunDir
     from menndl_py.rundir.networks import load_network
-    from menndl_py.train.device import for_inference
+    from menndl_py.train.device import laid_out
 
     torch.set_num_threads(1)
     print(code_version())
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     run = RunDir(cfg.run_dir)
     where = run.network_named(args.network) if args.network else run.network_to_use()
     genome, model, _ = load_network(where, task.space())
-    for_inference(model, torch.device("cpu"))  # laid out as `menndl predict` runs it
+    laid_out(model, torch.device("cpu"))  # laid out as `menndl predict` runs it
     x, y = task.load("test")
     x, y = x[:args.patterns], y[:args.patterns]
     sets = {"test (simulated)": (x, y), "experimental": task.load("experimental")}

@@ -32,7 +32,7 @@ from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
 from menndl_py.images import Reader, list_items
 from menndl_py.rundir.networks import calibrated, kept_networks, load_network
-from menndl_py.train.device import for_inference, pick_device
+from menndl_py.train.device import laid_out, pick_device
 from menndl_py.train.ensemble import Ensemble
 
 EXIT_SKIPPED = 1
@@ -171,7 +171,7 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
         task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
         outputs, about = (lambda x: task.outputs(model, genome, x)), {"genome": genome.canonical()}
     device = pick_device(share.local_rank)
-    for_inference(model, device)
+    laid_out(model, device)
     if task.predicts in ("table", "images", "structures"):
         skipped = predict_rows(share, task, genome, model, device, inputs, output, run_dir=run_dir,
                                batch_size=batch_size, dataset=dataset, overwrite=overwrite, progress=progress)

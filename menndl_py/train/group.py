@@ -37,6 +37,20 @@ class LocalGroup:
         return [value]
 
 
+class Contiguous:
+    """Horovod's gradient compression slot used to make each gradient contiguous before it is reduced: Horovod takes
+    only contiguous tensors, and a 2-D conv net's weights (and so their gradients) are channels-last on a CPU
+    (`device.laid_out`). A contiguous gradient is passed as it is."""
+
+    @staticmethod
+    def compress(tensor: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return tensor.contiguous(), None
+
+    @staticmethod
+    def decompress(tensor: torch.Tensor, ctx: None) -> torch.Tensor:
+        return tensor
+
+
 class HorovodGroup:
     """Data-parallel training over an MPI sub-communicator. Horovod is initialised once per process."""
 
@@ -48,10 +62,17 @@ class HorovodGroup:
         self.size, self.rank = hvd.size(), hvd.rank()
 
     def broadcast_parameters(self, model: torch.nn.Module) -> None:
-        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        """Rank 0's weights and buffers on every rank (through contiguous copies of channels-last ones)."""
+        state = model.state_dict()
+        sent = {name: tensor.contiguous() for name, tensor in state.items()}
+        self.hvd.broadcast_parameters(sent, root_rank=0)
+        for name, tensor in state.items():
+            if sent[name] is not tensor:
+                tensor.copy_(sent[name])
 
     def distributed_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
-        return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+        return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                             compression=Contiguous)
 
     def step(self, optimizer, scaler: Optional[torch.amp.GradScaler] = None) -> None:
         """One step of the distributed `optimizer` on the group's mean gradients. With fp16's `scaler`, the

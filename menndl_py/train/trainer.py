@@ -31,7 +31,7 @@ from menndl_py.config import FaultConfig
 from menndl_py.errors import CandidateRefused
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Outcome, Status
-from menndl_py.train.device import autocast, autocast_dtype
+from menndl_py.train.device import autocast, autocast_dtype, laid_out
 
 SYNC_EVERY = 8  # steps between the group's agreements on stopping
 T = TypeVar("T")
@@ -221,7 +221,7 @@ class Trainer:
             model.load_state_dict(stage.state["model"])
         elif stage is not None and stage.inherit is not None:
             inherit_weights(model, stage.inherit)
-        return model.to(self.device)
+        return laid_out(model, self.device)
 
     def _optimizer(self, genome: Genome, model: torch.nn.Module, stage: Optional[Stage]) -> torch.optim.Optimizer:
         genes = genome.training

@@ -41,6 +41,48 @@ def identical_weights(data_dir: str) -> None:
             "n_weights": int(w0.size), "same_shard": row0 == row1, "fitness": [fit0, fit1]}), flush=True)
 
 
+def channels_last_group() -> None:
+    """A conv net laid out channels-last trained data-parallel by a HorovodGroup of 2 beside its NCHW twin (rank 1
+    starting from other weights, each rank its own data); rank 0 prints how far the ranks, and the layouts, differ."""
+    import copy
+
+    import torch.nn as nn
+    from mpi4py import MPI
+
+    from menndl_py.train.device import laid_out
+    from menndl_py.train.group import HorovodGroup
+
+    torch.set_num_threads(1)
+    group = HorovodGroup(MPI.COMM_WORLD)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 4))
+    trained = {}
+    for name, model in (("nchw", copy.deepcopy(net)), ("nhwc", laid_out(copy.deepcopy(net), torch.device("cpu")))):
+        if group.rank == 1:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(1.0)
+        group.broadcast_parameters(model)
+        optimizer = group.distributed_optimizer(torch.optim.SGD(model.parameters(), 0.05), model)
+        data = torch.Generator().manual_seed(1 + group.rank)
+        for _ in range(4):
+            loss = model(torch.randn(16, 2, 16, 16, generator=data)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            group.step(optimizer)
+        trained[name] = torch.cat([p.detach().contiguous().flatten() for p in model.parameters()])  # not the
+        # BatchNorm statistics: each rank keeps its own data's
+        trained[name + "_layout"] = model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    everyone = group.gather(trained)
+    if group.rank == 0:
+        print("RESULT " + json.dumps({
+            "ranks": float((everyone[0]["nhwc"] - everyone[1]["nhwc"]).abs().max()),
+            "layouts": float((trained["nhwc"] - trained["nchw"]).abs().max()),
+            "moved": float((trained["nhwc"] - torch.cat([p.detach().flatten() for p in net.parameters()])).abs().max()),
+            "nhwc_is_channels_last": trained["nhwc_layout"]}), flush=True)
+
+
 def one_rank_fails(data_dir: str) -> None:
     """A group of 2 trains one genome again and again, each time with a failure on one rank only (in building, a
     training step, scoring) or none; rank 0 prints the outcome each rank got."""

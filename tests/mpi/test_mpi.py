@@ -27,6 +27,16 @@ def test_both_ranks_of_a_group_hold_identical_weights(elemnet_data_dir, tmp_path
         assert r["fitness"][0] == r["fitness"][1]  # the validation metric is reduced over the group
 
 
+def test_a_group_trains_a_channels_last_conv_net_as_it_trains_nchw(tmp_path):
+    out = mpirun(2, PYTHON, str(HERE / "mpi_scripts.py"), "channels_last_group", timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (result,) = [json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result["nhwc_is_channels_last"]
+    assert result["ranks"] == 0.0  # the broadcast and the averaged gradients reach both ranks' NHWC weights
+    assert result["layouts"] < 1e-4  # the same training as in NCHW, to rounding
+    assert result["moved"] > 1e-3  # ...and it did train
+
+
 def test_search_with_injected_failures_finishes(elemnet_data_dir, tmp_path):
     # Faults are drawn per evaluation id: with seed 1, ids 0-15 hold 4 exceptions, 3 NaNs and 1 time-out.
     config = write_config(tmp_path, elemnet_data_dir, search={"max_evaluations": 16, "seed": 1},

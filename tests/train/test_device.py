@@ -1,5 +1,5 @@
 """A rank's CPU threads: a launcher's binding that would make them share fewer CPUs is said, in one line. A network
-laid out for inference on the CPU: 2-D convolutions channels-last, the same outputs; 3-D ones as they were."""
+laid out on the CPU: 2-D convolutions channels-last, the same outputs; 3-D ones as they were."""
 import copy
 import os
 import subprocess
@@ -8,7 +8,7 @@ import sys
 import torch
 import torch.nn as nn
 
-from menndl_py.train.device import for_inference
+from menndl_py.train.device import laid_out
 
 SET_THREADS = """
 import os, sys
@@ -39,15 +39,15 @@ def test_a_2d_conv_net_runs_channels_last_on_the_cpu_with_the_same_outputs():
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Flatten(), nn.Linear(8 * 8 * 8, 4)).eval()
     x = torch.randn(5, 3, 16, 16)
-    laid_out = for_inference(copy.deepcopy(net), torch.device("cpu"))
-    assert laid_out[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert not laid_out[0].weight.is_contiguous()
+    nhwc = laid_out(copy.deepcopy(net), torch.device("cpu"))
+    assert nhwc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nhwc[0].weight.is_contiguous()
     with torch.no_grad():
-        torch.testing.assert_close(laid_out(x), net(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(nhwc(x), net(x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_3d_conv_net_keeps_its_layout():
     net = nn.Sequential(nn.Conv3d(1, 4, 3), nn.Flatten())
-    for_inference(net, torch.device("cpu"))
+    laid_out(net, torch.device("cpu"))
     assert net[0].weight.is_contiguous()
     assert net(torch.randn(2, 1, 5, 5, 5)).shape == (2, 4 * 27)
