@@ -2,12 +2,12 @@
 """What storing a 2-D conv net's weights channels-last (NHWC) gains on this CPU, in training and inference.
 
 Random networks of a config's search space (and the task's hand-made ones) are built twice, once as PyTorch lays
-them out (NCHW) and once with `model.to(memory_format=torch.channels_last)`, from the same weights. Each trains a
-few steps of its genome's batch size on random inputs of the task's shape (Adam; the loss is the mean square of the
-outputs, whose backward pass costs what any loss's does), and runs inference in batches of 256, the two layouts
-taking turns. Times are this process's CPU seconds on one torch thread (`--threads`), so other users' load does not
-enter them. Prints each network's ratio (NCHW time / channels-last time: above 1 means channels-last is faster) and
-the median. It reports; it does not assert.
+them out (NCHW) and once as training and `menndl predict` lay them out on a CPU (`device.laid_out`: channels-last),
+from the same weights. Each trains a few steps of its genome's batch size on random inputs of the task's shape
+(Adam; the loss is the mean square of the outputs, whose backward pass costs what any loss's does), and runs
+inference in batches of 256, the two layouts taking turns. Times are this process's CPU seconds on one torch
+thread (`--threads`), so other users' load does not enter them. Prints each network's ratio (NCHW time /
+channels-last time: above 1 means channels-last is faster) and the median. It reports; it does not assert.
 
     python benchmarks/channels_last.py configs/ebsd.yaml              # 8 random networks and the hand-made ones
     python benchmarks/channels_last.py configs/stem_defects.yaml --networks 4
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     from menndl_py.commands.common import task_of
     from menndl_py.config import load
     from menndl_py.errors import CandidateRefused
+    from menndl_py.train.device import laid_out
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     rows, ratios = [], {"train": [], "infer": []}
     for name, genome in genomes:
         nchw = full.build(genome)
-        nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+        nhwc = laid_out(copy.deepcopy(nchw), torch.device("cpu"))
         batch = torch.randn(genome.training.get("batch_size", 32), *space.input_shape)
         many = torch.randn(INFER_BATCH, *space.input_shape)
         times = {}
