@@ -11,6 +11,13 @@ orientation is free of jumps anyway (the quotient of SO(3) by the group has no c
 makes the symmetry minimum one batched product with 24 constants, is what EBSD software stores, and its angle is
 exact in a few operations.
 
+The alternative target, the cubic tensor (`cubic_tensor`, 15 numbers): the sum of r⊗r⊗r⊗r over the crystal's three
+cube axes r in the sample frame. The cubic symmetries only permute those axes and flip their signs, so every
+equivalent of an orientation has the same tensor, and different orientations have different ones: a target with
+no symmetry left to take a minimum over, which a network's last layer can reach linearly, trained with the squared
+distance (`tensor_loss`). A network's tensor is read back as the orientation whose tensor lies nearest it
+(`tensor_orientations`: the nearest of a grid over the fundamental zone, refined by Gauss-Newton steps).
+
 Loss: the disorientation angle itself (radians, so the training minimises the fitness, the mean angle). For each
 symmetry equivalent e = s·q_t of the truth, the relative rotation r = conj(e)·q_p has angle 2·atan2(|r_v|, |r_w|);
 this is accurate in float32 to well under 1e-4°, where 2·acos(|<q_p, e>|) loses ~0.03° near 0 and has an infinite
@@ -22,6 +29,7 @@ fundamental zone (a set of measure zero), where both sides give the same angle.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -29,6 +37,10 @@ import torch.nn.functional as F
 
 SMOOTHING = 1e-7  # ε of the smoothed |r_v|, radians of half-angle
 THRESHOLDS = (1.0, 2.0, 5.0)  # degrees: the shares of disorientations under these are reported
+TENSOR_INDICES = tuple((a, b, c, d) for a in range(3) for b in range(a, 3) for c in range(b, 3) for d in range(c, 3))
+GRID_DEGREES = 10.0  # the grid `tensor_orientations` starts from...
+REFINE_STEPS = 6     # ...then this many Gauss-Newton steps, with slopes by differences of DIFFERENCE radians
+DIFFERENCE = 1e-4
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,6 +73,78 @@ def disorientation(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def disorientation_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The training loss: the mean disorientation angle in radians."""
     return disorientation(output, target).mean()
+
+
+def cubic_tensor(quaternions: torch.Tensor) -> torch.Tensor:
+    """The cubic tensors (N × 15) of unit quaternions (N × 4): the distinct components of Σ_i r_i⊗r_i⊗r_i⊗r_i over
+    the rows r_i of the rotation matrix (the cube axes), each times the square root of how often it occurs in the
+    full tensor, so that the Euclidean distance between two is the Frobenius distance of the tensors."""
+    w, x, y, z = F.normalize(quaternions, dim=-1).unbind(-1)
+    rows = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).unflatten(-1, (3, 3))
+    return rows[..., _tensor_index()].prod(-1).sum(-2) * _tensor_weights().to(rows)  # over the 3 axes
+
+
+def tensor_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loss of the tensor target: the mean squared distance between network outputs (N × 15) and the
+    cubic tensors of the true unit quaternions (N × 4); zero for every symmetry equivalent of the truth."""
+    return (output - cubic_tensor(target.to(output.dtype))).square().sum(-1).mean()
+
+
+@torch.no_grad()
+def tensor_orientations(tensors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(unit quaternions N × 4, misfits N) read from network outputs (N × 15): for each, the orientation whose
+    cubic tensor lies nearest it, and that distance (0 for an exact tensor). The nearest of a GRID_DEGREES grid
+    over the fundamental zone, then REFINE_STEPS Gauss-Newton steps (small turns about the three axes, each kept
+    only if it comes nearer): within 1e-5° for an exact tensor. Outputs with a non-finite value give NaN, as a
+    diverged network's quaternion does."""
+    tensors = tensors.detach().double().cpu()
+    finite = torch.isfinite(tensors).all(-1)
+    tensors = torch.where(finite[:, None], tensors, 0.0)
+    grid, grid_tensors = _grid()
+    q = grid[torch.cdist(tensors, grid_tensors).argmin(1)]
+    axes = torch.eye(3, dtype=torch.float64)
+    nudges = _turn(DIFFERENCE * axes)[None]
+    for _ in range(REFINE_STEPS):
+        here = cubic_tensor(q)
+        slopes = (cubic_tensor(_product(q[:, None], nudges)) - here[:, None]) / DIFFERENCE  # N × 3 × 15
+        residual = tensors - here
+        step = torch.linalg.solve(slopes @ slopes.transpose(1, 2) + 1e-12 * axes, slopes @ residual[..., None])
+        moved = F.normalize(_product(q, _turn(step[..., 0])), dim=-1)
+        nearer = (cubic_tensor(moved) - tensors).norm(dim=-1) < residual.norm(dim=-1)
+        q = torch.where(nearer[:, None], moved, q)
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    misfit = (cubic_tensor(q) - tensors).norm(dim=-1)
+    return torch.where(finite[:, None], q, nan).numpy(), torch.where(finite, misfit, nan).numpy()
+
+
+def _turn(vectors: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions of rotation vectors (… × 3, radians)."""
+    angle = vectors.norm(dim=-1, keepdim=True)
+    return torch.cat([torch.cos(angle / 2), torch.sin(angle / 2) * vectors / angle.clamp_min(1e-300)], -1)
+
+
+@functools.lru_cache(maxsize=1)
+def _grid() -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit quaternions every GRID_DEGREES over the cubic fundamental zone (orix), and their cubic tensors."""
+    from orix.quaternion import symmetry
+    from orix.sampling import get_sample_fundamental
+
+    grid = torch.from_numpy(get_sample_fundamental(resolution=GRID_DEGREES, point_group=symmetry.O).data.copy())
+    return grid, cubic_tensor(grid)
+
+
+@functools.lru_cache(maxsize=1)
+def _tensor_index() -> torch.Tensor:
+    return torch.tensor(TENSOR_INDICES)
+
+
+@functools.lru_cache(maxsize=1)
+def _tensor_weights() -> torch.Tensor:
+    """√(how many index orders each of TENSOR_INDICES stands for in the full 3×3×3×3 tensor)."""
+    return torch.tensor([math.sqrt(math.factorial(4) / math.prod(math.factorial(i.count(v)) for v in set(i)))
+                         for i in TENSOR_INDICES], dtype=torch.float64)
 
 
 def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -92,3 +92,45 @@ def test_a_prediction_of_length_zero_or_not_finite_has_no_disorientation():
     truth = np.array([[1.0, 0, 0, 0]] * 3)
     angles = disorientation_degrees(np.array([[0.0, 0, 0, 0], [np.nan, 0, 0, 1], [2.0, 0, 0, 0]]), truth)
     assert np.isnan(angles[:2]).all() and angles[2] == pytest.approx(0, abs=1e-9)
+
+
+# -- the cubic tensor target ------------------------------------------------------------------------------
+
+def test_every_equivalent_of_an_orientation_has_one_cubic_tensor_and_others_have_other_tensors():
+    truth = random_quaternions(50, rng())
+    tensor = orientation.cubic_tensor(torch.tensor(truth))
+    assert tensor.shape == (50, 15)
+    for k in range(24):
+        for sign in (1, -1):
+            equivalent = sign * (Rotation(cubic_symmetry()[k]) * Rotation(truth)).data
+            assert (orientation.cubic_tensor(torch.tensor(equivalent)) - tensor).abs().max() < 1e-12
+    others = random_quaternions(50, rng(5))
+    apart = (orientation.cubic_tensor(torch.tensor(others)) - tensor).norm(dim=1).numpy()
+    assert np.all(apart > 0.01 * disorientation_degrees(others, truth))  # far in angle, far in tensor
+
+
+def test_the_tensor_distance_is_the_frobenius_distance_of_the_full_tensors():
+    a, b = random_quaternions(2, rng(3))
+
+    def full(q):
+        r = Rotation(q).to_matrix()[0]
+        return np.einsum("ia,ib,ic,id->abcd", r, r, r, r)
+
+    got = (orientation.cubic_tensor(torch.tensor(a[None])) - orientation.cubic_tensor(torch.tensor(b[None]))).norm()
+    assert got.item() == pytest.approx(np.linalg.norm(full(a) - full(b)), rel=1e-12)
+
+
+def test_the_tensor_loss_is_zero_at_the_truth_and_grows_with_the_disorientation():
+    truth = random_quaternions(200, rng())
+    losses = [orientation.tensor_loss(orientation.cubic_tensor(torch.tensor(turned(truth, d))),
+                                      torch.tensor(truth)).item() for d in (0, 1, 2, 5, 10, 20)]
+    assert losses[0] < 1e-24 and all(a < b for a, b in zip(losses, losses[1:]))
+
+
+def test_an_exact_tensor_is_read_back_as_its_orientation_to_1e_5_degrees():
+    truth = random_quaternions(500, rng(2))
+    found, misfit = orientation.tensor_orientations(orientation.cubic_tensor(torch.tensor(truth)))
+    assert found.shape == (500, 4) and disorientation_degrees(found, truth).max() < 1e-5
+    assert misfit.max() < 1e-6
+    torn = (orientation.cubic_tensor(torch.tensor(truth)) + orientation.cubic_tensor(torch.tensor(turned(truth, 30))))
+    assert np.median(orientation.tensor_orientations(torn / 2)[1]) > 100 * misfit.max()  # between two: no orientation

@@ -15,7 +15,7 @@ from menndl_py.errors import UserError
 from menndl_py.physics import ebsd
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.physics.ebsd_dictionary import Dictionary
-from menndl_py.physics.orientation import disorientation_degrees, summary
+from menndl_py.physics.orientation import cubic_tensor, disorientation_degrees, summary
 from menndl_py.tasks import make_task
 from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.ebsd.task import BIN_DEGREES, BINS, median_of
@@ -32,6 +32,12 @@ def task(tmp_path_factory):
     return made
 
 
+@pytest.fixture(scope="module")
+def quaternion_task(task):
+    """The task with the quaternion target, on the same data."""
+    return make_task("ebsd", {**TINY, "target": "quaternion"}, task.data_dir)
+
+
 def near(q: np.ndarray, degrees: float, rng: np.random.Generator) -> np.ndarray:
     """q turned by `degrees` about random axes."""
     axes = rng.standard_normal((len(q), 3))
@@ -42,7 +48,8 @@ def near(q: np.ndarray, degrees: float, rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([w1 * w2 - (v1 * v2).sum(1, keepdims=True), w1 * v2 + w2 * v1 + np.cross(v1, v2)])
 
 
-def test_metrics_from_sums_over_batches_equal_the_direct_computation(task):
+def test_metrics_from_sums_over_batches_equal_the_direct_computation(quaternion_task):
+    task = quaternion_task
     rng = np.random.default_rng(0)
     truth = ebsd.random_quaternions(500, rng)
     predicted = near(truth, 1, rng) * rng.uniform(0.5, 2, (500, 1))  # unnormalised, about 1° off, some far
@@ -66,9 +73,29 @@ def test_the_histogram_median_lies_within_a_bin_of_the_median():
     assert np.isnan(median_of(np.zeros(BINS)))
 
 
-def test_a_zero_output_gives_a_nan_mean_not_a_crash(task):
+def test_the_tensor_target_scores_the_orientations_its_outputs_stand_for(task, quaternion_task):
+    rng = np.random.default_rng(0)
+    truth = ebsd.random_quaternions(300, rng)
+    predicted = near(truth, 2, rng)
+    got = task.metrics(task.metric_sums(cubic_tensor(torch.from_numpy(predicted)), torch.from_numpy(truth)))
+    exact = summary(disorientation_degrees(predicted, truth))
+    assert got["mean_disorientation"] == pytest.approx(exact["mean_disorientation"], abs=0.01)
+    assert task.loss(cubic_tensor(torch.from_numpy(truth)), torch.from_numpy(truth)).item() < 1e-12
+    assert task.ensembled == "mean" and not quaternion_task.ensembled  # tensors average, quaternions do not
+
+
+def test_a_zero_output_gives_a_nan_mean_not_a_crash(quaternion_task):
+    task = quaternion_task
     sums = task.metric_sums(torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 0]] * 2))
     assert np.isnan(task.metrics(sums)["mean_disorientation"])
+
+
+def test_a_non_finite_tensor_gives_a_nan_mean_and_nan_columns(task):
+    output = cubic_tensor(torch.tensor([[1.0, 0, 0, 0]] * 2))
+    output[1, 3] = float("nan")
+    assert np.isnan(task.metrics(task.metric_sums(output, torch.tensor([[1.0, 0, 0, 0]] * 2)))["mean_disorientation"])
+    columns = task.output_columns(output)
+    assert np.isnan(columns["q_w"][1]) and np.isnan(columns["misfit"][1]) and columns["q_w"][0] == pytest.approx(1)
 
 
 def test_shards_split_the_rows_and_the_experimental_patterns_load(task):
@@ -148,8 +175,8 @@ def test_jha_et_al_s_network_lies_in_the_space(task):
     assert params <= space.max_params
     model = space.build(genome)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 8
-    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [1024, 256, 128, 32, 4]
-    assert model(torch.zeros(2, 1, 60, 60)).shape == (2, 4)
+    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [1024, 256, 128, 32, 15]
+    assert model(torch.zeros(2, 1, 60, 60)).shape == (2, 15)  # the cubic tensor
     assert task.network_io(genome)["input"]["shape"] == [None, 1, 60, 60]
 
 
@@ -185,17 +212,26 @@ def test_predict_removes_the_dynamic_background_of_raw_integer_patterns(task):
     assert abs(np.corrcoef(columns, np.arange(60))[0, 1]) < 0.5 < np.corrcoef(ramp.mean(axis=0), np.arange(60))[0, 1]
 
 
-def test_output_columns_give_the_orientation_in_the_fundamental_zone_and_the_output_length(task):
+def test_output_columns_give_the_orientation_in_the_fundamental_zone_and_the_output_length(quaternion_task):
     from orix.quaternion import Orientation, symmetry
 
     q = ebsd.random_quaternions(5, np.random.default_rng(2))
-    columns = task.output_columns(torch.from_numpy(2.5 * q))
+    columns = quaternion_task.output_columns(torch.from_numpy(2.5 * q))
     found = np.column_stack([columns[f"q_{c}"] for c in "wxyz"])
     assert disorientation_degrees(found, q).max() < 1e-6 and (found[:, 0] >= 0).all()
     np.testing.assert_allclose(columns["confidence"], 2.5)
     reduced = Orientation(q, symmetry=symmetry.O).reduce()
     euler = np.column_stack([columns[f"euler_{n}_deg"] for n in ("phi1", "Phi", "phi2")])
     np.testing.assert_allclose(euler, reduced.to_euler(degrees=True), atol=1e-6)
+
+
+def test_output_columns_of_the_tensor_target_give_the_orientation_and_its_misfit(task):
+    q = ebsd.random_quaternions(5, np.random.default_rng(2))
+    tensors = cubic_tensor(torch.from_numpy(q))
+    columns = task.output_columns(torch.cat([tensors, (tensors[:1] + tensors[1:2]) / 2]))
+    found = np.column_stack([columns[f"q_{c}"] for c in "wxyz"])
+    assert disorientation_degrees(found[:5], q).max() < 0.01 and (found[:, 0] >= 0).all()
+    assert columns["misfit"][:5].max() < 1e-3 < columns["misfit"][5] and "confidence" not in columns
 
 
 def test_a_short_search_in_one_process_then_predict(tmp_path):
@@ -211,7 +247,7 @@ def test_a_short_search_in_one_process_then_predict(tmp_path):
     found = menndl("predict", "runs/ebsd-tiny", "stack.h5", "--output", "map.csv", "--no-progress", cwd=tmp_path)
     assert found.returncode == 1 and "the network takes 60×60" in found.stderr
     lines = (tmp_path / "map.csv").read_text().splitlines()
-    assert len(lines) == 11 and "euler_phi1_deg" in lines[0] and "confidence" in lines[0]
+    assert len(lines) == 11 and "euler_phi1_deg" in lines[0] and "misfit" in lines[0]
 
 
 @pytest.mark.slow

@@ -1,14 +1,17 @@
 """EBSD orientation indexing (Jha et al., Microsc. Microanal. 24, 497 (2018)): a 2-D conv net reads an electron
-backscatter diffraction pattern of nickel and gives the crystal orientation as a quaternion.
+backscatter diffraction pattern of nickel and gives the crystal orientation: as its cubic tensor (15 numbers, the
+default `target`) or as a quaternion.
 
 Data: `tasks/ebsd/data.py` (simulated patterns of random orientations, background-corrected and standardised as
 users correct theirs; kikuchipy's 9 experimental nickel patterns beside them). The network takes the patterns as
 stored, each with zero mean and unit standard deviation (`CORRECTED`); `menndl predict` standardises each pattern it
-reads, which leaves a corrected pattern as it is. Loss: the differentiable disorientation under cubic symmetry
-(`physics/orientation.py`). Fitness: the mean disorientation in degrees, exact (orix), with the median and the
-shares under 1°, 2° and 5°; every trained network is also scored on the experimental patterns
-(`experimental_<metric>`, when the detector is theirs: 60 × 60 px). Baselines: Jha et al.'s network as near as the
-space allows, and dictionary indexing with kikuchipy (`physics/ebsd_dictionary.py`).
+reads, which leaves a corrected pattern as it is. Loss (`physics/orientation.py`): for the tensor, the squared
+distance to the truth's; for the quaternion, the differentiable disorientation under cubic symmetry. The tensor is
+the default: the same networks leave the chance plateau sooner with it (`configs/ebsd.yaml`'s header). Fitness: the
+mean disorientation in degrees, exact (orix), with the median and the shares under 1°, 2° and 5°; every trained
+network is also scored on the experimental patterns (`experimental_<metric>`, when the detector is theirs: 60 × 60
+px). Baselines: Jha et al.'s network as near as the space allows, and dictionary indexing with kikuchipy
+(`physics/ebsd_dictionary.py`).
 """
 from __future__ import annotations
 
@@ -29,7 +32,14 @@ from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_tr
 from menndl_py.images import single_channel
 from menndl_py.physics.ebsd import EbsdSettings, correct_background
 from menndl_py.physics.ebsd_dictionary import Dictionary
-from menndl_py.physics.orientation import THRESHOLDS, disorientation_degrees, disorientation_loss
+from menndl_py.physics.orientation import (
+    TENSOR_INDICES,
+    THRESHOLDS,
+    disorientation_degrees,
+    disorientation_loss,
+    tensor_loss,
+    tensor_orientations,
+)
 from menndl_py.records import Outcome, Status
 from menndl_py.tasks.base import SkipImage, Task, check_counts, settings_option
 from menndl_py.tasks.ebsd import data as ebsd_data
@@ -44,6 +54,14 @@ CORRECTED = ("background-corrected patterns (the static background subtracted, t
              "kikuchipy's remove_static_background and remove_dynamic_background), each standardised to zero mean "
              "and unit standard deviation over its pixels, float32")
 
+OUTPUT_WORDS = {
+    "tensor": "15 numbers: the orientation's cubic tensor, the distinct components of the sum of r⊗r⊗r⊗r over the "
+              "crystal's cube axes r (the rows of the rotation matrix, orix's convention: sample to crystal frame), "
+              "each times the square root of its multiplicity (menndl_py.physics.orientation.cubic_tensor); the "
+              "orientation is the one whose tensor lies nearest (tensor_orientations)",
+    "quaternion": "4 numbers: the orientation as a quaternion (w, x, y, z) once divided by its length, orix's "
+                  "convention (sample to crystal frame); any of its 24 cubic symmetry equivalents may come out"}
+
 
 @dataclass(frozen=True)
 class EbsdOptions:
@@ -54,6 +72,7 @@ class EbsdOptions:
     simulator: dict = setting(factory=dict)  # EbsdSettings fields: pattern_height, pattern_width, pcx, counts, ...
     dictionary_resolution: float = setting(3.0, min=0.5, max=30.0)  # degrees between dictionary orientations
     dictionary_refine: bool = setting(False)  # refine the dictionary's orientations (about 0.2 s per pattern)
+    target: str = setting("tensor", choices=("tensor", "quaternion"))  # what the network outputs
 
 
 class EbsdTask(Task):
@@ -67,14 +86,16 @@ class EbsdTask(Task):
     parallel_data = True
     Options = EbsdOptions
     predicts = "images"
-    not_ensembled = ("an orientation's four outputs stand for the same one up to their sign and the 24 cubic "
-                     "symmetries, so their average is no average orientation")
+    not_ensembled = ("with target: quaternion, an orientation's four outputs stand for the same one up to their "
+                     "sign and the 24 cubic symmetries, so their average is no average orientation")
     latency_per = (1.0, "pattern")
     result_metrics = tuple(f"{EXPERIMENTAL}_{m}" for m in metric_names)
 
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
         self.settings = settings_option("simulator", self.options.simulator, EbsdSettings)
+        self.tensor = self.options.target == "tensor"
+        self.ensembled = "mean" if self.tensor else ""  # tensors average; quaternions do not
 
     # -- data ----------------------------------------------------------------------------------------
     @property
@@ -131,17 +152,30 @@ class EbsdTask(Task):
         return SearchSpace(
             layer_genes=convnet_genes(dense=(0, 32, 64, 128, 256, 512, 1024)),
             training_genes=convnet_training(batch_sizes=(16, 32, 64, 128)),
-            depth=(1, 6), network=ConvNet(dims=2, outputs=4), input_shape=(1, *self.settings.shape),
+            depth=(1, 6), network=ConvNet(dims=2, outputs=len(TENSOR_INDICES) if self.tensor else 4),
+            input_shape=(1, *self.settings.shape),
             max_params=4_000_000)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return disorientation_loss(prediction, target)
+        return (tensor_loss if self.tensor else disorientation_loss)(prediction, target)
+
+    def orientations(self, prediction: torch.Tensor) -> np.ndarray:
+        """The orientations (N × 4 quaternions, float64; not normalised for the quaternion target) that network
+        outputs stand for."""
+        if self.tensor:
+            return tensor_orientations(prediction)[0]
+        return prediction.detach().double().cpu().numpy()
 
     def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Σ disorientation (degrees, orix), the count, the counts under 1°, 2° and 5°, then the histogram of
-        disorientations in BINS bins of BIN_DEGREES (the last also holds anything above MAX_DEGREES, and a
-        prediction of length 0, whose angle is NaN and makes the mean NaN)."""
-        degrees = disorientation_degrees(prediction.detach().double().cpu().numpy(), target.double().cpu().numpy())
+        """`orientation_sums` of the orientations network outputs stand for."""
+        return self.orientation_sums(self.orientations(prediction), target)
+
+    @staticmethod
+    def orientation_sums(found: np.ndarray, target: torch.Tensor) -> torch.Tensor:
+        """Σ disorientation (degrees, orix) of orientations found (N × 4 quaternions), the count, the counts under
+        1°, 2° and 5°, then the histogram of disorientations in BINS bins of BIN_DEGREES (the last also holds
+        anything above MAX_DEGREES, and a quaternion of length 0, whose angle is NaN and makes the mean NaN)."""
+        degrees = disorientation_degrees(found, target.double().cpu().numpy())
         bins = np.clip(np.nan_to_num(degrees / BIN_DEGREES, nan=BINS - 1), 0, BINS - 1).astype(np.int64)
         head = [degrees.sum(), len(degrees), *((degrees < t).sum() for t in THRESHOLDS)]
         return torch.from_numpy(np.concatenate([np.asarray(head, np.float64),
@@ -201,7 +235,7 @@ class EbsdTask(Task):
             found, _ = dictionary.index(x[:, 0], refine=o.dictionary_refine)
             seconds += time.perf_counter() - started
             patterns += len(x)
-            sums = self.metric_sums(torch.from_numpy(found), torch.as_tensor(y))
+            sums = self.orientation_sums(found, torch.as_tensor(y))
             row.update({f"{split}_{k}": v for k, v in self.metrics(sums).items()})
         row["seconds_per_pattern"] = seconds / patterns
         name = (f"dictionary indexing ({o.dictionary_resolution:g}°, {len(dictionary):,} patterns"
@@ -213,9 +247,7 @@ class EbsdTask(Task):
         h, w = self.settings.shape
         return {"input": {"shape": [None, 1, h, w], "normalisation": f"{CORRECTED}; {h}×{w} px, the detector "
                                                                      f"of the training data"},
-                "output": {"values": "4 numbers: the orientation as a quaternion (w, x, y, z) once divided by its "
-                                     "length, orix's convention (sample to crystal frame); any of its 24 cubic "
-                                     "symmetry equivalents may come out"}}
+                "output": {"values": OUTPUT_WORDS[self.options.target]}}
 
     # -- batch inference -----------------------------------------------------------------------------
     def prepare_image(self, image: np.ndarray, genome: Genome) -> np.ndarray:
@@ -233,21 +265,27 @@ class EbsdTask(Task):
 
     def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
         """The orientation in the cubic fundamental zone as a quaternion (orix's convention, w >= 0) and as Bunge
-        Euler angles (degrees), and the confidence: the length of the network's 4 outputs before they are
-        normalised. The loss does not depend on that length, so it is no probability; a short output lies near
-        the origin, where a small change turns the orientation far (Shen et al., Acta Mater. 170, 118 (2019),
-        found the quaternion norm a strong indicator of a prediction's reliability)."""
+        Euler angles (degrees), and how far to trust it. Tensor target: `misfit`, the distance between the outputs
+        and the nearest orientation's tensor (0 for an exact one; a network torn between orientations gives one
+        that is no orientation's). Quaternion target: `confidence`, the length of the 4 outputs before they are
+        normalised; the loss does not depend on it, so it is no probability, but a short output lies near the
+        origin, where a small change turns the orientation far (Shen et al., Acta Mater. 170, 118 (2019), found
+        the quaternion norm a strong indicator of a prediction's reliability)."""
         from orix.quaternion import Orientation, symmetry
 
-        raw = output.detach().double().cpu().numpy()
-        length = np.linalg.norm(raw, axis=1)
-        reduced = Orientation(raw / np.maximum(length, 1e-12)[:, None], symmetry=symmetry.O).reduce()
+        if self.tensor:
+            found, trust = tensor_orientations(output)
+        else:
+            found = output.detach().double().cpu().numpy()
+            trust = np.linalg.norm(found, axis=1)
+            found = found / np.maximum(trust, 1e-12)[:, None]
+        reduced = Orientation(found, symmetry=symmetry.O).reduce()
         q = reduced.data
         q = np.where(q[:, :1] < 0, -q, q)
         euler = reduced.to_euler(degrees=True)
         columns = {f"q_{c}": q[:, i] for i, c in enumerate("wxyz")}
         columns.update({f"euler_{name}_deg": euler[:, i] for i, name in enumerate(("phi1", "Phi", "phi2"))})
-        columns["confidence"] = length
+        columns["misfit" if self.tensor else "confidence"] = trust
         return columns
 
 
