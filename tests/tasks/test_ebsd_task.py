@@ -20,7 +20,7 @@ from menndl_py.tasks import make_task
 from menndl_py.tasks.base import SkipImage
 from menndl_py.tasks.ebsd.task import BIN_DEGREES, BINS, median_of
 
-TINY = {"train_size": 70, "val_size": 5, "test_size": 4, "dictionary_resolution": 15.0}
+TINY = {"train_size": 70, "val_size": 5, "test_size": 4, "dictionary_resolution": 15.0, "target": "tensor"}
 TINY_CONFIG = Path(__file__).parents[2] / "configs" / "ebsd-tiny.yaml"
 
 
@@ -82,6 +82,7 @@ def test_the_tensor_target_scores_the_orientations_its_outputs_stand_for(task, q
     assert got["mean_disorientation"] == pytest.approx(exact["mean_disorientation"], abs=0.01)
     assert task.loss(cubic_tensor(torch.from_numpy(truth)), torch.from_numpy(truth)).item() < 1e-12
     assert task.ensembled == "mean" and not quaternion_task.ensembled  # tensors average, quaternions do not
+    assert not make_task("ebsd", {}, task.data_dir).tensor  # runs made before the tensor load as they were
 
 
 def test_a_zero_output_gives_a_nan_mean_not_a_crash(quaternion_task):
