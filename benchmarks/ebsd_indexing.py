@@ -37,7 +37,7 @@ def network_orientations(task, model, patterns) -> tuple:
     with torch.no_grad():
         out = torch.cat([model(torch.as_tensor(patterns[i:i + BATCH])) for i in range(0, len(patterns), BATCH)])
     ran = time.process_time()
-    found = task.orientations(out)
+    found = task.orientations(out)[0]
     return found, ran - started, time.process_time() - ran
 
 

@@ -161,16 +161,18 @@ class EbsdTask(Task):
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (tensor_loss if self.tensor else disorientation_loss)(prediction, target)
 
-    def orientations(self, prediction: torch.Tensor) -> np.ndarray:
-        """The orientations (N × 4 quaternions, float64; not normalised for the quaternion target) that network
-        outputs stand for."""
+    def orientations(self, prediction: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The orientations network outputs stand for (N × 4 unit quaternions, float64; NaN or 0 where the outputs
+        stand for none) and how far to trust each: the tensor's misfit, or the quaternion's length."""
         if self.tensor:
-            return tensor_orientations(prediction)[0]
-        return prediction.detach().double().cpu().numpy()
+            return tensor_orientations(prediction)
+        found = prediction.detach().double().cpu().numpy()
+        length = np.linalg.norm(found, axis=1)
+        return found / np.maximum(length, 1e-12)[:, None], length
 
     def metric_sums(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """`orientation_sums` of the orientations network outputs stand for."""
-        return self.orientation_sums(self.orientations(prediction), target)
+        return self.orientation_sums(self.orientations(prediction)[0], target)
 
     @staticmethod
     def orientation_sums(found: np.ndarray, target: torch.Tensor) -> torch.Tensor:
@@ -275,12 +277,7 @@ class EbsdTask(Task):
         the quaternion norm a strong indicator of a prediction's reliability)."""
         from orix.quaternion import Orientation, symmetry
 
-        if self.tensor:
-            found, trust = tensor_orientations(output)
-        else:
-            found = output.detach().double().cpu().numpy()
-            trust = np.linalg.norm(found, axis=1)
-            found = found / np.maximum(trust, 1e-12)[:, None]
+        found, trust = self.orientations(output)
         reduced = Orientation(found, symmetry=symmetry.O).reduce()
         q = reduced.data
         q = np.where(q[:, :1] < 0, -q, q)
