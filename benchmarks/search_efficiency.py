@@ -26,7 +26,7 @@ the rung ranking (Spearman of each rung's MAE with the top rung's, over every ge
 ends at least as good as every peer (medians).
 
     python benchmarks/search_efficiency.py            # 5 seeds (10 for the ablation) x 120 CPU-s: about 40 min
-    python benchmarks/search_efficiency.py --quick    # 2 seeds x 8 CPU-s, tiny data: about 2 min
+    python benchmarks/search_efficiency.py --quick    # 2 seeds x 4 CPU-s, tiny data: about 2 min
 """
 from __future__ import annotations
 
@@ -369,12 +369,12 @@ def plot(fig: dict, path: Path, title: str) -> None:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="2 seeds x 8 CPU-s, tiny data")
+    p.add_argument("--quick", action="store_true", help="2 seeds x 4 CPU-s, tiny data")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 5; --quick 2)")
     p.add_argument("--ablation-seeds", type=int, default=None,
                    help="seeds for menndl with and without the surrogate (default 10; --quick 2)")
     p.add_argument("--compute", type=float, default=None,
-                   help="training CPU-seconds per run (default 120; --quick 8)")
+                   help="training CPU-seconds per run (default 120; --quick 4)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
                    help=f"among: {', '.join(METHODS)} (default all)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
@@ -392,7 +392,7 @@ def main(argv=None) -> dict:
     ablation_seeds = max(seeds, args.ablation_seeds or (2 if args.quick else 10))
     settings = {"data_dir": data_dir(args.data_dir), "train_size": 1000 if args.quick else 4000,
                 "val_size": 500 if args.quick else 2000, "budgets": [1, 3, 9], "eta": 3, "population": 8,
-                "compute": args.compute or (8.0 if args.quick else 120.0),
+                "compute": args.compute or (4.0 if args.quick else 120.0),
                 "space": {"depth": [1, 4] if args.quick else [1, 8], "width": [16, 32, 64, 128, 256]}}
     out = Path(args.out)
     trained_by = {k: v for k, v in settings.items() if k not in ("data_dir", "compute", "population")}
