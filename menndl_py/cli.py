@@ -202,10 +202,12 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("--epochs", type=int, default=10_000, help="at most this many epochs")
     retrain.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                          help="the learning rate falls to 0 along the budget (cosine, default) or stays (constant)")
-    retrain.add_argument("--network", metavar="ID", help="a Pareto front member's id (default: the best network)")
+    retrain.add_argument("--network", metavar="ID", help="the id of another of the run's evaluations (default: the "
+                                                         "best network)")
     retrain.add_argument("--warm-start", action="store_true",
                          help="start from the network's trained weights (a fresh optimizer), not from scratch: "
-                              "to train it on for longer, or on the run's data after its task settings changed")
+                              "to train it on for longer, or on the run's data after its task settings changed (an "
+                              "evaluation's: its kept training state's, states/ID.pt)")
     retrain.set_defaults(func=cmd_retrain)
 
     predict = sub.add_parser("predict", help="run a run's best network over a table or images (shards over MPI "

@@ -6,11 +6,13 @@ of the node's cores unless `cluster.threads_per_rank` says otherwise), calibrate
 STEM task's detection thresholds), scores it on the validation and test splits with that calibration, and saves it
 as the run's retrained network (with its metrics and calibration), which `menndl predict` then prefers to the
 search's best. Launched on several ranks (`srun -n 4 menndl retrain RUN`), they train it together, data-parallel
-with Horovod like a search's worker group, and rank 0 scores and writes it. With several objectives, `--network ID`
-retrains a member of the Pareto front (pareto/ID/) instead.
+with Horovod like a search's worker group, and rank 0 scores and writes it. `--network ID` retrains another of the
+run's evaluations instead: a Pareto front or ensemble member (pareto/ID/, ensemble/ID/), or any other candidate
+(its genome from results.csv).
 `--warm-start` starts from the network's trained weights with a fresh optimizer (the learning rate from its gene,
 on the schedule along the new budget): to train a network on where a search left it, or on the run's data after
-the task's settings changed (the data file follows the run's config).
+the task's settings changed (the data file follows the run's config). For a candidate that is not kept whole,
+those are the weights of its kept training state (states/ID.pt: a candidate the search might still have promoted).
 """
 from __future__ import annotations
 
@@ -22,24 +24,41 @@ from menndl_py.commands.common import describe, ensure_data, group_words, launch
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import make_trainer
 from menndl_py.errors import UserError
+from menndl_py.genome import Genome, SearchSpace
 from menndl_py.records import Status, better
 from menndl_py.rundir import RunDir
 from menndl_py.rundir.layout import GENOME
-from menndl_py.rundir.networks import load_network, read_genome, read_record, save_network
+from menndl_py.rundir.networks import evaluated, kept_weights, load_network, read_genome, read_record, save_network
 from menndl_py.train.trainer import Stage, score_split
+
+
+def starting_point(run: RunDir, network: Optional[str], space: SearchSpace,
+                   warm_start: bool) -> tuple[Genome, Optional[dict], str, dict]:
+    """(genome, the weights to start from (None: from scratch), its name, the search's record of it) of the best
+    network (`network` None) or of evaluation `network`: kept whole, or else from results.csv and states/."""
+    if network is not None and not network.isdigit():
+        raise UserError(f"--network: must be the id of one of the run's evaluations, got {network!r}")
+    if network is None or run.keeps(network):
+        source = run.best if network is None else run.network_named(network)
+        if not (source / GENOME).is_file():
+            raise UserError(f"{source / GENOME}: missing; the run has no best network yet")
+        if warm_start:
+            genome, model, record = load_network(source, space)
+            return genome, model.state_dict(), source.name, record
+        return read_genome(source), None, source.name, read_record(source)
+    genome, record = evaluated(run, int(network))
+    weights = kept_weights(run, int(network)) if warm_start else None
+    if warm_start and weights is None:
+        raise UserError(f"--warm-start: {run.path} keeps no weights of network {network} (not a front or ensemble "
+                        f"member, no {run.states.name}/{network}.pt); without --warm-start it trains from scratch")
+    return genome, weights, network, record
 
 
 def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine", network: Optional[str] = None,
             warm_start: bool = False) -> dict:
-    """Train `cfg.run_dir`'s best genome (or the Pareto front member `network`'s) for `budget` seconds or `epochs`
+    """Train `cfg.run_dir`'s best genome (or evaluation `network`'s) for `budget` seconds or `epochs`
     epochs, the learning rate on `lr_schedule`, from scratch or (`warm_start`) from its trained weights, on every
     rank this command was launched on; returns the record written beside the network (on rank 0; {} elsewhere)."""
-    run = RunDir(cfg.run_dir)
-    if network is not None and not network.isdigit():
-        raise UserError(f"--network: must be the id of a Pareto front member, got {network!r}")
-    source = run.best if network is None else run.network_named(network)
-    if not (source / GENOME).is_file():
-        raise UserError(f"{source / GENOME}: missing; the run has no best network yet")
     if not budget > 0:
         raise UserError(f"--budget: must be > 0 seconds, got {budget!r}")
     if epochs < 1:
@@ -48,14 +67,13 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
         cfg, training=dataclasses.replace(cfg.training, time_budget=budget, epochs=epochs, lr_schedule=lr_schedule),
         cluster=dataclasses.replace(cfg.cluster, candidate_timeout=max(cfg.cluster.candidate_timeout, 2 * budget)))
     task = task_of(cfg)
+    run = RunDir(cfg.run_dir)
+    genome, weights, source, record = starting_point(run, network, task.space().restricted(cfg.search.space),
+                                                       warm_start)
     group, threads, device = launched_group(cfg)
     ensure_data(task, group.size)
-    stage = None
-    if warm_start:
-        genome, model, _ = load_network(source, task.space().restricted(cfg.search.space))
-        stage = Stage("seconds", budget, state={"model": model.state_dict(), "epochs": 0.0, "seconds": 0.0})
-    else:
-        genome = read_genome(source)
+    stage = None if weights is None else Stage("seconds", budget, state={"model": weights, "epochs": 0.0,
+                                                                          "seconds": 0.0})
     if group.rank == 0:
         say(f"retraining {describe(genome.to_json())} for {budget:g} s or {epochs} epochs, {lr_schedule} learning "
             f"rate, from {'its trained weights' if warm_start else 'scratch'} ({group_words(group, threads)})")
@@ -67,7 +85,7 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
     if group.rank != 0:
         return {}
     test = score_split(outcome.model, task, "test", cfg.training.eval_batch_size, cfg.training.precision)
-    result = {"genome_hash": genome.key, "source": source.name, "warm_start": warm_start, "budget_seconds": budget,
+    result = {"genome_hash": genome.key, "source": source, "warm_start": warm_start, "budget_seconds": budget,
               "lr_schedule": lr_schedule,
               "epochs": outcome.epochs, "train_seconds": outcome.train_seconds, "ranks": group.size, "threads": threads,
               "started": started,
@@ -77,8 +95,8 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
     say(f"{outcome.epochs} epochs in {outcome.train_seconds:.0f} s: validation {task.metric} "
         f"{outcome.fitness:.4f} {task.unit}, test {task.metric} {test[task.metric]:.4f} "
         f"{task.unit}; written to {run.final}")
-    searched = read_record(source).get(f"val_{task.metric}")
+    searched = record.get(f"val_{task.metric}")
     if searched is not None and better(searched, outcome.fitness, task.higher_is_better):
         say(f"note: that validation {task.metric} is worse than the search's {searched:.4f} for this network; "
-            f"`menndl predict` takes {run.final.name}/ now, `--network {source.name}` the search's")
+            f"`menndl predict` takes {run.final.name}/ now, `--network {source}` the search's")
     return result

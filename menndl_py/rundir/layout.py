@@ -72,17 +72,19 @@ class RunDir:
         """Where the network to use is: final/ after `menndl retrain`, else best/."""
         return self.final if (self.final / WEIGHTS).is_file() else self.best
 
+    def keeps(self, work_id: str) -> bool:
+        """Whether the network of evaluation `work_id` is kept whole, as a front or ensemble member."""
+        return any((kept / work_id / WEIGHTS).is_file() for kept in (self.ensemble, self.pareto))
+
     def network_named(self, name: str) -> Path:
         """The trained network `name`: one of NETWORK_NAMES, or the id of a Pareto front or ensemble member; UserError
         if it is not there."""
         if name.isdigit():
-            kept = self.ensemble if (self.ensemble / name / WEIGHTS).is_file() else self.pareto
-            where = kept / name
-            if not (where / WEIGHTS).is_file():
+            if not self.keeps(name):
                 ids = ", ".join(map(str, self.member_ids(self.pareto) + self.member_ids(self.ensemble))) or "none"
-                raise UserError(f"{where}: no front or ensemble member {name}; the run keeps the networks of ids: "
-                                f"{ids}")
-            return where
+                raise UserError(f"{self.pareto / name}: no front or ensemble member {name}; the run keeps the "
+                                f"networks of ids: {ids}")
+            return self.ensemble / name if (self.ensemble / name / WEIGHTS).is_file() else self.pareto / name
         if name not in NETWORK_NAMES:
             raise UserError(f"--network: must be best, final or the id of a Pareto front or ensemble member, got "
                             f"{name!r}")

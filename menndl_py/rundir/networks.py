@@ -1,5 +1,5 @@
 """Trained networks in a run directory (best/, final/, pareto/<id>/, ensemble/<id>/): saved whole, loaded, and
-scored on the test split.
+scored on the test split; and any evaluation's genome, with the weights of its kept training state (states/<id>.pt).
 
 A network is three files: genome.json, result.json (its metrics and calibration) and model.pt (a state dict, for
 `torch.load(..., weights_only=True)`). They are written whole, forced to disk, into a new hidden directory beside
@@ -22,6 +22,8 @@ import torch
 from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.rundir.layout import GENOME, RECORD, WEIGHTS, RunDir, fsync_dir
+from menndl_py.rundir.results import read_rows
+from menndl_py.rundir.states import States
 from menndl_py.train.trainer import Objective, score_split
 
 
@@ -143,6 +145,22 @@ def read_record(where: Path) -> dict:
     except ValueError as exc:
         raise UserError(f"{path}: unreadable ({exc})") from None
     return {key.removeprefix("m:"): value for key, value in record.items()}
+
+
+def evaluated(run: RunDir, work_id: int) -> tuple[Genome, dict]:
+    """(genome, stored row, the 'm:' prefixes dropped) of evaluation `work_id` at the highest rung it reached;
+    UserError if the run stored no such evaluation."""
+    rows = [row for row in read_rows(run.results) if row["id"] == work_id]
+    if not rows:
+        raise UserError(f"{run.results}: no evaluation {work_id}")
+    row = max(rows, key=lambda r: r["rung"])
+    return Genome.from_json(row["genome"]), {key.removeprefix("m:"): value for key, value in row.items()}
+
+
+def kept_weights(run: RunDir, work_id: int) -> Optional[dict]:
+    """The model state dict of evaluation `work_id`'s kept training state, None if the run keeps none."""
+    data = States(run.states).load(work_id)
+    return None if data is None else torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model"]
 
 
 def load_network(where: Path, space: SearchSpace) -> tuple[Genome, torch.nn.Module, dict]:
