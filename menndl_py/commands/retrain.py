@@ -80,7 +80,7 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
     started = time.time()
     outcome = task.evaluate(genome, make_trainer(cfg, task, group, device), stage=stage)
     if outcome.status != Status.OK:  # the same on every rank
-        raise UserError(f"{cfg.run_dir}: retraining the best network ended with status {outcome.status}: "
+        raise UserError(f"{cfg.run_dir}: retraining network {source} ended with status {outcome.status}: "
                         f"{outcome.message}")
     if group.rank != 0:
         return {}
@@ -97,6 +97,7 @@ def retrain(cfg: Config, budget: float, epochs: int, lr_schedule: str = "cosine"
         f"{task.unit}; written to {run.final}")
     searched = record.get(f"val_{task.metric}")
     if searched is not None and better(searched, outcome.fitness, task.higher_is_better):
+        kept = f", `--network {source}` the search's" if source == run.best.name or run.keeps(source) else ""
         say(f"note: that validation {task.metric} is worse than the search's {searched:.4f} for this network; "
-            f"`menndl predict` takes {run.final.name}/ now, `--network {source}` the search's")
+            f"`menndl predict` takes {run.final.name}/ now{kept}")
     return result
