@@ -8,7 +8,7 @@ as the run's retrained network (with its metrics and calibration), which `menndl
 search's best. Launched on several ranks (`srun -n 4 menndl retrain RUN`), they train it together, data-parallel
 with Horovod like a search's worker group, and rank 0 scores and writes it. `--network ID` retrains another of the
 run's evaluations instead: a Pareto front or ensemble member (pareto/ID/, ensemble/ID/), or any other candidate
-(its genome from results.csv).
+(its genome from the results table).
 `--warm-start` starts from the network's trained weights with a fresh optimizer (the learning rate from its gene,
 on the schedule along the new budget): to train a network on where a search left it, or on the run's data after
 the task's settings changed (the data file follows the run's config). For a candidate that is not kept whole,
@@ -35,7 +35,7 @@ from menndl_py.train.trainer import Stage, score_split
 def starting_point(run: RunDir, network: Optional[str], space: SearchSpace,
                    warm_start: bool) -> tuple[Genome, Optional[dict], str, dict]:
     """(genome, the weights to start from (None: from scratch), its name, the search's record of it) of the best
-    network (`network` None) or of evaluation `network`: kept whole, or else from results.csv and states/."""
+    network (`network` None) or of evaluation `network`: kept whole, or else from the results table and states/."""
     if network is not None and not network.isdigit():
         raise UserError(f"--network: must be the id of one of the run's evaluations, got {network!r}")
     if network is None or run.keeps(network):
