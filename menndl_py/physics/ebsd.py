@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from menndl_py.errors import UserError
+from menndl_py.physics import randomization
 
 _WHERE = "task.options.simulator"
 BATCH = 256  # patterns projected per call to kikuchipy (its per-call cost is ~15 ms)
@@ -101,6 +102,13 @@ def _bad(name: str, rule: str, value) -> None:
 def _check(settings: EbsdSettings, name: str, ok: bool, rule: str) -> None:
     if not ok:
         _bad(name, rule, getattr(settings, name))
+
+
+def check_ranges(settings: EbsdSettings, ranges: dict, where: str = "task.options.randomize") -> dict:
+    """Validated ranges of domain randomization (see `randomization.check_ranges`) of any setting but the
+    detector's size: the microscope, noise and background that training patterns are drawn over."""
+    fields = [f.name for f in dataclasses.fields(EbsdSettings) if f.name not in ("pattern_height", "pattern_width")]
+    return randomization.check_ranges(settings, ranges, where, fields)
 
 
 class Sample(NamedTuple):

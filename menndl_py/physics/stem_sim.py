@@ -36,6 +36,7 @@ import numpy as np
 import scipy.fft
 
 from menndl_py.errors import UserError
+from menndl_py.physics import randomization
 
 CLASSES = ("lattice", "chalcogen_vacancy", "double_vacancy", "dopant", "metal_vacancy")
 
@@ -349,56 +350,24 @@ RANDOMIZED_INTEGERS = ("image_size", "image_width")
 
 
 def check_ranges(settings: StemSettings, ranges: dict, where: str = "task.options.randomize") -> dict:
-    """Validated ranges of domain randomization, {field: (low, high, log)}, from a mapping of StemSettings fields
-    to [low, high] (uniform; integers for the image size) or [low, high, "log"] (log-uniform). Raises UserError
-    naming the field when a range is malformed or reaches settings that are not valid."""
-    if not isinstance(ranges, dict):
-        raise UserError(f"{where}: must be a mapping of simulator fields to [low, high], got {ranges!r}")
+    """Validated ranges of domain randomization (see `randomization.check_ranges`; integers for the image size),
+    checked also at the corners where a probe fits the pixel size and the background its slopes."""
     numeric = [f.name for f in dataclasses.fields(StemSettings) if f.name not in ("material", "dopant")]
-    out = {}
-    for name in sorted(ranges):
-        value = ranges[name]
-        if name not in numeric:
-            raise UserError(f"{where}.{name}: not a randomizable simulator field (expected among: "
-                            f"{', '.join(numeric)})")
-        integer = name in RANDOMIZED_INTEGERS
-        number = int if integer else (int, float)
-        ok = isinstance(value, (list, tuple)) and len(value) in (2, 3) \
-            and all(isinstance(v, number) and not isinstance(v, bool) and math.isfinite(v) for v in value[:2]) \
-            and value[0] <= value[1] and (len(value) == 2 or (value[2] == "log" and value[0] > 0))
-        if not ok:
-            kind = "integers" if integer else "numbers"
-            raise UserError(f"{where}.{name}: must be [low, high] ({kind}, low <= high) or [low, high, \"log\"] "
-                            f"(low > 0), got {value!r}")
-        out[name] = (value[0], value[1], len(value) == 3)
+    out = randomization.check_ranges(settings, ranges, where, numeric, RANDOMIZED_INTEGERS)
     lo = {k: r[0] for k, r in out.items()}
     hi = {k: r[1] for k, r in out.items()}
     widest = {k: max(abs(r[0]), abs(r[1])) for k, r in out.items()}
-    corners = [lo, hi,
-               {k: v for k, v in {"pixel_size": hi.get("pixel_size"), "probe_fwhm": lo.get("probe_fwhm"),
+    corners = [{k: v for k, v in {"pixel_size": hi.get("pixel_size"), "probe_fwhm": lo.get("probe_fwhm"),
                                   "label_radius": lo.get("label_radius"), "background": lo.get("background"),
                                   "background_slope_y": widest.get("background_slope_y"),
                                   "background_slope_x": widest.get("background_slope_x")}.items() if v is not None},
                {k: v for k, v in {"probe_fwhm": hi.get("probe_fwhm"), "tail_fwhm": lo.get("tail_fwhm")}.items()
                 if v is not None}]
-    for corner in corners:
-        try:
-            dataclasses.replace(settings, **corner)
-        except UserError as exc:
-            raise UserError(f"{where}: the ranges reach settings that are not valid ({exc})") from None
+    randomization.reachable(settings, corners, where)
     return out
 
 
 def randomized(settings: StemSettings, ranges: dict, rng: np.random.Generator) -> StemSettings:
     """``settings`` with each field of ``ranges`` (as check_ranges returns them) drawn from its range, in the
     order of the field names: one image's microscope, contrast and scan."""
-    drawn = {}
-    for name in sorted(ranges):
-        low, high, log = ranges[name]
-        if name in RANDOMIZED_INTEGERS:
-            drawn[name] = int(round(math.exp(rng.uniform(math.log(low), math.log(high))))) if log \
-                else int(rng.integers(low, high + 1))
-        else:
-            drawn[name] = float(math.exp(rng.uniform(math.log(low), math.log(high))) if log
-                                else rng.uniform(low, high))
-    return dataclasses.replace(settings, **drawn)
+    return randomization.randomized(settings, ranges, rng, RANDOMIZED_INTEGERS)

@@ -8,7 +8,7 @@ import pytest
 from launchers import make_data_on_two_ranks
 
 from menndl_py.errors import UserError
-from menndl_py.physics import ebsd
+from menndl_py.physics import ebsd, randomization
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.physics.orientation import disorientation_degrees
 from menndl_py.tasks.ebsd import data as ebsd_data
@@ -88,3 +88,40 @@ def test_bad_counts_and_seeds_are_one_line_errors(tmp_path, counts, seed, messag
     with pytest.raises(UserError) as error:
         make_dataset(tmp_path / "ebsd.h5", SMALL, counts, seed)
     assert str(error.value) == message and list(tmp_path.iterdir()) == []
+
+
+RANGES = {"counts": [1000, 4000, "log"], "yield_variation": [0.05, 0.1], "kikuchi_contrast": [0.015, 0.025]}
+
+
+def test_randomized_training_blocks_draw_their_own_settings_and_leave_the_other_splits_as_they_were(tmp_path):
+    ranges = ebsd.check_ranges(SMALL, RANGES)
+    counts = {"train": BLOCK + 5, "val": 3, "test": 2}
+    plain, varied = tmp_path / "plain.h5", tmp_path / "varied.h5"
+    make_dataset(plain, SMALL, counts, seed=7)
+    make_dataset(varied, SMALL, counts, seed=7, ranges=ranges)
+    data, other = contents(plain), contents(varied)
+    assert json.loads(other["attrs"]["recipe"])["randomize"] == {k: [*r[:2], r[2]] for k, r in ranges.items()}
+    assert "randomize" not in json.loads(data["attrs"]["recipe"])  # files made before ranges keep their names
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(other[f"{split}/patterns"], data[f"{split}/patterns"])
+    # each training block: its settings drawn first from its generator, then its patterns from the same
+    rng = item_rng(7, "train", 1)
+    own = randomization.randomized(SMALL, ranges, rng)
+    assert own != SMALL and 1000 <= own.counts <= 4000 and 0.05 <= own.yield_variation <= 0.1
+    np.testing.assert_array_equal(other["train/patterns"][BLOCK:], ebsd.simulate(own, 5, rng).patterns)
+    assert not np.array_equal(other["train/patterns"][BLOCK:], data["train/patterns"][BLOCK:])
+    assert file_name(SMALL, counts, 7, ranges=ranges) != file_name(SMALL, counts, 7) \
+        == file_name(SMALL, counts, 7, ranges={})
+
+
+@pytest.mark.parametrize("ranges, message", [
+    ({"pattern_width": [32, 40]}, "task.options.randomize.pattern_width: not a randomizable simulator field"),
+    ({"counts": [4000, 1000]}, "task.options.randomize.counts: must be [low, high] (numbers, low <= high)"),
+    ({"counts": [0.5, 10]}, "task.options.randomize: the ranges reach settings that are not valid "
+                            "(task.options.simulator.counts: must be in [1, 1e7], got 0.5)"),
+    ([1, 2], "task.options.randomize: must be a mapping of simulator fields to [low, high], got [1, 2]"),
+])
+def test_bad_ranges_are_one_line_errors_naming_the_field(ranges, message):
+    with pytest.raises(UserError) as error:
+        ebsd.check_ranges(SMALL, ranges)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)

@@ -119,11 +119,19 @@ def test_shards_split_the_rows_and_the_experimental_patterns_load(task):
     ({"dictionary_resolution": 0.1}, "task.options.dictionary_resolution: must be a number >= 0.5"),
     ({"dictionary_refine": "yes"}, "task.options.dictionary_refine: must be true or false"),
     ({"train_size": 0}, "task.options.train_size: must be an integer >= 1"),
+    ({"randomize": {"counts": [10]}}, "task.options.randomize.counts: must be [low, high]"),
 ])
 def test_bad_options_name_the_key(tmp_path, options, message):
     with pytest.raises(UserError) as error:
         make_task("ebsd", options, tmp_path)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_randomized_training_patterns_are_data_of_their_own(tmp_path):
+    plain = make_task("ebsd", TINY, tmp_path)
+    varied = make_task("ebsd", {**TINY, "randomize": {"counts": [1000, 4000, "log"]}}, tmp_path)
+    assert varied.ranges == {"counts": (1000, 4000, True)} and plain.ranges == {}
+    assert varied.data_path != plain.data_path and varied.data_path.parent == plain.data_path.parent
 
 
 def test_missing_or_damaged_data_is_a_one_line_error_with_the_remedy(task, tmp_path):

@@ -1,4 +1,5 @@
-"""The EBSD data set: simulated patterns of random orientations in every split, and kikuchipy's experimental nickel
+"""The EBSD data set: simulated patterns of random orientations in every split (the training patterns optionally
+under domain randomization), and kikuchipy's experimental nickel
 patterns with their indexed orientations for scoring, made over the ranks of a share; the file is named by its
 recipe.
 
@@ -14,7 +15,7 @@ import json
 import numpy as np
 
 from menndl_py.engine.transport.share import Solo
-from menndl_py.physics import ebsd
+from menndl_py.physics import ebsd, randomization
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.tasks.base import SPLITS
 from menndl_py.tasks.making import item_rng, parallel_h5, split_blocks
@@ -28,26 +29,31 @@ EXPERIMENTAL_SOURCE = (
     "independent ground truth.")
 
 
-def recipe(settings: EbsdSettings, counts: dict[str, int], seed: int) -> dict:
-    """What the file's content depends on: the settings, the counts, the seed and the versions of kikuchipy and
-    orix (their master pattern and projection make the patterns)."""
+def recipe(settings: EbsdSettings, counts: dict[str, int], seed: int, ranges: dict | None = None) -> dict:
+    """What the file's content depends on: the settings, the counts, the seed, the training patterns' ranges of
+    domain randomization (when there are any) and the versions of kikuchipy and orix (their master pattern and
+    projection make the patterns)."""
     from importlib.metadata import version
 
-    return {"settings": dataclasses.asdict(settings), "counts": {s: counts.get(s, 0) for s in SPLITS}, "seed": seed,
+    made = {"settings": dataclasses.asdict(settings), "counts": {s: counts.get(s, 0) for s in SPLITS}, "seed": seed,
             "kikuchipy": version("kikuchipy"), "orix": version("orix")}
+    return {**made, "randomize": ranges} if ranges else made
 
 
-def file_name(settings: EbsdSettings, counts: dict[str, int], seed: int, name: str = "ebsd") -> str:
+def file_name(settings: EbsdSettings, counts: dict[str, int], seed: int, name: str = "ebsd",
+              ranges: dict | None = None) -> str:
     """The data file's name: a digest of its recipe, so a changed config never meets stale data."""
-    digest = hashlib.sha1(json.dumps(recipe(settings, counts, seed), sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha1(json.dumps(recipe(settings, counts, seed, ranges), sort_keys=True).encode()).hexdigest()
     return f"{name}-{digest[:10]}.h5"
 
 
-def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int, share: Solo = Solo()) -> dict:
+def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int, share: Solo = Solo(),
+                 ranges: dict | None = None) -> dict:
     """Write an HDF5 file: groups train/val/test with ``patterns`` (N, H, W) float32, ``quaternions`` (N, 4) and
-    ``pcs`` (N, 3); group ``experimental`` with kikuchipy's experimental patterns (``patterns`` corrected as the
-    simulated ones, ``raw``, ``quaternions``, ``pcs``, ``scores``, ``static_background``; attribute ``source``);
-    file attribute ``recipe`` (JSON).
+    ``pcs`` (N, 3), each block of training patterns under its own settings drawn over ``ranges`` (as
+    `ebsd.check_ranges` returns them) when given; group ``experimental`` with kikuchipy's experimental patterns
+    (``patterns`` corrected as the simulated ones, ``raw``, ``quaternions``, ``pcs``, ``scores``,
+    ``static_background``; attribute ``source``); file attribute ``recipe`` (JSON).
 
     Over a ``share`` of several ranks, rank r simulates blocks b = r (mod size) of each split and hands them to
     rank 0, which writes. The file is written to a temporary name of its own and renamed at the end. Returns, on
@@ -56,12 +62,13 @@ def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int
     result = None
     with parallel_h5(path, counts, seed, share) as f:
         if f is not None:
-            f.attrs["recipe"] = json.dumps(recipe(settings, counts, seed), sort_keys=True)
+            f.attrs["recipe"] = json.dumps(recipe(settings, counts, seed, ranges), sort_keys=True)
             result = {}
         for split in SPLITS:
             n = counts.get(split, 0)
             blocks, own = split_blocks(n, BLOCK, share)
-            arrived = share.to_root(([item] for item in _simulated(settings, seed, split, n, own)),
+            drawn = ranges if split == "train" else None
+            arrived = share.to_root(([item] for item in _simulated(settings, drawn, seed, split, n, own)),
                                     len(blocks) - len(own))
             if f is not None:
                 result[split] = _write(f.create_group(split), settings, n, (item for c in arrived for item in c))
@@ -73,11 +80,12 @@ def make_dataset(path, settings: EbsdSettings, counts: dict[str, int], seed: int
     return share.bcast(result)
 
 
-def _simulated(settings: EbsdSettings, seed: int, split: str, n: int, blocks):
-    """(first index, Sample) for each block."""
+def _simulated(settings: EbsdSettings, ranges: dict | None, seed: int, split: str, n: int, blocks):
+    """(first index, Sample) for each block, its settings drawn over ``ranges`` when given."""
     for b in blocks:
-        start = b * BLOCK
-        yield start, ebsd.simulate(settings, min(BLOCK, n - start), item_rng(seed, split, b))
+        start, rng = b * BLOCK, item_rng(seed, split, b)
+        own = randomization.randomized(settings, ranges, rng) if ranges else settings
+        yield start, ebsd.simulate(own, min(BLOCK, n - start), rng)
 
 
 def _write(group, settings: EbsdSettings, n: int, items) -> int:

@@ -30,7 +30,7 @@ from menndl_py.errors import UserError
 from menndl_py.genome import Genome, SearchSpace
 from menndl_py.genome.networks.convnet import ConvNet, convnet_genes, convnet_training
 from menndl_py.images import single_channel
-from menndl_py.physics.ebsd import EbsdSettings, correct_background
+from menndl_py.physics.ebsd import EbsdSettings, check_ranges, correct_background
 from menndl_py.physics.ebsd_dictionary import Dictionary
 from menndl_py.physics.orientation import (
     TENSOR_INDICES,
@@ -70,6 +70,7 @@ class EbsdOptions:
     test_size: int = setting(1_000, min=1, max=1_000_000)
     seed: int = setting(0, min=0, max=2**63 - 1)
     simulator: dict = setting(factory=dict)  # EbsdSettings fields: pattern_height, pattern_width, pcx, counts, ...
+    randomize: dict = setting(factory=dict)  # training patterns: EbsdSettings field -> [low, high] (or [.., "log"])
     dictionary_resolution: float = setting(3.0, min=0.5, max=30.0)  # degrees between dictionary orientations
     dictionary_refine: bool = setting(False)  # refine the dictionary's orientations (about 0.2 s per pattern)
     # what the network outputs: the shipped configs say tensor; quaternion is the default, the target of the runs
@@ -96,6 +97,7 @@ class EbsdTask(Task):
     def __init__(self, options=None, data_dir="data"):
         super().__init__(options, data_dir)
         self.settings = settings_option("simulator", self.options.simulator, EbsdSettings)
+        self.ranges = check_ranges(self.settings, self.options.randomize)
         self.tensor = self.options.target == "tensor"
         self.ensembled = "mean" if self.tensor else ""  # tensors average; quaternions do not
 
@@ -107,11 +109,13 @@ class EbsdTask(Task):
 
     @property
     def data_path(self) -> Path:
-        """One file per recipe (settings, sizes, seed, kikuchipy and orix versions)."""
-        return self.data_dir / ebsd_data.file_name(self.settings, self.counts, self.options.seed, self.name)
+        """One file per recipe (settings, sizes, seed, ranges, kikuchipy and orix versions)."""
+        return self.data_dir / ebsd_data.file_name(self.settings, self.counts, self.options.seed, self.name,
+                                                   self.ranges)
 
     def make_data(self, share: Solo = Solo()) -> str:
-        made = ebsd_data.make_dataset(self.data_path, self.settings, self.counts, self.options.seed, share)
+        made = ebsd_data.make_dataset(self.data_path, self.settings, self.counts, self.options.seed, share,
+                                      self.ranges)
         return f"{self.data_path}: {json.dumps(made)} patterns"
 
     def check_data(self) -> None:
