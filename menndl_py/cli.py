@@ -225,7 +225,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True,
                          help="the file to write: .csv or .parquet for rows; .h5 for maps (a CSV of objects beside)")
     predict.add_argument("--dataset", help="the HDF5 dataset to read (default: every 2-D or 3-D dataset)")
-    predict.add_argument("--batch-size", type=int, help="rows or images per batch (default: 4096 rows, 8 images)")
+    predict.add_argument("--batch-size", type=int, help="rows or images per batch (default: 4096 rows, 8 images, "
+                                                        "64 EBSD patterns)")
     predict.add_argument("--network", metavar="NAME", help="best, final, ensemble (search.keep_top's networks as "
                                                             "one) or a Pareto front or ensemble member's id "
                                                             "(default: final/ after 'menndl retrain', else best/)")

@@ -171,7 +171,7 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
         task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
         outputs, about = (lambda x: task.outputs(model, genome, x)), {"genome": genome.canonical()}
     device = pick_device(share.local_rank)
-    laid_out(model, device)
+    laid_out(model, device, inference=True)
     if task.predicts in ("table", "images", "structures"):
         skipped = predict_rows(share, task, genome, model, device, inputs, output, run_dir=run_dir,
                                batch_size=batch_size, dataset=dataset, overwrite=overwrite, progress=progress)
@@ -181,7 +181,8 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
     return predict_maps(share, inputs, output, dataset, about, task.class_names,
                         lambda a: task.prepare_image(a, genome),
                         lambda ready: infer(outputs, task, ready, device), run_dir=Path(run_dir),
-                        dims=task.image_dims, batch_size=batch_size or 8, overwrite=overwrite, progress=progress)
+                        dims=task.image_dims, batch_size=batch_size or task.image_batch, overwrite=overwrite,
+                        progress=progress)
 
 
 def predict_maps(share, inputs: list[str], output: str, dataset: Optional[str], about: dict, class_names: tuple,

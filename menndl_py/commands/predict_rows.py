@@ -164,7 +164,7 @@ def predict_rows(share, task, genome, model, device, inputs: list[str], output: 
         n, unit, reader = len(items), "image", Reader()
         mine = share.mine(items)
         chunks = (_image_rows(task, model, device, genome, ready, skipped) for ready, skipped
-                  in prepared(mine, reader, lambda a: task.prepare_image(a, genome), batch_size or 8))
+                  in prepared(mine, reader, lambda a: task.prepare_image(a, genome), batch_size or task.image_batch))
     bar = tqdm(total=n, unit=unit, disable=not progress or share.rank != 0, file=sys.stderr)
     found: dict[int, tuple[dict, str]] = {}
     for chunk in share.to_root(chunks, n - len(mine)):

@@ -156,6 +156,21 @@ def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cat([w, v], dim=-1)
 
 
+def fundamental_zone(quaternions) -> np.ndarray:
+    """Unit quaternions (N × 4) brought into the cubic fundamental zone: of the 24 equivalents s·q, the one nearest
+    the identity (largest |w|), with w >= 0. The zone is the set of rotations nearer the identity than any
+    symmetry rotation, so this is orix's `Orientation.reduce()` under `symmetry.O`, in one batched product
+    instead of a call whose fixed cost is about 20 ms."""
+    q = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
+    s = cubic_symmetry()
+    w = s[None, :, 0] * q[:, None, 0] - (s[None, :, 1:] * q[:, None, 1:]).sum(-1)  # N × 24: w of s·q
+    best = s[np.abs(w).argmax(1)]
+    equivalent = np.concatenate([best[:, :1] * q[:, :1] - (best[:, 1:] * q[:, 1:]).sum(-1, keepdims=True),
+                                 best[:, :1] * q[:, 1:] + q[:, :1] * best[:, 1:] + np.cross(best[:, 1:], q[:, 1:])],
+                                axis=1)
+    return np.where(equivalent[:, :1] < 0, -equivalent, equivalent)
+
+
 def disorientation_degrees(predicted, truth) -> np.ndarray:
     """Exact disorientation angles in degrees between predicted and true quaternions (N × 4 each; predictions
     need not be normalised), under cubic symmetry, computed by orix; NaN for a prediction of length 0 or with

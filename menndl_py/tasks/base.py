@@ -129,6 +129,7 @@ class Task(ABC):
     # (images in, one row of prediction columns per image), "structures" (structure files in, one row per
     # structure), "maps" (images in, a class map and objects per image) or "" (none).
     predicts: ClassVar[str] = ""
+    image_batch: ClassVar[int] = 8  # images a batch of `menndl predict` (its default --batch-size for images)
 
     def table_inputs(self, frame) -> tuple[np.ndarray, list[str]]:
         """Network inputs of a table's rows (a pandas DataFrame) and, per row, '' or the one-line reason it cannot

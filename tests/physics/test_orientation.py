@@ -134,3 +134,16 @@ def test_an_exact_tensor_is_read_back_as_its_orientation_to_1e_5_degrees():
     assert misfit.max() < 1e-6
     torn = (orientation.cubic_tensor(torch.tensor(truth)) + orientation.cubic_tensor(torch.tensor(turned(truth, 30))))
     assert np.median(orientation.tensor_orientations(torn / 2)[1]) > 100 * misfit.max()  # between two: no orientation
+
+
+def test_the_fundamental_zone_is_orix_s_for_every_equivalent_and_keeps_nan():
+    from orix.quaternion import Orientation
+
+    q = random_quaternions(20_000, np.random.default_rng(4))
+    expected = Orientation(q, symmetry=symmetry.O).reduce().data
+    expected = np.where(expected[:, :1] < 0, -expected, expected)
+    np.testing.assert_allclose(orientation.fundamental_zone(q), expected, atol=1e-12)
+    s = cubic_symmetry()
+    equivalents = (Rotation(s[5]) * Rotation(-q[:50])).data  # another equivalent of each, of the other sign
+    np.testing.assert_allclose(orientation.fundamental_zone(equivalents), expected[:50], atol=1e-12)
+    assert np.isnan(orientation.fundamental_zone([[np.nan, 0, 0, 0]])).all()

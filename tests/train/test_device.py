@@ -1,5 +1,6 @@
 """A rank's CPU threads: a launcher's binding that would make them share fewer CPUs is said, in one line. A network
-laid out on the CPU: 2-D convolutions channels-last, the same outputs; 3-D ones as they were."""
+laid out on the CPU: 2-D convolutions channels-last, the same outputs; 3-D ones as they were; for inference, batch
+normalisations folded into the convolutions before them, the same outputs."""
 import copy
 import os
 import subprocess
@@ -51,3 +52,28 @@ def test_a_3d_conv_net_keeps_its_layout():
     laid_out(net, torch.device("cpu"))
     assert net[0].weight.is_contiguous()
     assert net(torch.randn(2, 1, 5, 5, 5)).shape == (2, 4 * 27)
+
+
+def trained_statistics(net: nn.Module, x: torch.Tensor) -> nn.Module:
+    """`net` after a few training-mode passes, so its batch normalisations hold statistics of their own."""
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(x)
+    return net.eval()
+
+
+def test_for_inference_each_batch_norm_after_a_convolution_is_folded_into_it_with_the_same_outputs():
+    torch.manual_seed(0)
+    x2, x3 = torch.randn(6, 3, 16, 16) * 2 + 1, torch.randn(4, 1, 6, 6, 6)
+    net2 = trained_statistics(nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ELU(), nn.Dropout2d(0.1)),
+        nn.MaxPool2d(2), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 4)), x2)
+    net3 = trained_statistics(nn.Sequential(nn.Conv3d(1, 4, 3), nn.BatchNorm3d(4), nn.ReLU(), nn.Flatten()), x3)
+    for net, x in ((net2, x2), (net3, x3)):
+        folded = laid_out(copy.deepcopy(net).train(), torch.device("cpu"), inference=True)
+        assert not folded.training
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+    kinds = [type(m).__name__ for m in laid_out(copy.deepcopy(net2), torch.device("cpu"), True).modules()]
+    assert kinds.count("BatchNorm2d") == 1 and kinds.count("Identity") == 1  # the one after a pool stays
