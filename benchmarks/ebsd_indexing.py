@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """A searched EBSD network against dictionary indexing on the same patterns, in one process on one thread: the mean
 disorientation of each on the run's test patterns and on kikuchipy's experimental patterns, and the time each takes
-per pattern (the network in batches of 256; the dictionary without the time to make it, which is printed apart),
+per pattern (the network as `menndl predict` runs it: batch normalisations folded, in the task's batches of 64,
+each batch's outputs read as orientations; the dictionary without the time to make it, which is printed apart),
 and the arithmetic each needs per pattern: the network's FLOPs (as the search counts them), the dictionary's
 2 FLOPs per pixel per dictionary pattern for its correlations. Their ratio is the speed-up the network can have at
-equal efficiency, on any hardware.
+equal efficiency, on any hardware. Then how each holds when the microscope is not the one simulated: the first
+`--shifted` test orientations simulated again with one setting moved from the run's (fewer counts, a larger yield
+variation, a weaker Kikuchi contrast, a drifting projection centre), both scored on each.
 
 Both are timed in this process, one after the other, in CPU seconds of the process (on one thread these are the
 seconds of computing, whether or not others share the machine: waiting for a core is not counted), after the network
 has run once. Threads are limited to one (numpy, numba, torch, dask's synchronous scheduler).
 
     python benchmarks/ebsd_indexing.py runs/ebsd                   # final/ (after retrain) or best/, 1,000 patterns
-    python benchmarks/ebsd_indexing.py runs/ebsd --patterns 200 --resolution 4
+    python benchmarks/ebsd_indexing.py runs/ebsd --patterns 200 --resolution 4 --shifted 100
 """
 from __future__ import annotations
 
@@ -25,20 +28,25 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUM
 
 from common import code_version, table  # noqa: E402 (puts this checkout first on sys.path)
 
-BATCH = 256
+SHIFTS = (("counts", 0.33), ("counts", 0.11), ("yield_variation", 2.0), ("kikuchi_contrast", 0.75),
+          ("pc_jitter", 2.5))  # (setting, factor on the run's value)
 
 
 def network_orientations(task, model, patterns) -> tuple:
     """(orientations (N × 4) read from the network's outputs as the task reads them, CPU seconds of the network,
-    of reading its outputs) of patterns (N × 1 × H × W), in batches of BATCH."""
+    of reading its outputs) of patterns (N × 1 × H × W), in batches of the task's `image_batch`."""
+    import numpy as np
     import torch
 
-    started = time.process_time()
-    with torch.no_grad():
-        out = torch.cat([model(torch.as_tensor(patterns[i:i + BATCH])) for i in range(0, len(patterns), BATCH)])
-    ran = time.process_time()
-    found = task.orientations(out)[0]
-    return found, ran - started, time.process_time() - ran
+    found, ran, read = [], 0.0, 0.0
+    for i in range(0, len(patterns), task.image_batch):
+        started = time.process_time()
+        with torch.no_grad():
+            out = model(torch.as_tensor(patterns[i:i + task.image_batch]))
+        done = time.process_time()
+        found.append(task.orientations(out)[0])
+        ran, read = ran + done - started, read + time.process_time() - done
+    return np.concatenate(found), ran, read
 
 
 def main(argv=None) -> int:
@@ -47,6 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--network", default=None, help="final, best or a Pareto member's id (default: final if "
                                                         "retrained, else best)")
     parser.add_argument("--patterns", type=int, default=1000, help="test patterns to index (default 1,000)")
+    parser.add_argument("--shifted", type=int, default=300, help="test orientations simulated again under each "
+                                                                     "shifted setting (default 300; 0: none)")
     parser.add_argument("--resolution", type=float, default=None,
                         help="dictionary resolution in degrees (default: the run's dictionary_resolution)")
     args = parser.parse_args(argv)
@@ -69,7 +79,7 @@ def main(argv=None) -> int:
     run = RunDir(cfg.run_dir)
     where = run.network_named(args.network) if args.network else run.network_to_use()
     genome, model, _ = load_network(where, task.space())
-    laid_out(model, torch.device("cpu"))  # laid out as `menndl predict` runs it
+    laid_out(model, torch.device("cpu"), inference=True)  # as `menndl predict` runs it
     x, y = task.load("test")
     x, y = x[:args.patterns], y[:args.patterns]
     sets = {"test (simulated)": (x, y), "experimental": task.load("experimental")}
@@ -79,7 +89,7 @@ def main(argv=None) -> int:
           f"{resolution:g}°, {len(dictionary):,} patterns, made in {dictionary.seconds:.1f} s")
     flops = {"network": task.space().cost(genome)[1], "dictionary": 2 * len(dictionary) * x[0].size}
 
-    network_orientations(task, model, x[:BATCH])  # once before timing
+    network_orientations(task, model, x[:task.image_batch])  # once before timing
     rows, seconds, reading = [], {"network": 0.0, "dictionary": 0.0}, 0.0
     for name, (patterns, truth) in sets.items():
         found, t, read = network_orientations(task, model, patterns)
@@ -102,7 +112,34 @@ def main(argv=None) -> int:
     print(f"FLOPs per pattern: network {flops['network'] / 1e6:.1f} M, dictionary {flops['dictionary'] / 1e6:.1f} M "
           f"({flops['dictionary'] / flops['network']:.1f}x); done at {rate['network']:.1f} and "
           f"{rate['dictionary']:.1f} GFLOP per CPU second")
+    if args.shifted:
+        print(table(["simulated with", "network mean °", "median °", "dictionary mean °", "median °"],
+                    shifted_rows(task, model, dictionary, y[:args.shifted]),
+                    f"{min(args.shifted, len(y))} test orientations simulated again, one setting shifted"))
     return 0
+
+
+def shifted_rows(task, model, dictionary, orientations) -> list:
+    """A row per shift of SHIFTS (and the run's settings first): both indexers' disorientations on the orientations
+    simulated again under it."""
+    import dataclasses
+
+    import numpy as np
+
+    from menndl_py.physics import ebsd
+    from menndl_py.physics.orientation import disorientation_degrees
+
+    rows = []
+    for name, factor in ((None, 1.0), *SHIFTS):
+        settings = task.settings if name is None else \
+            dataclasses.replace(task.settings, **{name: getattr(task.settings, name) * factor})
+        patterns = ebsd.render(settings, orientations, np.random.default_rng(11)).patterns[:, None]
+        found = network_orientations(task, model, patterns)[0]
+        indexed = dictionary.index(patterns[:, 0])[0]
+        net, dic = disorientation_degrees(found, orientations), disorientation_degrees(indexed, orientations)
+        rows.append([f"{name} {getattr(settings, name):g} (x{factor:g})" if name else "the run's settings",
+                     f"{net.mean():.2f}", f"{np.median(net):.2f}", f"{dic.mean():.2f}", f"{np.median(dic):.2f}"])
+    return rows
 
 
 if __name__ == "__main__":
