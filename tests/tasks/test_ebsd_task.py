@@ -184,6 +184,7 @@ def test_jha_et_al_s_network_lies_in_the_space(task):
     assert params <= space.max_params
     model = space.build(genome)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 8
+    assert task.latency_batch(genome).shape == (task.image_batch, 1, 60, 60)  # timed in predict's batches
     assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [1024, 256, 128, 32, 15]
     assert model(torch.zeros(2, 1, 60, 60)).shape == (2, 15)  # the cubic tensor
     assert task.network_io(genome)["input"]["shape"] == [None, 1, 60, 60]

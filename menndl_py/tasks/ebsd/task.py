@@ -164,6 +164,11 @@ class EbsdTask(Task):
             input_shape=(1, *self.settings.shape),
             max_params=4_000_000)
 
+    def latency_batch(self, genome: Genome) -> torch.Tensor:
+        """`image_batch` patterns: latency is timed in the batches `menndl predict` runs (in batches of 256, the
+        activations of some networks outgrow the cache, and they take 1.5-1.7x longer a pattern; session 29)."""
+        return torch.randn(self.image_batch, 1, *self.settings.shape, generator=torch.Generator().manual_seed(0))
+
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (tensor_loss if self.tensor else disorientation_loss)(prediction, target)
 
