@@ -39,7 +39,8 @@ def laid_out(model: torch.nn.Module, device: torch.device, inference: bool = Fal
 
 def _fold_batch_norms(model: torch.nn.Module) -> None:
     """Fold every batch normalisation that directly follows a convolution in a container into that convolution's
-    weights and bias, in place, leaving an identity in its place (eval mode: its running statistics)."""
+    weights and bias, in place, leaving an identity in its place (eval mode: its running statistics; one that
+    keeps none normalises by each batch's own and stays)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     pairs = ((torch.nn.Conv1d, torch.nn.BatchNorm1d), (torch.nn.Conv2d, torch.nn.BatchNorm2d),
@@ -47,7 +48,7 @@ def _fold_batch_norms(model: torch.nn.Module) -> None:
     for container in list(model.modules()):
         children = list(container.named_children())
         for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
-            if any(type(conv) is c and type(norm) is n for c, n in pairs):
+            if any(type(conv) is c and type(norm) is n for c, n in pairs) and norm.running_mean is not None:
                 setattr(container, conv_name, fuse_conv_bn_eval(conv, norm))
                 setattr(container, norm_name, torch.nn.Identity())
 

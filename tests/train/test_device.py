@@ -77,3 +77,8 @@ def test_for_inference_each_batch_norm_after_a_convolution_is_folded_into_it_wit
             torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
     kinds = [type(m).__name__ for m in laid_out(copy.deepcopy(net2), torch.device("cpu"), True).modules()]
     assert kinds.count("BatchNorm2d") == 1 and kinds.count("Identity") == 1  # the one after a pool stays
+    batchwise = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
+    with torch.no_grad():
+        expected = batchwise(x2)
+        torch.testing.assert_close(laid_out(batchwise, torch.device("cpu"), inference=True)(x2), expected)
+    assert isinstance(batchwise[1], nn.BatchNorm2d)  # it has no statistics to fold: it keeps normalising by the batch's
