@@ -158,9 +158,17 @@ def evaluated(run: RunDir, work_id: int) -> tuple[Genome, dict]:
 
 
 def kept_weights(run: RunDir, work_id: int) -> Optional[dict]:
-    """The model state dict of evaluation `work_id`'s kept training state, None if the run keeps none."""
-    data = States(run.states).load(work_id)
-    return None if data is None else torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model"]
+    """The model state dict of evaluation `work_id`'s kept training state, None if the run keeps none; UserError
+    if the file is not a training state."""
+    states = States(run.states)
+    data = states.load(work_id)
+    if data is None:
+        return None
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model"]
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on a damaged file; each means the same
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{states.path(work_id)}: not a training state that can be read ({first})") from None
 
 
 def load_network(where: Path, space: SearchSpace) -> tuple[Genome, torch.nn.Module, dict]:

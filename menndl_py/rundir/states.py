@@ -20,22 +20,22 @@ class States:
         self.ids: set[int] = {int(p.stem) for p in self.directory.glob("*.pt") if p.stem.isdigit()} \
             if self.directory.is_dir() else set()
 
-    def _path(self, work_id: int) -> Path:
+    def path(self, work_id: int) -> Path:
         return self.directory / f"{work_id}.pt"
 
     def save(self, work_id: int, state: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".{work_id}.pt.tmp"
         tmp.write_bytes(state)
-        os.replace(tmp, self._path(work_id))
+        os.replace(tmp, self.path(work_id))
         self.ids.add(work_id)
 
     def load(self, work_id: int) -> Optional[bytes]:
         try:
-            return self._path(work_id).read_bytes()
+            return self.path(work_id).read_bytes()
         except FileNotFoundError:
             return None
 
     def drop(self, work_id: int) -> None:
-        self._path(work_id).unlink(missing_ok=True)
+        self.path(work_id).unlink(missing_ok=True)
         self.ids.discard(work_id)

@@ -125,13 +125,10 @@ def test_any_evaluation_is_retrained_by_id_and_on_from_its_kept_state(run, capsy
     others = sorted(set(stored) - set(rundir.member_ids(rundir.pareto)))
     with_state = sorted(int(p.stem) for p in rundir.states.glob("*.pt"))
     assert with_state and set(with_state) <= set(others)
-    without_state = [i for i in others if i not in with_state]
     # from scratch: the genome stored in results.csv
-    assert cli.main(["retrain", str(run.run_dir), "--budget", "2", "--epochs", "1",
-                     "--network", str(without_state[0])]) == 0
-    assert json.loads((rundir.final / "result.json").read_text())["source"] == str(without_state[0])
-    assert Genome.from_json(json.loads((rundir.final / "genome.json").read_text())).canonical() == \
-        stored[without_state[0]]
+    assert cli.main(["retrain", str(run.run_dir), "--budget", "2", "--epochs", "1", "--network", str(others[0])]) == 0
+    assert json.loads((rundir.final / "result.json").read_text())["source"] == str(others[0])
+    assert Genome.from_json(json.loads((rundir.final / "genome.json").read_text())).canonical() == stored[others[0]]
     # on from a candidate's kept training state: its first epoch starts where the search left it
     args = ["retrain", str(run.run_dir), "--budget", "30", "--epochs", "1", "--network", str(with_state[0])]
     assert cli.main(args) == 0
@@ -141,8 +138,19 @@ def test_any_evaluation_is_retrained_by_id_and_on_from_its_kept_state(run, capsy
     assert warm["warm_start"] and warm["source"] == str(with_state[0]) and warm["genome_hash"] == scratch["genome_hash"]
     assert warm["curve"][0]["train_loss"] < scratch["curve"][0]["train_loss"]
     capsys.readouterr()
-    assert cli.main(["retrain", str(run.run_dir), "--network", str(without_state[0]), "--warm-start"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"keeps no weights of network {without_state[0]}" in err
     assert cli.main(["retrain", str(run.run_dir), "--network", "99999"]) == 2
     assert capsys.readouterr().err.strip().endswith("results.csv: no evaluation 99999")
+    # its state gone (as once it can no longer be promoted), or damaged: one-line errors
+    state = rundir.states / f"{with_state[0]}.pt"
+    kept = state.read_bytes()
+    try:
+        state.unlink()
+        assert cli.main(args + ["--warm-start"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"keeps no weights of network {with_state[0]}" in err
+        state.write_bytes(kept[:len(kept) // 2])
+        assert cli.main(args + ["--warm-start"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{state}: not a training state that can be read (" in err
+    finally:
+        state.write_bytes(kept)
