@@ -1,7 +1,6 @@
 """The EBSD data set: simulated patterns of random orientations in every split (the training patterns optionally
-under domain randomization), and kikuchipy's experimental nickel
-patterns with their indexed orientations for scoring, made over the ranks of a share; the file is named by its
-recipe.
+under domain randomization), and kikuchipy's experimental nickel patterns with their indexed orientations for
+scoring, made over the ranks of a share; the file is named by its recipe.
 
 Patterns are made in blocks of BLOCK: block b of a split comes from its own generator (seed, split, b), so the file
 is the same for any number of ranks.
