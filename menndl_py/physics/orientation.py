@@ -161,13 +161,10 @@ def fundamental_zone(quaternions) -> np.ndarray:
     the identity (largest |w|), with w >= 0. The zone is the set of rotations nearer the identity than any
     symmetry rotation, so this is orix's `Orientation.reduce()` under `symmetry.O`, in one batched product
     instead of a call whose fixed cost is about 20 ms."""
-    q = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
-    s = cubic_symmetry()
-    w = s[None, :, 0] * q[:, None, 0] - (s[None, :, 1:] * q[:, None, 1:]).sum(-1)  # N × 24: w of s·q
-    best = s[np.abs(w).argmax(1)]
-    equivalent = np.concatenate([best[:, :1] * q[:, :1] - (best[:, 1:] * q[:, 1:]).sum(-1, keepdims=True),
-                                 best[:, :1] * q[:, 1:] + q[:, :1] * best[:, 1:] + np.cross(best[:, 1:], q[:, 1:])],
-                                axis=1)
+    q = torch.as_tensor(np.asarray(quaternions, dtype=np.float64).reshape(-1, 4))
+    equivalents = _product(torch.from_numpy(cubic_symmetry())[None], q[:, None])  # N × 24 × 4
+    nearest = equivalents[..., 0].abs().argmax(1)
+    equivalent = equivalents[torch.arange(len(q)), nearest].numpy()
     return np.where(equivalent[:, :1] < 0, -equivalent, equivalent)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import shutil
 import uuid
 from pathlib import Path
@@ -166,7 +167,7 @@ def kept_weights(run: RunDir, work_id: int) -> Optional[dict]:
         return None
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model"]
-    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on a damaged file; each means the same
+    except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as exc:  # truncated, empty, no model, garbage
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{states.path(work_id)}: not a training state that can be read ({first})") from None
 

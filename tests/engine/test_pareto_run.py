@@ -148,9 +148,10 @@ def test_any_evaluation_is_retrained_by_id_and_on_from_its_kept_state(run, capsy
         assert cli.main(args + ["--warm-start"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"keeps no weights of network {with_state[0]}" in err
-        state.write_bytes(kept[:len(kept) // 2])
-        assert cli.main(args + ["--warm-start"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and f"{state}: not a training state that can be read (" in err
+        for damaged in (kept[:len(kept) // 2], b"", b"not a state" * 9):  # truncated, empty, not a torch file
+            state.write_bytes(damaged)
+            assert cli.main(args + ["--warm-start"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"{state}: not a training state that can be read (" in err
     finally:
         state.write_bytes(kept)
