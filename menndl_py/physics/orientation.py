@@ -103,19 +103,20 @@ def tensor_orientations(tensors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     finite = torch.isfinite(tensors).all(-1)
     tensors = torch.where(finite[:, None], tensors, 0.0)
     grid, grid_tensors = _grid()
-    q = grid[torch.cdist(tensors, grid_tensors).argmin(1)]
+    nearest = torch.cdist(tensors, grid_tensors).argmin(1)
+    q, here = grid[nearest], grid_tensors[nearest]  # here: q's tensor
     axes = torch.eye(3, dtype=torch.float64)
     nudges = _turn(DIFFERENCE * axes)[None]
     for _ in range(REFINE_STEPS):
-        here = cubic_tensor(q)
         slopes = (cubic_tensor(_product(q[:, None], nudges)) - here[:, None]) / DIFFERENCE  # N × 3 × 15
         residual = tensors - here
         step = torch.linalg.solve(slopes @ slopes.transpose(1, 2) + 1e-12 * axes, slopes @ residual[..., None])
         moved = F.normalize(_product(q, _turn(step[..., 0])), dim=-1)
-        nearer = (cubic_tensor(moved) - tensors).norm(dim=-1) < residual.norm(dim=-1)
-        q = torch.where(nearer[:, None], moved, q)
+        there = cubic_tensor(moved)
+        nearer = ((there - tensors).norm(dim=-1) < residual.norm(dim=-1))[:, None]
+        q, here = torch.where(nearer, moved, q), torch.where(nearer, there, here)
     nan = torch.tensor(float("nan"), dtype=torch.float64)
-    misfit = (cubic_tensor(q) - tensors).norm(dim=-1)
+    misfit = (here - tensors).norm(dim=-1)
     return torch.where(finite[:, None], q, nan).numpy(), torch.where(finite, misfit, nan).numpy()
 
 
