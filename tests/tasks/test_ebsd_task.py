@@ -158,6 +158,22 @@ def test_dictionary_indexing_finds_the_orientations_of_its_own_patterns():
     assert found.shape == (3, 4) and scores.shape == (3,) and (scores > 0.5).all()
 
 
+def test_indexing_near_given_orientations_searches_only_their_neighbourhoods():
+    from orix.quaternion import Rotation, symmetry
+
+    settings = EbsdSettings()
+    dictionary = Dictionary(settings, 12.0)
+    picked = dictionary.quaternions[[3, len(dictionary) // 2, len(dictionary) - 5]]
+    patterns = ebsd.render(settings, picked).patterns
+    equivalents = (symmetry.O[5] * Rotation(picked)).data  # near the truth is near each of its equivalents
+    found, scores = dictionary.index_near(patterns, equivalents, k=5)
+    assert disorientation_degrees(found, picked).max() < 1e-3
+    np.testing.assert_allclose(scores, dictionary.index(patterns)[1], atol=1e-4)
+    elsewhere = dictionary.quaternions[[10, 20, 30]]
+    found_elsewhere, scores_elsewhere = dictionary.index_near(patterns, elsewhere, k=1)
+    assert disorientation_degrees(found_elsewhere, elsewhere).max() < 1e-3 and (scores_elsewhere < scores).all()
+
+
 def test_refinement_finds_an_orientation_between_the_dictionary_s():
     settings = EbsdSettings()
     dictionary = Dictionary(settings, 12.0)
