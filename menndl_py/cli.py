@@ -231,8 +231,9 @@ def parser() -> argparse.ArgumentParser:
                                                             "one) or a Pareto front or ensemble member's id "
                                                             "(default: final/ after 'menndl retrain', else best/)")
     predict.add_argument("--method", default="network", metavar="METHOD",
-                         help="network (default), or fourier: STEM Fourier filtering, RUN_DIR then the fourier.json "
-                              "'menndl baseline' wrote or its run directory")
+                         help="network (default); fourier: STEM Fourier filtering, RUN_DIR then the fourier.json "
+                              "'menndl baseline' wrote or its run directory; network+dictionary: EBSD, each "
+                              "network's orientation then the best of the 100 dictionary patterns nearest it")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--no-progress", action="store_true")
     predict.set_defaults(func=cmd_predict)

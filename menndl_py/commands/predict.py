@@ -11,6 +11,10 @@ as the task says, with the calibration in ensemble.json).
 
 `--method fourier` runs the STEM task's Fourier filtering instead, with the parameters `menndl baseline` tuned
 (RUN/baselines/fourier.json), and writes the same output, so that both can be compared on a user's images.
+
+`--method network+dictionary` (EBSD) takes each pattern's orientation from the network, then the best match among
+the dictionary patterns nearest it (`Dictionary.index_near`): dictionary indexing's tolerance of real patterns at
+a fraction of its time.
 """
 from __future__ import annotations
 
@@ -139,7 +143,7 @@ def infer(outputs, task, ready: list, device) -> list[tuple]:
             in zip(ready, found)]
 
 
-METHODS = ("network", "fourier")
+METHODS = ("network", "fourier", "network+dictionary")
 
 
 def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optional[int] = None,
@@ -170,6 +174,10 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
     else:
         task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)
         outputs, about = (lambda x: task.outputs(model, genome, x)), {"genome": genome.canonical()}
+    if method == "network+dictionary":
+        if not hasattr(task, "use_dictionary"):
+            raise UserError(f"--method network+dictionary: for EBSD patterns (task ebsd), not task {task.name}")
+        task.use_dictionary()
     device = pick_device(share.local_rank)
     laid_out(model, device, inference=True)
     if task.predicts in ("table", "images", "structures"):

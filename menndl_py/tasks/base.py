@@ -141,6 +141,11 @@ class Task(ABC):
         tasks): a value, or a class name and its probability."""
         raise UserError(f"task {self.name}: 'menndl predict' gives no prediction columns")
 
+    def image_columns(self, output: torch.Tensor, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """The prediction columns of a batch of images ("images" tasks) from the network's outputs and the images
+        it read: `output_columns` of the outputs."""
+        return self.output_columns(output)
+
 
     def structures(self, inputs: list[str]) -> list[tuple[str, Any]]:
         """("structures" tasks) (source, structure) of every structure in `inputs` (files or folders), in an order

@@ -92,6 +92,8 @@ def test_a_table_of_good_rows_exits_0_and_reads_parquet(workdir):
     (["formulas.csv", "formulas.csv", "--output", "out/x.csv"], "predicts the rows of one table"),
     (["missing.csv", "--output", "out/x.csv"], "missing.csv: no such file"),
     (["runs", "--output", "out/x.csv"], "must name a .csv, .parquet or .pq file"),
+    (["formulas.csv", "--output", "out/x.csv", "--method", "network+dictionary"],
+     "--method network+dictionary: for EBSD patterns (task ebsd), not task elemnet"),
 ])
 def test_bad_usage_is_one_line_and_status_2(workdir, args, message):
     root, _ = workdir

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -95,7 +96,7 @@ def test_a_non_finite_tensor_gives_a_nan_mean_and_nan_columns(task):
     output = cubic_tensor(torch.tensor([[1.0, 0, 0, 0]] * 2))
     output[1, 3] = float("nan")
     assert np.isnan(task.metrics(task.metric_sums(output, torch.tensor([[1.0, 0, 0, 0]] * 2)))["mean_disorientation"])
-    columns = task.output_columns(output)
+    columns = task.image_columns(output, torch.zeros(2, 1, 60, 60))
     assert np.isnan(columns["q_w"][1]) and np.isnan(columns["misfit"][1]) and columns["q_w"][0] == pytest.approx(1)
 
 
@@ -238,11 +239,11 @@ def test_predict_removes_the_dynamic_background_of_raw_integer_patterns(task):
     assert abs(np.corrcoef(columns, np.arange(60))[0, 1]) < 0.5 < np.corrcoef(ramp.mean(axis=0), np.arange(60))[0, 1]
 
 
-def test_output_columns_give_the_orientation_in_the_fundamental_zone_and_the_output_length(quaternion_task):
+def test_columns_give_the_orientation_in_the_fundamental_zone_and_the_output_length(quaternion_task):
     from orix.quaternion import Orientation, symmetry
 
     q = ebsd.random_quaternions(5, np.random.default_rng(2))
-    columns = quaternion_task.output_columns(torch.from_numpy(2.5 * q))
+    columns = quaternion_task.image_columns(torch.from_numpy(2.5 * q), torch.zeros(5, 1, 60, 60))
     found = np.column_stack([columns[f"q_{c}"] for c in "wxyz"])
     assert disorientation_degrees(found, q).max() < 1e-6 and (found[:, 0] >= 0).all()
     np.testing.assert_allclose(columns["confidence"], 2.5)
@@ -251,13 +252,28 @@ def test_output_columns_give_the_orientation_in_the_fundamental_zone_and_the_out
     np.testing.assert_allclose(euler, reduced.to_euler(degrees=True), atol=1e-6)
 
 
-def test_output_columns_of_the_tensor_target_give_the_orientation_and_its_misfit(task):
+def test_columns_of_the_tensor_target_give_the_orientation_and_its_misfit(task):
     q = ebsd.random_quaternions(5, np.random.default_rng(2))
     tensors = cubic_tensor(torch.from_numpy(q))
-    columns = task.output_columns(torch.cat([tensors, (tensors[:1] + tensors[1:2]) / 2]))
+    columns = task.image_columns(torch.cat([tensors, (tensors[:1] + tensors[1:2]) / 2]), torch.zeros(6, 1, 60, 60))
     found = np.column_stack([columns[f"q_{c}"] for c in "wxyz"])
     assert disorientation_degrees(found[:5], q).max() < 0.01 and (found[:, 0] >= 0).all()
     assert columns["misfit"][:5].max() < 1e-3 < columns["misfit"][5] and "confidence" not in columns
+    assert "correlation" not in columns
+
+
+def test_with_a_dictionary_the_columns_give_its_best_match_near_the_network_s_orientation(task):
+    try:
+        task.use_dictionary()  # at the tiny config's 10°
+        truth = task.dictionary.quaternions[[5, len(task.dictionary) // 2, len(task.dictionary) - 5]]
+        patterns = torch.from_numpy(ebsd.render(task.settings, truth).patterns[:, None])
+        off = near(truth, 6, np.random.default_rng(4))  # 6° off: their 100 nearest at 10° hold the truth
+        columns = task.image_columns(cubic_tensor(torch.from_numpy(off)), patterns)
+    finally:
+        task.dictionary = None
+    found = np.column_stack([columns[f"q_{c}"] for c in "wxyz"])
+    assert disorientation_degrees(found, truth).max() < 1e-3
+    assert (columns["correlation"] > 0.9).all() and columns["misfit"].max() < 1e-3
 
 
 def test_a_short_search_in_one_process_then_predict(tmp_path):
@@ -274,6 +290,12 @@ def test_a_short_search_in_one_process_then_predict(tmp_path):
     assert found.returncode == 1 and "the network takes 60×60" in found.stderr
     lines = (tmp_path / "map.csv").read_text().splitlines()
     assert len(lines) == 11 and "euler_phi1_deg" in lines[0] and "misfit" in lines[0]
+    found = menndl("predict", "runs/ebsd-tiny", "stack.h5", "--output", "near.csv", "--no-progress", "--method",
+                   "network+dictionary", cwd=tmp_path)
+    assert found.returncode == 1 and "the network takes 60×60" in found.stderr
+    near_map, network_map = (pd.read_csv(tmp_path / name) for name in ("near.csv", "map.csv"))
+    assert len(near_map) == 10 and set(near_map.columns) == {*network_map.columns, "correlation"}
+    assert near_map["correlation"].iloc[:9].between(-1, 1).all() and near_map["correlation"].iloc[9:].isna().all()
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ BIN_DEGREES = 0.01  # the histogram of disorientations, whose median is reported
 MAX_DEGREES = 63.0  # ...up to this (cubic disorientations are at most 62.8°)
 BINS = round(MAX_DEGREES / BIN_DEGREES)
 READ_ROWS = 4096  # patterns read from the file at a time
+NEAR = 100  # dictionary patterns `menndl predict --method network+dictionary` correlates a pattern with
 CORRECTED = ("background-corrected patterns (the static background subtracted, then the dynamic background removed: "
              "kikuchipy's remove_static_background and remove_dynamic_background), each standardised to zero mean "
              "and unit standard deviation over its pixels, float32")
@@ -102,6 +103,7 @@ class EbsdTask(Task):
         self.ranges = check_ranges(self.settings, self.options.randomize)
         self.tensor = self.options.target == "tensor"
         self.ensembled = "mean" if self.tensor else ""  # tensors average; quaternions do not
+        self.dictionary: Dictionary | None = None  # see `use_dictionary`
 
     # -- data ----------------------------------------------------------------------------------------
     @property
@@ -278,23 +280,32 @@ class EbsdTask(Task):
         pattern = pattern.astype(np.float64)
         return ((pattern - pattern.mean()) / pattern.std())[None].astype(np.float32)
 
-    def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+    def image_columns(self, output: torch.Tensor, images: torch.Tensor) -> dict[str, np.ndarray]:
         """The orientation in the cubic fundamental zone as a quaternion (orix's convention, w >= 0) and as Bunge
         Euler angles (degrees), and how far to trust it. Tensor target: `misfit`, the distance between the outputs
         and the nearest orientation's tensor (0 for an exact one; a network torn between orientations gives one
         that is no orientation's). Quaternion target: `confidence`, the length of the 4 outputs before they are
         normalised; the loss does not depend on it, so it is no probability, but a short output lies near the
         origin, where a small change turns the orientation far (Shen et al., Acta Mater. 170, 118 (2019), found
-        the quaternion norm a strong indicator of a prediction's reliability)."""
+        the quaternion norm a strong indicator of a prediction's reliability).
+
+        With a `dictionary` (`menndl predict --method network+dictionary`), the orientation is then the best match
+        among the NEAR dictionary patterns nearest the network's, and `correlation` is that match's."""
         from orix.quaternion import Rotation
 
         found, trust = self.orientations(output)
+        columns = {"misfit" if self.tensor else "confidence": trust}
+        if self.dictionary is not None:
+            found, columns["correlation"] = self.dictionary.index_near(images[:, 0].numpy(), found, NEAR)
         q = fundamental_zone(found)
         euler = Rotation(q).to_euler(degrees=True)
-        columns = {f"q_{c}": q[:, i] for i, c in enumerate("wxyz")}
-        columns.update({f"euler_{name}_deg": euler[:, i] for i, name in enumerate(("phi1", "Phi", "phi2"))})
-        columns["misfit" if self.tensor else "confidence"] = trust
-        return columns
+        return {**{f"q_{c}": q[:, i] for i, c in enumerate("wxyz")},
+                **{f"euler_{name}_deg": euler[:, i] for i, name in enumerate(("phi1", "Phi", "phi2"))}, **columns}
+
+    def use_dictionary(self) -> None:
+        """Index near the network's orientations in a dictionary at `dictionary_resolution` from now on (made
+        here: 11 s and 0.9 GB at 3°)."""
+        self.dictionary = Dictionary(self.settings, self.options.dictionary_resolution)
 
 
 def median_of(histogram: np.ndarray) -> float:
