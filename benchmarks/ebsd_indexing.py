@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     parser.add_argument("--shifted", type=int, default=300, help="test orientations simulated again under each "
                                                                      "shifted setting (default 300; 0: none)")
     parser.add_argument("--near", type=int, default=100, help="dictionary patterns correlated with each pattern "
-                                                                  "near the network's orientation (default 100)")
+                                                                  "near the network's orientation (default 100, as "
+                                                                  "menndl predict)")
     parser.add_argument("--resolution", type=float, default=None,
                         help="dictionary resolution in degrees (default: the run's dictionary_resolution)")
     args = parser.parse_args(argv)

@@ -26,6 +26,7 @@ from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.physics.orientation import cubic_tensor
 
 ENERGY = 20.0  # kV: the bundled master pattern's beam energy
+NEAR = 100  # dictionary patterns `index_near` correlates a pattern with: at 3°, those within about 8°
 
 
 @contextlib.contextmanager
@@ -77,11 +78,10 @@ class Dictionary:
         quaternions = found.rotations.data.reshape(-1, 4)
         return np.where(quaternions[:, :1] < 0, -quaternions, quaternions), np.asarray(found.scores).reshape(-1)
 
-    def index_near(self, patterns: np.ndarray, near: np.ndarray, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    def index_near(self, patterns: np.ndarray, near: np.ndarray, k: int = NEAR) -> tuple[np.ndarray, np.ndarray]:
         """(quaternions (N × 4, w >= 0), normalised cross-correlations (N)) of patterns (N × H × W), each the best
         match among the k dictionary patterns whose orientations lie nearest its own in `near` (N × 4), nearness
-        being the distance of their cubic tensors, the same for every symmetry equivalent. At 3°, the 100 nearest
-        lie within about 8° of `near`."""
+        being the distance of their cubic tensors, the same for every symmetry equivalent."""
         tree, unit = self._neighbourhoods
         near = torch.as_tensor(np.asarray(near, dtype=np.float64).reshape(-1, 4))
         rows = tree.query(cubic_tensor(near).numpy(), k=min(k, len(self)))[1].reshape(len(near), -1)

@@ -51,7 +51,6 @@ BIN_DEGREES = 0.01  # the histogram of disorientations, whose median is reported
 MAX_DEGREES = 63.0  # ...up to this (cubic disorientations are at most 62.8°)
 BINS = round(MAX_DEGREES / BIN_DEGREES)
 READ_ROWS = 4096  # patterns read from the file at a time
-NEAR = 100  # dictionary patterns `menndl predict --method network+dictionary` correlates a pattern with
 CORRECTED = ("background-corrected patterns (the static background subtracted, then the dynamic background removed: "
              "kikuchipy's remove_static_background and remove_dynamic_background), each standardised to zero mean "
              "and unit standard deviation over its pixels, float32")
@@ -290,13 +289,14 @@ class EbsdTask(Task):
         the quaternion norm a strong indicator of a prediction's reliability).
 
         With a `dictionary` (`menndl predict --method network+dictionary`), the orientation is then the best match
-        among the NEAR dictionary patterns nearest the network's, and `correlation` is that match's."""
+        among the dictionary patterns nearest the network's (`Dictionary.index_near`), and `correlation` is that
+        match's."""
         from orix.quaternion import Rotation
 
         found, trust = self.orientations(output)
         columns = {"misfit" if self.tensor else "confidence": trust}
         if self.dictionary is not None:
-            found, columns["correlation"] = self.dictionary.index_near(images[:, 0].numpy(), found, NEAR)
+            found, columns["correlation"] = self.dictionary.index_near(images[:, 0].numpy(), found)
         q = fundamental_zone(found)
         euler = Rotation(q).to_euler(degrees=True)
         return {**{f"q_{c}": q[:, i] for i, c in enumerate("wxyz")},
