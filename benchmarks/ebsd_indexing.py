@@ -7,10 +7,11 @@ and the arithmetic each needs per pattern: the network's FLOPs (as the search co
 2 FLOPs per pixel per dictionary pattern for its correlations. Their ratio is the speed-up the network can have at
 equal efficiency, on any hardware. Then how each holds when the microscope is not the one simulated: the first
 `--shifted` test orientations simulated again with one setting moved from the run's (fewer counts, a larger yield
-variation, a weaker Kikuchi contrast, a drifting projection centre), both scored on each. Beside both, the two
-together: the network's orientation, then the best match among the `--near` dictionary patterns nearest it
-(`Dictionary.index_near`), which keeps most of the network's speed and the correlation's tolerance of patterns
-unlike the simulated ones.
+variation, a weaker Kikuchi contrast, a drifting projection centre), all scored on each. Beside both, the two
+together as `menndl predict --method network+dictionary` runs them (`EbsdTask.dictionary_orientations`): the
+network's orientation, then the best match among the `--near` dictionary patterns nearest it (or in the whole
+dictionary where the network's misfit is over DOUBTFUL_MISFIT), which keeps most of the network's speed and the
+correlation's tolerance of patterns unlike the simulated ones.
 
 Both are timed in this process, one after the other, in CPU seconds of the process (on one thread these are the
 seconds of computing, whether or not others share the machine: waiting for a core is not counted), after the network
@@ -36,8 +37,9 @@ SHIFTS = (("counts", 0.33), ("counts", 0.11), ("yield_variation", 2.0), ("kikuch
 
 
 def network_orientations(task, model, patterns) -> tuple:
-    """(orientations (N × 4) read from the network's outputs as the task reads them, CPU seconds of the network,
-    of reading its outputs) of patterns (N × 1 × H × W), in batches of the task's `image_batch`."""
+    """(orientations (N × 4) read from the network's outputs as the task reads them, how far to trust each, CPU
+    seconds of the network, of reading its outputs) of patterns (N × 1 × H × W), in batches of the task's
+    `image_batch`."""
     import numpy as np
     import torch
 
@@ -47,9 +49,9 @@ def network_orientations(task, model, patterns) -> tuple:
         with torch.no_grad():
             out = model(torch.as_tensor(patterns[i:i + task.image_batch]))
         done = time.process_time()
-        found.append(task.orientations(out)[0])
+        found.append(task.orientations(out))
         ran, read = ran + done - started, read + time.process_time() - done
-    return np.concatenate(found), ran, read
+    return np.concatenate([q for q, _ in found]), np.concatenate([t for _, t in found]), ran, read
 
 
 def main(argv=None) -> int:
@@ -90,20 +92,21 @@ def main(argv=None) -> int:
     x, y = x[:args.patterns], y[:args.patterns]
     sets = {"test (simulated)": (x, y), "experimental": task.load("experimental")}
     resolution = args.resolution or task.options.dictionary_resolution
-    dictionary = Dictionary(task.settings, resolution)
+    dictionary = Dictionary(task.settings, resolution, args.near)
     print(f"network: {where} ({sum(p.numel() for p in model.parameters()):,} parameters); dictionary: "
           f"{resolution:g}°, {len(dictionary):,} patterns, made in {dictionary.seconds:.1f} s")
     flops = {"network": task.space().cost(genome)[1], "dictionary": 2 * len(dictionary) * x[0].size}
 
     network_orientations(task, model, x[:task.image_batch])  # once before timing
-    dictionary.index_near(x[:1, 0], y[:1], args.near)  # its neighbourhoods made before timing
+    task.dictionary = dictionary
+    dictionary.index_near(x[:1, 0], y[:1])  # its neighbourhoods made before timing
     rows, seconds, reading = [], {"network": 0.0, "near": 0.0, "dictionary": 0.0}, 0.0
     for name, (patterns, truth) in sets.items():
-        found, t, read = network_orientations(task, model, patterns)
+        found, trust, t, read = network_orientations(task, model, patterns)
         seconds["network"] += (t + read) * (name != "experimental")
         reading += read * (name != "experimental")
         started = time.process_time()
-        narrowed, _ = dictionary.index_near(patterns[:, 0], found, args.near)
+        narrowed, _ = task.dictionary_orientations(patterns[:, 0], found, trust)
         seconds["near"] += (time.process_time() - started) * (name != "experimental")
         started = time.process_time()
         indexed, _ = dictionary.index(patterns[:, 0])
@@ -126,12 +129,12 @@ def main(argv=None) -> int:
     if args.shifted:
         print(table(["simulated with", "network mean °", "median °", f"network, then {args.near} nearest mean °",
                      "median °", "dictionary mean °", "median °"],
-                    shifted_rows(task, model, dictionary, y[:args.shifted], args.near),
+                    shifted_rows(task, model, y[:args.shifted]),
                     f"{min(args.shifted, len(y))} test orientations simulated again, one setting shifted"))
     return 0
 
 
-def shifted_rows(task, model, dictionary, orientations, near: int) -> list:
+def shifted_rows(task, model, orientations) -> list:
     """A row per shift of SHIFTS (and the run's settings first): the three indexers' disorientations on the
     orientations simulated again under it."""
     import dataclasses
@@ -146,9 +149,9 @@ def shifted_rows(task, model, dictionary, orientations, near: int) -> list:
         settings = task.settings if name is None else \
             dataclasses.replace(task.settings, **{name: getattr(task.settings, name) * factor})
         patterns = ebsd.render(settings, orientations, np.random.default_rng(11)).patterns[:, None]
-        found = network_orientations(task, model, patterns)[0]
-        narrowed = dictionary.index_near(patterns[:, 0], found, near)[0]
-        indexed = dictionary.index(patterns[:, 0])[0]
+        found, trust = network_orientations(task, model, patterns)[:2]
+        narrowed = task.dictionary_orientations(patterns[:, 0], found, trust)[0]
+        indexed = task.dictionary.index(patterns[:, 0])[0]
         errors = [disorientation_degrees(q, orientations) for q in (found, narrowed, indexed)]
         rows.append([f"{name} {getattr(settings, name):g} (x{factor:g})" if name else "the run's settings",
                      *(f"{f(e):.2f}" for e in errors for f in (np.mean, np.median))])

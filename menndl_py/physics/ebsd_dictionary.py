@@ -41,12 +41,12 @@ def _quiet():
 class Dictionary:
     """A dictionary of simulated patterns over the cubic fundamental zone at `resolution` degrees."""
 
-    def __init__(self, settings: EbsdSettings, resolution: float):
+    def __init__(self, settings: EbsdSettings, resolution: float, near: int = NEAR):
         import dask
         from orix.quaternion import symmetry
         from orix.sampling import get_sample_fundamental
 
-        self.settings, self.resolution = settings, resolution
+        self.settings, self.resolution, self.near = settings, resolution, near  # near: `index_near`'s default k
         started = time.perf_counter()
         rotations = get_sample_fundamental(resolution=resolution, point_group=symmetry.O)
         with dask.config.set(scheduler="synchronous"):
@@ -78,18 +78,34 @@ class Dictionary:
         quaternions = found.rotations.data.reshape(-1, 4)
         return np.where(quaternions[:, :1] < 0, -quaternions, quaternions), np.asarray(found.scores).reshape(-1)
 
-    def index_near(self, patterns: np.ndarray, near: np.ndarray, k: int = NEAR) -> tuple[np.ndarray, np.ndarray]:
+    def index_near(self, patterns: np.ndarray, near: np.ndarray, k: int | None = None,
+                   doubtful: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(quaternions (N × 4, w >= 0), normalised cross-correlations (N)) of patterns (N × H × W), each the best
-        match among the k dictionary patterns whose orientations lie nearest its own in `near` (N × 4), nearness
-        being the distance of their cubic tensors, the same for every symmetry equivalent."""
+        match among the k (default `near`) dictionary patterns whose orientations lie nearest its own in `near`
+        (N × 4), nearness
+        being the distance of their cubic tensors, the same for every symmetry equivalent. Patterns whose `near`
+        is not finite, or marked `doubtful` (N booleans), are matched against the whole dictionary instead."""
+        patterns = np.asarray(patterns, dtype=np.float32).reshape(len(near), -1)
+        near = np.asarray(near, dtype=np.float64).reshape(-1, 4)
+        whole = ~np.isfinite(near).all(axis=1)
+        if doubtful is not None:
+            whole |= np.asarray(doubtful, dtype=bool)
         tree, unit = self._neighbourhoods
-        near = torch.as_tensor(np.asarray(near, dtype=np.float64).reshape(-1, 4))
-        rows = tree.query(cubic_tensor(near).numpy(), k=min(k, len(self)))[1].reshape(len(near), -1)
-        x = _unit(np.asarray(patterns, dtype=np.float32).reshape(len(near), -1))
-        scores = np.stack([unit[r] @ v for r, v in zip(rows, x)])  # a matrix product a pattern: no N × k × P copy
-        best = scores.argmax(1)
-        quaternions = self.quaternions[rows[np.arange(len(rows)), best]]
-        return np.where(quaternions[:, :1] < 0, -quaternions, quaternions), scores[np.arange(len(rows)), best]
+        x = _unit(patterns)
+        chosen, scores = np.empty(len(near), dtype=np.int64), np.empty(len(near))
+        if whole.any():  # as `index` correlates, without its per-call cost (the dictionary standardised again)
+            found = x[whole] @ unit.T
+            chosen[whole] = found.argmax(axis=1)
+            scores[whole] = found[np.arange(len(found)), chosen[whole]]
+        if not whole.all():
+            rows = tree.query(cubic_tensor(torch.as_tensor(near[~whole])).numpy(), k=min(k or self.near, len(self)))[1]
+            rows = rows.reshape(len(rows), -1)
+            found = np.stack([unit[r] @ v for r, v in zip(rows, x[~whole])])  # no N × k × P copy
+            best = found.argmax(axis=1)
+            chosen[~whole] = rows[np.arange(len(rows)), best]
+            scores[~whole] = found[np.arange(len(rows)), best]
+        quaternions = self.quaternions[chosen]
+        return np.where(quaternions[:, :1] < 0, -quaternions, quaternions), scores
 
     @functools.cached_property
     def _neighbourhoods(self):

@@ -173,6 +173,11 @@ def test_indexing_near_given_orientations_searches_only_their_neighbourhoods():
     elsewhere = dictionary.quaternions[[10, 20, 30]]
     found_elsewhere, scores_elsewhere = dictionary.index_near(patterns, elsewhere, k=1)
     assert disorientation_degrees(found_elsewhere, elsewhere).max() < 1e-3 and (scores_elsewhere < scores).all()
+    unknown = elsewhere.copy()
+    unknown[1] = np.nan  # a network that gave no orientation
+    mixed, _ = dictionary.index_near(patterns, unknown, k=1, doubtful=np.array([True, False, False]))
+    assert disorientation_degrees(mixed[:2], picked[:2]).max() < 1e-3  # the whole dictionary searched
+    assert disorientation_degrees(mixed[2:], elsewhere[2:]).max() < 1e-3  # the neighbourhood only
 
 
 def test_refinement_finds_an_orientation_between_the_dictionary_s():
