@@ -81,10 +81,10 @@ class Dictionary:
     def index_near(self, patterns: np.ndarray, near: np.ndarray, k: int | None = None,
                    doubtful: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(quaternions (N × 4, w >= 0), normalised cross-correlations (N)) of patterns (N × H × W), each the best
-        match among the k (default `near`) dictionary patterns whose orientations lie nearest its own in `near`
-        (N × 4), nearness
-        being the distance of their cubic tensors, the same for every symmetry equivalent. Patterns whose `near`
-        is not finite, or marked `doubtful` (N booleans), are matched against the whole dictionary instead."""
+        match among the k (default: the dictionary's `near`) dictionary patterns whose orientations lie nearest its
+        own in `near` (N × 4), nearness being the distance of their cubic tensors, the same for every symmetry
+        equivalent. Patterns whose `near` is not finite, or marked `doubtful` (N booleans), are matched against the
+        whole dictionary instead."""
         patterns = np.asarray(patterns, dtype=np.float32).reshape(len(near), -1)
         near = np.asarray(near, dtype=np.float64).reshape(-1, 4)
         whole = ~np.isfinite(near).all(axis=1)
