@@ -67,7 +67,7 @@ def test_predict_method_fourier_finds_what_the_baseline_scored(baselines):
 @pytest.mark.parametrize("args, message", [
     (["--method", "fourier", "nowhere.json"], "nowhere.json: missing; give the fourier.json that 'menndl baseline "
                                               "stem_defects' writes (RUN/baselines/fourier.json) or its run directory"),
-    (["--method", "fft", "runs/b"], "--method: must be one of network, fourier, got 'fft'"),
+    (["--method", "fft", "runs/b"], "--method: must be one of network, fourier, network+dictionary, got 'fft'"),
 ])
 def test_bad_input_is_a_one_line_error(baselines, args, message):
     root, *_ = baselines
