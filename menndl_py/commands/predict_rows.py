@@ -84,7 +84,7 @@ def _image_rows(task, model, device, genome, ready: list, skipped: list) -> list
     found = [(index, {"source": source}, reason) for index, source, reason in skipped]
     if ready:
         x = torch.from_numpy(np.stack([array for _, _, array in ready])).to(device)
-        columns = task.image_columns(model(x).cpu(), x.cpu())
+        columns = task.image_columns(model(x).cpu(), x)
         found += [(index, {"source": source, **{name: column[k] for name, column in columns.items()}}, "")
                   for k, (index, source, _) in enumerate(ready)]
     return found

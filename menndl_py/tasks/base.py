@@ -142,8 +142,8 @@ class Task(ABC):
         raise UserError(f"task {self.name}: 'menndl predict' gives no prediction columns")
 
     def image_columns(self, output: torch.Tensor, images: torch.Tensor) -> dict[str, np.ndarray]:
-        """The prediction columns of a batch of images ("images" tasks) from the network's outputs and the images
-        it read: `output_columns` of the outputs."""
+        """The prediction columns of a batch of images ("images" tasks) from the network's outputs (on the CPU)
+        and the images it read (on its device): `output_columns` of the outputs."""
         return self.output_columns(output)
 
 

@@ -298,7 +298,7 @@ class EbsdTask(Task):
         found, trust = self.orientations(output)
         columns = {"misfit" if self.tensor else "confidence": trust}
         if self.dictionary is not None:
-            found, columns["correlation"] = self.dictionary_orientations(images[:, 0].numpy(), found, trust)
+            found, columns["correlation"] = self.dictionary_orientations(images[:, 0].cpu().numpy(), found, trust)
         q = fundamental_zone(found)
         euler = Rotation(q).to_euler(degrees=True)
         return {**{f"q_{c}": q[:, i] for i, c in enumerate("wxyz")},
