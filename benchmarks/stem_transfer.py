@@ -22,6 +22,7 @@ The script reports; it does not assert.
 
     mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network final --jitter 0.3
     mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network ensemble
+    mpirun -np 2 python benchmarks/stem_transfer.py runs/stem_transfer --network final_ensemble
 """
 from __future__ import annotations
 
@@ -137,14 +138,15 @@ def confusion(task, find, images: list, labels: list) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--network", help="best, final, ensemble or a kept network's id (default: as predict)")
+    parser.add_argument("--network", help="best, final, ensemble, final_ensemble or a kept network's id (default: "
+                                          "as predict)")
     parser.add_argument("--jitter", type=float, default=0.3, help="Å of scan-row jitter of the jittered sets")
     parser.add_argument("--fast-images", type=int, default=36, help="fast-simulator images at the task settings")
     args = parser.parse_args()
     torch.set_num_threads(1)
     share = mpi.share()
-    if args.network == "ensemble":
-        task, _, model = load_ensemble(args.run_dir, quiet=share.rank != 0)
+    if args.network in ("ensemble", "final_ensemble"):
+        task, _, model = load_ensemble(args.run_dir, quiet=share.rank != 0, retrained=args.network != "ensemble")
         outputs, genomes = model.outputs, model.genomes
     else:
         task, genome, model = load_best(args.run_dir, quiet=share.rank != 0, network=args.network)

@@ -202,8 +202,9 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("--epochs", type=int, default=10_000, help="at most this many epochs")
     retrain.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                          help="the learning rate falls to 0 along the budget (cosine, default) or stays (constant)")
-    retrain.add_argument("--network", metavar="ID", help="the id of another of the run's evaluations (default: the "
-                                                         "best network)")
+    retrain.add_argument("--network", metavar="ID", help="the id of another of the run's evaluations, or ensemble: "
+                                                         "each of the ensemble's networks, into RUN/final_ensemble/ "
+                                                         "(default: the best network)")
     retrain.add_argument("--warm-start", action="store_true",
                          help="start from the network's trained weights (a fresh optimizer), not from scratch: "
                               "to train it on for longer, or on the run's data after its task settings changed (an "
@@ -228,8 +229,9 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, help="rows or images per batch (default: 4096 rows, 8 images, "
                                                         "64 EBSD patterns)")
     predict.add_argument("--network", metavar="NAME", help="best, final, ensemble (search.keep_top's networks as "
-                                                            "one) or a Pareto front or ensemble member's id "
-                                                            "(default: final/ after 'menndl retrain', else best/)")
+                                                            "one), final_ensemble (those retrained) or a Pareto "
+                                                            "front or ensemble member's id (default: final/ after "
+                                                            "'menndl retrain', else best/)")
     predict.add_argument("--method", default="network", metavar="METHOD",
                          help="network (default); fourier: STEM Fourier filtering, RUN_DIR then the fourier.json "
                               "'menndl baseline' wrote or its run directory; network+dictionary: EBSD, each "

@@ -1,5 +1,5 @@
-"""What several commands share: messages, the task's data made on first use, output files checked, one-line
-descriptions."""
+"""What several commands share: messages, the task's data made on first use, ensembles recorded, output files
+checked, one-line descriptions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +8,15 @@ from menndl_py import config as config_module
 from menndl_py.config import Config
 from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
-from menndl_py.rundir.layout import RunDir
+from menndl_py.rundir.layout import RunDir, write_json_atomic
+from menndl_py.rundir.networks import kept_networks
 from menndl_py.tasks import make_task
 from menndl_py.tasks.base import Task
 from menndl_py.tasks.making import make_unless_made
 from menndl_py.train.device import pick_device, set_threads
+from menndl_py.train.ensemble import Ensemble
 from menndl_py.train.group import HorovodGroup, LocalGroup
+from menndl_py.train.trainer import score_split
 
 
 def say(text: str) -> None:
@@ -55,6 +58,20 @@ def ensure_data(task: Task, ranks: int = 1) -> None:
         say(make_unless_made(task, say=say) or f"{task.data_path}: made by another process meanwhile; using it")
     task.check_data()
     task.check_shards(ranks)
+
+
+def record_ensemble(cfg: Config, task: Task, kept: Path, record_path: Path, **facts) -> dict:
+    """Calibrate and score the ensemble of the networks in `kept` (ensemble/ or final_ensemble/) and write what
+    `menndl predict` reads of it to `record_path`: its members, best first, `facts`, its calibration and scores."""
+    networks = kept_networks(kept, task.space().restricted(cfg.search.space), task.higher_is_better)
+    ensemble = Ensemble(task, [(genome, model) for _, genome, model in networks])
+    batch, precision = cfg.training.eval_batch_size, cfg.training.precision
+    record = {"members": [work_id for work_id, _, _ in networks], **facts,
+              "calibration": task.calibration_of(ensemble, batch)}
+    for split in ("val", "test"):
+        record[f"{split}_{task.metric}"] = score_split(ensemble, task, split, batch, precision)[task.metric]
+    write_json_atomic(record_path, record)
+    return record
 
 
 def check_output(files: list[tuple[Path, str]], run_dir: Path, overwrite: bool, writes: str) -> None:

@@ -7,7 +7,8 @@ that cannot be used is skipped with a one-line reason; the others go on. The tas
 the calibration recorded beside its weights (for STEM defects, the detection thresholds in result.json).
 
 `--network ensemble` runs the run's ensemble (`search.keep_top`: the networks in ensemble/, their outputs combined
-as the task says, with the calibration in ensemble.json).
+as the task says, with the calibration in ensemble.json); `--network final_ensemble` the same networks trained again
+(`menndl retrain --network ensemble`: final_ensemble/ and final_ensemble.json).
 
 `--method fourier` runs the STEM task's Fourier filtering instead, with the parameters `menndl baseline` tuned
 (RUN/baselines/fourier.json), and writes the same output, so that both can be compared on a user's images.
@@ -114,23 +115,26 @@ def load_best(run_dir: Path, quiet: bool = False, network: Optional[str] = None)
     return task, genome, model
 
 
-def load_ensemble(run_dir: Path, quiet: bool = False) -> tuple:
-    """(task, the first member's genome, Ensemble in eval mode on CPU) of a run's ensemble, the task calibrated for
-    it (ensemble.json, written when the search ended); UserError if the run has none, or ensemble/ has changed."""
+def load_ensemble(run_dir: Path, quiet: bool = False, retrained: bool = False) -> tuple:
+    """(task, the first member's genome, Ensemble in eval mode on CPU) of a run's ensemble (`retrained`: its
+    networks trained again by `menndl retrain --network ensemble`), the task calibrated for it (its record: written
+    when the search ended, or by that retrain); UserError if the run has none, or its networks have changed."""
     run, cfg, task = opened_run(run_dir)
-    facts = run.read_json(run.ensemble_record)
+    kept, record = run.ensemble_files(retrained)
+    facts = run.read_json(record)
     if not facts:
-        raise UserError(f"{run.ensemble_record}: missing; a search with search.keep_top (2 or more) writes it when "
-                        f"it ends")
-    networks = kept_networks(run.ensemble, task.space().restricted(cfg.search.space), task.higher_is_better)
+        raise UserError(f"{record}: missing; " + (f"'menndl retrain {run_dir} --network ensemble' writes it"
+                                                  if retrained else "a search with search.keep_top (2 or more) "
+                                                                    "writes it when it ends"))
+    networks = kept_networks(kept, task.space().restricted(cfg.search.space), task.higher_is_better)
     ids = [work_id for work_id, _, _ in networks]
     if sorted(ids) != sorted(facts.get("members", [])):
-        raise UserError(f"{run.ensemble}: holds ids {ids or 'none'}, but {run.ensemble_record.name} is of ids "
-                        f"{facts.get('members')}; it is written again when the search ends ('menndl resume "
-                        f"{run_dir}')")
+        again = f"menndl retrain {run_dir} --network ensemble" if retrained else f"menndl resume {run_dir}"
+        raise UserError(f"{kept}: holds ids {ids or 'none'}, but {record.name} is of ids {facts.get('members')}; "
+                        f"it is written again by '{again}'")
     note = task.load_calibration(facts.get("calibration", {}))
     if note and not quiet:
-        print(f"menndl: note: {run.ensemble_record}: {note}", file=sys.stderr, flush=True)
+        print(f"menndl: note: {record}: {note}", file=sys.stderr, flush=True)
     return task, networks[0][1], Ensemble(task, [(genome, model) for _, genome, model in networks]).eval()
 
 
@@ -168,8 +172,8 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
         return predict_maps(share, inputs, output, dataset, fourier.about, fourier.class_names, fourier.prepare,
                             found, run_dir=fourier.path.parent, dims=2, batch_size=1, overwrite=overwrite,
                             progress=progress)
-    if network == "ensemble":
-        task, genome, model = load_ensemble(Path(run_dir), quiet=share.rank != 0)
+    if network in ("ensemble", "final_ensemble"):
+        task, genome, model = load_ensemble(Path(run_dir), quiet=share.rank != 0, retrained=network != "ensemble")
         outputs, about = model.outputs, {"ensemble": json.dumps([g.canonical() for g in model.genomes])}
     else:
         task, genome, model = load_best(Path(run_dir), quiet=share.rank != 0, network=network)

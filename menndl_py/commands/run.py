@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from menndl_py import config as config_module
-from menndl_py.commands.common import describe, ensure_data, format_baselines, say, task_of
+from menndl_py.commands.common import describe, ensure_data, format_baselines, record_ensemble, say, task_of
 from menndl_py.config import Config
 from menndl_py.engine.evaluator import Evaluator
 from menndl_py.engine.master import Master
@@ -23,15 +23,12 @@ from menndl_py.engine.transport import mpi
 from menndl_py.engine.transport.serial import run_serial
 from menndl_py.errors import UserError
 from menndl_py.rundir import Checkpoint, RunDir, RunLock, empty_state, read_checkpoint
-from menndl_py.rundir.layout import write_json_atomic
-from menndl_py.rundir.networks import kept_networks, read_genome, read_record, score_on_test
+from menndl_py.rundir.networks import read_genome, read_record, score_on_test
 from menndl_py.search import make_search
 from menndl_py.search.seeds import seed_genomes
 from menndl_py.tasks.base import Task
 from menndl_py.train.device import pick_device, set_threads
-from menndl_py.train.ensemble import Ensemble
 from menndl_py.train.group import HorovodGroup, LocalGroup
-from menndl_py.train.trainer import score_split
 
 LAUNCH_FILE = "MENNDL_LAUNCH_FILE"
 
@@ -221,17 +218,11 @@ def say_front(task: Task, master: Master) -> list[int]:
 
 
 def say_ensemble(cfg: Config, task: Task, run: RunDir) -> dict:
-    """Calibrate and score the ensemble of the networks in ensemble/ (`search.keep_top`), write what `menndl predict
-    --network ensemble` reads (ensemble.json: its members, best first, its calibration and scores), print it."""
-    networks = kept_networks(run.ensemble, space_of(cfg, task), task.higher_is_better)
-    ensemble = Ensemble(task, [(genome, model) for _, genome, model in networks])
-    batch, precision = cfg.training.eval_batch_size, cfg.training.precision
-    record = {"members": [work_id for work_id, _, _ in networks], "calibration": task.calibration_of(ensemble, batch)}
-    for split in ("val", "test"):
-        record[f"{split}_{task.metric}"] = score_split(ensemble, task, split, batch, precision)[task.metric]
-    write_json_atomic(run.ensemble_record, record)
-    say(f"ensemble of the {len(networks)} best at the top rung (ids {', '.join(map(str, record['members']))}): "
-        f"validation {task.metric} {record[f'val_{task.metric}']:.4f} {task.unit}, test {task.metric} "
+    """Record the ensemble of the networks in ensemble/ (`search.keep_top`) in ensemble.json, which `menndl predict
+    --network ensemble` reads, and print it."""
+    record = record_ensemble(cfg, task, run.ensemble, run.ensemble_record)
+    say(f"ensemble of the {len(record['members'])} best at the top rung (ids {', '.join(map(str, record['members']))}"
+        f"): validation {task.metric} {record[f'val_{task.metric}']:.4f} {task.unit}, test {task.metric} "
         f"{record[f'test_{task.metric}']:.4f} {task.unit}; 'menndl predict --network ensemble' uses it")
     return record
 

@@ -40,7 +40,7 @@ class RunDir:
     """`runs/<name>/`: config.yaml, run.json, results.csv/.h5, surrogate.csv, the checkpoint, the lock,
     baselines.json, the best network of the search (best/; with several objectives, the network to use by default),
     the retrained one (final/), the Pareto front's networks (pareto/<id>/) or the ensemble's (ensemble/<id>/,
-    with `search.keep_top`), states/, report/."""
+    with `search.keep_top`; retrained, final_ensemble/<id>/), states/, report/."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -60,6 +60,8 @@ class RunDir:
         self.pareto = self.path / "pareto"  # with several objectives: a network per front member at the top rung
         self.ensemble = self.path / "ensemble"  # with search.keep_top: the networks of the K best at the top rung
         self.ensemble_record = self.path / "ensemble.json"  # their members, calibration and scores, at the end
+        self.final_ensemble = self.path / "final_ensemble"  # those networks trained again by `menndl retrain`
+        self.final_ensemble_record = self.path / "final_ensemble.json"
 
     @staticmethod
     def member_ids(kept: Path) -> list[int]:
@@ -67,6 +69,11 @@ class RunDir:
         if not kept.is_dir():
             return []
         return sorted(int(p.name) for p in kept.iterdir() if p.name.isdigit())
+
+    def ensemble_files(self, retrained: bool) -> tuple[Path, Path]:
+        """(networks, record) of the search's ensemble, or (`retrained`) of its networks trained again."""
+        return (self.final_ensemble, self.final_ensemble_record) if retrained else (self.ensemble,
+                                                                                     self.ensemble_record)
 
     def network_to_use(self) -> Path:
         """Where the network to use is: final/ after `menndl retrain`, else best/."""

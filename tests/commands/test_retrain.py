@@ -49,6 +49,8 @@ def test_retrain_writes_a_scored_final_network_on_one_or_two_ranks_and_bad_calls
     assert one_line_error(menndl("retrain", "runs/h", "--budget", "0", cwd=tmp_path)) == \
         "--budget: must be > 0 seconds, got 0.0"
     assert one_line_error(menndl("retrain", "elsewhere", cwd=tmp_path)).startswith("elsewhere/config.yaml: missing")
+    assert one_line_error(menndl("retrain", "runs/h", "--network", "ensemble", cwd=tmp_path)) == \
+        "runs/h/ensemble.json: missing; a search with search.keep_top (2 or more) writes it when it ends"
 
 
 def test_predict_takes_the_retrained_network_when_there_is_one(tmp_path):

@@ -1,6 +1,7 @@
 """`search.keep_top`, end to end in one process: the run keeps the networks of the K best at the top rung (each
 with the weights its row was scored with), scores and records their ensemble when the search ends, and `menndl
-predict --network ensemble` averages them; config and usage errors."""
+predict --network ensemble` averages them; `menndl retrain --network ensemble` trains each again; config and usage
+errors."""
 import csv
 import json
 import shutil
@@ -120,6 +121,44 @@ def test_predict_names_what_is_missing_when_a_run_has_no_ensemble(run, tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"menndl: error: {record}: missing; a search with search.keep_top (2 or more) writes it when it ends"]
+
+
+def test_retraining_the_ensemble_trains_each_member_again_and_predict_averages_those(run, tmp_path):
+    copy = tmp_path / "ens"
+    shutil.copytree(run.run_dir, copy, symlinks=True)
+    (tmp_path / "in.csv").write_text("formula\nNaCl\nFe2O3\nLiFePO4\n")
+    done = subprocess.run([MENNDL, "predict", str(copy), "in.csv", "--output", "none.csv", "--network",
+                           "final_ensemble"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"menndl: error: {copy / 'final_ensemble.json'}: missing; 'menndl "
+                                                f"retrain {copy} --network ensemble' writes it"]
+    done = subprocess.run([MENNDL, "retrain", str(copy), "--network", "ensemble", "--epochs", "2"],
+                          capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert done.returncode == 0, done.stderr
+    searched = json.loads((copy / "ensemble.json").read_text())
+    record = json.loads((copy / "final_ensemble.json").read_text())
+    assert sorted(record["members"]) == sorted(searched["members"]) and not record["warm_start"]
+    task = make_task("elemnet", OPTIONS, run.task.data_dir)
+    ours = RunDir(copy)
+    for work_id in searched["members"]:
+        genome, model, result = load_network(ours.final_ensemble / str(work_id), task.space())
+        old_genome, old_model, _ = load_network(ours.ensemble / str(work_id), task.space())
+        assert genome == old_genome and result["epochs"] == 2 and result["source"] == str(work_id)
+        assert result["fitness"] == pytest.approx(score_split(model, task, "val", 4096)["mae"], rel=1e-4)
+        assert not torch.equal(next(model.parameters()), next(old_model.parameters()))
+    networks = kept_networks(ours.final_ensemble, task.space(), task.higher_is_better)
+    x, y = (torch.as_tensor(a) for a in task.load("val"))
+    with torch.no_grad():
+        assert record["val_mae"] == pytest.approx(float((torch.stack([m(x)[:, 0] for _, _, m in networks]).mean(0)
+                                                         - y).abs().mean()), rel=1e-4)
+        expected = torch.stack([m(torch.as_tensor(np.stack([fractions(f) for f in ("NaCl", "Fe2O3", "LiFePO4")])))
+                                [:, 0] for _, _, m in networks]).mean(0).numpy()
+    done = subprocess.run([MENNDL, "predict", str(copy), "in.csv", "--output", "out.csv", "--network",
+                           "final_ensemble", "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=mpi_env())
+    assert done.returncode == 0, done.stderr
+    predicted = pd.read_csv(tmp_path / "out.csv").filter(like="predicted").iloc[:, 0].to_numpy()
+    assert np.allclose(predicted, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("settings, message", [
