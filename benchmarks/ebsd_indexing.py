@@ -99,7 +99,8 @@ def main(argv=None) -> int:
 
     network_orientations(task, model, x[:task.image_batch])  # once before timing
     task.dictionary = dictionary
-    dictionary.index_near(x[:1, 0], y[:1])  # its neighbourhoods made before timing
+    dictionary.index_near(x[:1, 0], y[:1])  # its k-d tree made before timing
+    dictionary.index(x[:1, 0])  # and its kikuchipy signal
     rows, seconds, reading = [], {"network": 0.0, "near": 0.0, "dictionary": 0.0}, 0.0
     for name, (patterns, truth) in sets.items():
         found, trust, t, read = network_orientations(task, model, patterns)

@@ -143,7 +143,8 @@ def cmd_predict(args) -> int:
     from menndl_py.commands.predict import predict
 
     return predict(args.run_dir, args.inputs, args.output, batch_size=args.batch_size, dataset=args.dataset,
-                   network=args.network, overwrite=args.overwrite, progress=not args.no_progress, method=args.method)
+                   network=args.network, overwrite=args.overwrite, progress=not args.no_progress, method=args.method,
+                   dictionary=(args.dictionary_resolution, args.dictionary_near))
 
 
 def cmd_export(args) -> int:
@@ -236,6 +237,11 @@ def parser() -> argparse.ArgumentParser:
                          help="network (default); fourier: STEM Fourier filtering, RUN_DIR then the fourier.json "
                               "'menndl baseline' wrote or its run directory; network+dictionary: EBSD, each "
                               "network's orientation then the best of the 100 dictionary patterns nearest it")
+    predict.add_argument("--dictionary-resolution", type=float, metavar="DEG",
+                         help="network+dictionary: the dictionary's resolution in degrees (default: the run's "
+                              "dictionary_resolution)")
+    predict.add_argument("--dictionary-near", type=int, metavar="K",
+                         help="network+dictionary: dictionary patterns matched with each pattern (default 100)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--no-progress", action="store_true")
     predict.set_defaults(func=cmd_predict)

@@ -15,7 +15,8 @@ as the task says, with the calibration in ensemble.json); `--network final_ensem
 
 `--method network+dictionary` (EBSD) takes each pattern's orientation from the network, then the best match among
 the dictionary patterns nearest it (`Dictionary.index_near`): dictionary indexing's tolerance of real patterns at
-a fraction of its time.
+a fraction of its time. `dictionary` (resolution in degrees, patterns near each) defaults to the run's
+`dictionary_resolution` and 100.
 """
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ METHODS = ("network", "fourier", "network+dictionary")
 
 def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optional[int] = None,
             dataset: Optional[str] = None, network: Optional[str] = None, overwrite: bool = False,
-            progress: bool = True, method: str = "network") -> int:
+            progress: bool = True, method: str = "network", dictionary: tuple = (None, None)) -> int:
     """Run the best network of `run_dir` (or, with `method` 'fourier', Fourier filtering with the parameters file
     `run_dir` or the one of that baseline run) over `inputs`; 0 if every row or image was used, EXIT_SKIPPED
     otherwise."""
@@ -160,6 +161,7 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
     if method not in METHODS:
         raise UserError(f"--method: must be one of {', '.join(METHODS)}, got {method!r}")
+    check_dictionary(method, *dictionary)
     share = mpi.share()
     if method == "fourier":
         from menndl_py.tasks.stem.fourier import FourierMethod
@@ -181,7 +183,11 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
     if method == "network+dictionary":
         if not hasattr(task, "use_dictionary"):
             raise UserError(f"--method network+dictionary: for EBSD patterns (task ebsd), not task {task.name}")
-        task.use_dictionary()
+        made = task.use_dictionary(*dictionary, share=share)
+        if share.rank == 0:
+            print(f"[menndl] dictionary at {made.resolution:g}°: {len(made):,} patterns made in {made.seconds:.0f} s "
+                  f"by {share.ranks_on_node} rank{'s' * (share.ranks_on_node > 1)} a node; each pattern matched "
+                  f"among the {made.near} nearest the network's orientation", flush=True)
     device = pick_device(share.local_rank)
     laid_out(model, device, inference=True)
     if task.predicts in ("table", "images", "structures"):
@@ -195,6 +201,17 @@ def predict(run_dir: str, inputs: list[str], output: str, *, batch_size: Optiona
                         lambda ready: infer(outputs, task, ready, device), run_dir=Path(run_dir),
                         dims=task.image_dims, batch_size=batch_size or task.image_batch, overwrite=overwrite,
                         progress=progress)
+
+
+def check_dictionary(method: str, resolution: Optional[float], near: Optional[int]) -> None:
+    """One-line errors for network+dictionary's options: given with another method, or out of range."""
+    for flag, value in (("--dictionary-resolution", resolution), ("--dictionary-near", near)):
+        if value is not None and method != "network+dictionary":
+            raise UserError(f"{flag}: only with --method network+dictionary")
+    if resolution is not None and not 0.5 <= resolution <= 30:
+        raise UserError(f"--dictionary-resolution: must be 0.5-30 degrees, got {resolution:g}")
+    if near is not None and near < 1:
+        raise UserError(f"--dictionary-near: must be >= 1, got {near}")
 
 
 def predict_maps(share, inputs: list[str], output: str, dataset: Optional[str], about: dict, class_names: tuple,

@@ -9,6 +9,10 @@ correlation is blind to a pattern's mean and scale, so they need no background o
 
 `index_near` narrows the search to the dictionary patterns nearest a given orientation each (a network's), so a
 network's speed and the correlation's tolerance of how real patterns differ from simulated ones can be had together.
+
+The patterns are kept once, as zero-mean unit vectors (their dot products are the correlations), made CHUNK at a
+time. The ranks of a node make a dictionary together, each a part, into memory they share: one copy a node, in
+1/ranks of the time.
 """
 from __future__ import annotations
 
@@ -21,12 +25,14 @@ import warnings
 import numpy as np
 import torch
 
+from menndl_py.engine.transport.share import Solo
 from menndl_py.physics import ebsd
 from menndl_py.physics.ebsd import EbsdSettings
 from menndl_py.physics.orientation import cubic_tensor
 
 ENERGY = 20.0  # kV: the bundled master pattern's beam energy
 NEAR = 100  # dictionary patterns `index_near` correlates a pattern with: at 3°, those within about 8°
+CHUNK = 4096  # orientations projected at a time
 
 
 @contextlib.contextmanager
@@ -39,28 +45,45 @@ def _quiet():
 
 
 class Dictionary:
-    """A dictionary of simulated patterns over the cubic fundamental zone at `resolution` degrees."""
+    """A dictionary of simulated patterns over the cubic fundamental zone at `resolution` degrees, made by the
+    ranks of `share` on each node together."""
 
-    def __init__(self, settings: EbsdSettings, resolution: float, near: int = NEAR):
+    def __init__(self, settings: EbsdSettings, resolution: float, near: int = NEAR, share=Solo()):
         import dask
         from orix.quaternion import symmetry
         from orix.sampling import get_sample_fundamental
 
         self.settings, self.resolution, self.near = settings, resolution, near  # near: `index_near`'s default k
         started = time.perf_counter()
-        rotations = get_sample_fundamental(resolution=resolution, point_group=symmetry.O)
-        with dask.config.set(scheduler="synchronous"):
-            self.signal = ebsd.master_pattern().get_patterns(rotations, ebsd.detector(settings), compute=True,
-                                                             show_progressbar=False)
+        self.rotations = get_sample_fundamental(resolution=resolution, point_group=symmetry.O)
+        self.unit = share.node_array((self.rotations.size, int(np.prod(settings.shape))), np.float32)
+        bounds = np.linspace(0, len(self.unit), share.ranks_on_node + 1).astype(int)
+        first, last = bounds[share.local_rank], bounds[share.local_rank + 1]  # this rank's part
+        master, detector = ebsd.master_pattern(), ebsd.detector(settings)
+        for start in range(first, last, CHUNK):
+            rows = slice(start, min(start + CHUNK, last))
+            with dask.config.set(scheduler="synchronous"):
+                patterns = master.get_patterns(self.rotations[rows], detector, compute=True, show_progressbar=False)
+            self.unit[rows] = _unit(patterns.data.reshape(len(patterns.data), -1))
+        share.node_barrier()
         self.seconds = time.perf_counter() - started  # to make it
 
     def __len__(self) -> int:
-        return len(self.signal.data)
+        return len(self.unit)
 
     @property
     def quaternions(self) -> np.ndarray:
         """The dictionary's orientations (N × 4)."""
-        return self.signal.xmap.rotations.data.reshape(-1, 4)
+        return self.rotations.data.reshape(-1, 4)
+
+    @functools.cached_property
+    def signal(self):
+        """The dictionary as kikuchipy's EBSD signal, over the unit patterns (no copy)."""
+        from kikuchipy.signals import EBSD
+        from orix.crystal_map import CrystalMap, PhaseList
+
+        return EBSD(self.unit.reshape(-1, *self.settings.shape), detector=ebsd.detector(self.settings),
+                    xmap=CrystalMap(phase_list=PhaseList(ebsd.master_pattern().phase), rotations=self.rotations))
 
     def index(self, patterns: np.ndarray, refine: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(quaternions (N × 4, w >= 0), normalised cross-correlations (N)) of patterns (N × H × W), each the best
@@ -90,17 +113,16 @@ class Dictionary:
         whole = ~np.isfinite(near).all(axis=1)
         if doubtful is not None:
             whole |= np.asarray(doubtful, dtype=bool)
-        tree, unit = self._neighbourhoods
         x = _unit(patterns)
         chosen, scores = np.empty(len(near), dtype=np.int64), np.empty(len(near))
         if whole.any():  # as `index` correlates, without its per-call cost (the dictionary standardised again)
-            found = x[whole] @ unit.T
+            found = x[whole] @ self.unit.T
             chosen[whole] = found.argmax(axis=1)
             scores[whole] = found[np.arange(len(found)), chosen[whole]]
         if not whole.all():
-            rows = tree.query(cubic_tensor(torch.as_tensor(near[~whole])).numpy(), k=min(k or self.near, len(self)))[1]
-            rows = rows.reshape(len(rows), -1)
-            found = np.stack([unit[r] @ v for r, v in zip(rows, x[~whole])])  # no N × k × P copy
+            tensors = cubic_tensor(torch.as_tensor(near[~whole])).numpy()
+            rows = self._tree.query(tensors, k=min(k or self.near, len(self)))[1].reshape(len(tensors), -1)
+            found = np.stack([self.unit[r] @ v for r, v in zip(rows, x[~whole])])  # no N × k × P copy
             best = found.argmax(axis=1)
             chosen[~whole] = rows[np.arange(len(rows)), best]
             scores[~whole] = found[np.arange(len(rows)), best]
@@ -108,12 +130,11 @@ class Dictionary:
         return np.where(quaternions[:, :1] < 0, -quaternions, quaternions), scores
 
     @functools.cached_property
-    def _neighbourhoods(self):
-        """(a k-d tree of the dictionary's cubic tensors, its patterns as zero-mean unit vectors (N × H·W))."""
+    def _tree(self):
+        """A k-d tree of the dictionary's cubic tensors."""
         from scipy.spatial import cKDTree
 
-        tensors = cubic_tensor(torch.as_tensor(self.quaternions, dtype=torch.float64)).numpy()
-        return cKDTree(tensors), _unit(self.signal.data.reshape(len(self), -1).astype(np.float32))
+        return cKDTree(cubic_tensor(torch.as_tensor(self.quaternions, dtype=torch.float64)).numpy())
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

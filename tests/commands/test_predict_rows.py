@@ -94,6 +94,10 @@ def test_a_table_of_good_rows_exits_0_and_reads_parquet(workdir):
     (["runs", "--output", "out/x.csv"], "must name a .csv, .parquet or .pq file"),
     (["formulas.csv", "--output", "out/x.csv", "--method", "network+dictionary"],
      "--method network+dictionary: for EBSD patterns (task ebsd), not task elemnet"),
+    (["formulas.csv", "--output", "out/x.csv", "--dictionary-near", "5"],
+     "--dictionary-near: only with --method network+dictionary"),
+    (["formulas.csv", "--output", "out/x.csv", "--method", "network+dictionary", "--dictionary-resolution", "0.1"],
+     "--dictionary-resolution: must be 0.5-30 degrees, got 0.1"),
 ])
 def test_bad_usage_is_one_line_and_status_2(workdir, args, message):
     root, _ = workdir

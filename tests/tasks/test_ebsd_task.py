@@ -296,8 +296,9 @@ def test_a_short_search_in_one_process_then_predict(tmp_path):
     lines = (tmp_path / "map.csv").read_text().splitlines()
     assert len(lines) == 11 and "euler_phi1_deg" in lines[0] and "misfit" in lines[0]
     found = menndl("predict", "runs/ebsd-tiny", "stack.h5", "--output", "near.csv", "--no-progress", "--method",
-                   "network+dictionary", cwd=tmp_path)
+                   "network+dictionary", "--dictionary-resolution", "12", "--dictionary-near", "30", cwd=tmp_path)
     assert found.returncode == 1 and "the network takes 60×60" in found.stderr
+    assert "dictionary at 12°" in found.stdout and "among the 30 nearest" in found.stdout, found.stdout
     near_map, network_map = (pd.read_csv(tmp_path / name) for name in ("near.csv", "map.csv"))
     assert len(near_map) == 10 and set(near_map.columns) == {*network_map.columns, "correlation"}
     assert near_map["correlation"].iloc[:9].between(-1, 1).all() and near_map["correlation"].iloc[9:].isna().all()

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+import numpy as np
+
 from menndl_py.engine.signals import StopRequest
 from menndl_py.engine.transport.share import Solo
 from menndl_py.errors import UserError, os_error_line
@@ -198,9 +200,25 @@ class MPIShare(Solo):
     """The share of one rank of a communicator (see `Solo` for what each call does)."""
 
     def __init__(self, comm):
+        from mpi4py import MPI
+
         self.comm, self.rank, self.size = comm, comm.rank, comm.size
-        self.local_rank, self.ranks_on_node = node_place(comm)
+        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)  # this node's ranks
+        self.local_rank, self.ranks_on_node = self.node.rank, self.node.size
         self.streams = 0
+        self.windows = []  # the node arrays' shared memory, kept while the share lives
+
+    def node_array(self, shape: tuple, dtype) -> np.ndarray:
+        from mpi4py import MPI
+
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape)) * dtype.itemsize if self.local_rank == 0 else 0
+        window = MPI.Win.Allocate_shared(size, dtype.itemsize, comm=self.node)
+        self.windows.append(window)
+        return np.ndarray(shape, dtype, buffer=window.Shared_query(0)[0])
+
+    def node_barrier(self) -> None:
+        self.node.Barrier()
 
     def bcast(self, value: Any) -> Any:
         return self.comm.bcast(value, root=0)

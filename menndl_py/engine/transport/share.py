@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+import numpy as np
+
 
 class Solo:
     """The share of a job of one process: every item is this rank's, every collective is the identity."""
@@ -22,6 +24,14 @@ class Solo:
     def allgather(self, value: Any) -> list:
         """Every rank's value, in rank order, on every rank."""
         return [value]
+
+    def node_array(self, shape: tuple, dtype) -> np.ndarray:
+        """An uninitialised array that every rank of this node sees, one copy a node: each rank fills its part,
+        then all meet at `node_barrier` before reading the others'."""
+        return np.empty(shape, dtype)
+
+    def node_barrier(self) -> None:
+        """Wait until every rank of this node is here."""
 
     def to_root(self, chunks: Iterable[list], expected: int) -> Iterator[list]:
         """Hand lists of results to rank 0. On rank 0: yields its own `chunks` as they are made, with the other
