@@ -11,8 +11,8 @@ correlation is blind to a pattern's mean and scale, so they need no background o
 network's speed and the correlation's tolerance of how real patterns differ from simulated ones can be had together.
 
 The patterns are kept once, as zero-mean unit vectors (their dot products are the correlations), made CHUNK at a
-time. The ranks of a node make a dictionary together, each a part, into memory they share: one copy a node, in
-1/ranks of the time.
+time. The ranks of a node make a dictionary together, each projecting its part into memory they share: one copy a
+node.
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ class Dictionary:
     """A dictionary of simulated patterns over the cubic fundamental zone at `resolution` degrees, made by the
     ranks of `share` on each node together."""
 
-    def __init__(self, settings: EbsdSettings, resolution: float, near: int = NEAR, share=Solo()):
+    def __init__(self, settings: EbsdSettings, resolution: float, near: int = NEAR,
+                 share: Solo = Solo()):
         import dask
         from orix.quaternion import symmetry
         from orix.sampling import get_sample_fundamental
