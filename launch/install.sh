@@ -214,4 +214,11 @@ fi
 
 # 6. menndl_py itself, editable, with the `menndl` command.
 "${pip[@]}" --no-deps -e "$repo"
+
+# 7. orix's generalized ufuncs compiled into numba's on-disk cache here, in one process: ranks that compile one into
+#    the cache at the same moment can leave it corrupt, and every later import of orix then crashes (numba #10128).
+#    A cache left so is removed first, so running this again mends it.
+orix_dir="$("$py" -c "import importlib.util; print(importlib.util.find_spec('orix').submodule_search_locations[0])")"
+find "$orix_dir" -name '*.nb[ic]' -delete
+"$py" -c "import orix.quaternion.symmetry; from orix.quaternion import Quaternion; from orix.vector import Vector3d; q = Quaternion([1, 0, 0, 0]); (q * ~q) * Vector3d([0, 0, 1])"
 "$py" -c "import horovod.torch as hvd, mpi4py, torch; print('[install] ok: torch', torch.__version__, 'horovod', __import__('horovod').__version__, 'mpi4py', mpi4py.__version__)"
