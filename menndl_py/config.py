@@ -224,6 +224,12 @@ def _check_value(key: str, value: Any, typ: Any, rules: dict) -> Any:
     return value
 
 
+def check_setting(key: str, value: Any, cls, name: str) -> Any:
+    """`value` checked (and converted) as dataclass `cls`'s setting `name` would be, errors naming `key`."""
+    rules = next(dict(f.metadata) for f in dataclasses.fields(cls) if f.name == name)
+    return _check_value(key, value, typing.get_type_hints(cls)[name], rules)
+
+
 def build(cls, data: Any, prefix: str = ""):
     """Make dataclass `cls` from a mapping, checking types, bounds and unknown keys."""
     where = prefix or "config"

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from menndl_py.commands.common import check_output, opened_run
 from menndl_py.commands.predict_rows import predict_rows, prepared
+from menndl_py.config import check_setting
 from menndl_py.engine.transport import mpi
 from menndl_py.errors import UserError
 from menndl_py.images import Reader, list_items
@@ -208,8 +209,10 @@ def check_dictionary(method: str, resolution: Optional[float], near: Optional[in
     for flag, value in (("--dictionary-resolution", resolution), ("--dictionary-near", near)):
         if value is not None and method != "network+dictionary":
             raise UserError(f"{flag}: only with --method network+dictionary")
-    if resolution is not None and not 0.5 <= resolution <= 30:
-        raise UserError(f"--dictionary-resolution: must be 0.5-30 degrees, got {resolution:g}")
+    if resolution is not None:
+        from menndl_py.tasks.ebsd.task import EbsdOptions
+
+        check_setting("--dictionary-resolution", resolution, EbsdOptions, "dictionary_resolution")
     if near is not None and near < 1:
         raise UserError(f"--dictionary-near: must be >= 1, got {near}")
 

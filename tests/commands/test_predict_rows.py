@@ -97,7 +97,7 @@ def test_a_table_of_good_rows_exits_0_and_reads_parquet(workdir):
     (["formulas.csv", "--output", "out/x.csv", "--dictionary-near", "5"],
      "--dictionary-near: only with --method network+dictionary"),
     (["formulas.csv", "--output", "out/x.csv", "--method", "network+dictionary", "--dictionary-resolution", "0.1"],
-     "--dictionary-resolution: must be 0.5-30 degrees, got 0.1"),
+     "--dictionary-resolution: must be a number >= 0.5 and <= 30.0, got 0.1"),
 ])
 def test_bad_usage_is_one_line_and_status_2(workdir, args, message):
     root, _ = workdir

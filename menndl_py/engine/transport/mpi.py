@@ -186,24 +186,19 @@ def receive(comm, source: int, tag: int, interrupt: Optional[Callable[[], bool]]
         delay = min(delay * 1.25, max_delay)
 
 
-def node_place(comm) -> tuple[int, int]:
-    """This rank's rank among the ranks of `comm` on its node, and their number."""
+def node_comm(comm):
+    """The ranks of `comm` on this rank's node, as a communicator of their own."""
     from mpi4py import MPI
 
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    place = node.rank, node.size
-    node.Free()
-    return place
+    return comm.Split_type(MPI.COMM_TYPE_SHARED)
 
 
 class MPIShare(Solo):
     """The share of one rank of a communicator (see `Solo` for what each call does)."""
 
     def __init__(self, comm):
-        from mpi4py import MPI
-
         self.comm, self.rank, self.size = comm, comm.rank, comm.size
-        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)  # this node's ranks
+        self.node = node_comm(comm)
         self.local_rank, self.ranks_on_node = self.node.rank, self.node.size
         self.streams = 0
         self.windows = []  # the node arrays' shared memory, kept while the share lives
@@ -289,7 +284,9 @@ def make_layout(comm, k: int) -> Layout:
     rank = comm.rank
     group_index = None if rank == 0 else (rank - 1) // k
     group = comm.Split(0 if rank == 0 else 1 + group_index, rank)
-    layout = Layout(rank, comm.size, k, group_index, group, *node_place(comm))
+    node = node_comm(comm)
+    layout = Layout(rank, comm.size, k, group_index, group, node.rank, node.size)
+    node.Free()
     layout.hosts = comm.gather(socket.gethostname(), root=0)
     return layout
 
